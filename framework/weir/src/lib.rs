@@ -1,0 +1,114 @@
+//! # Weir: Kafka consumers done right
+//!
+//! You write a [`Processor`]; Weir runs it as a member of a consumer group with
+//! per-key ordered concurrency, commits only offsets whose messages have
+//! finished, retries transient failures, and hands poison messages to a
+//! [`FailureSink`] instead of skipping them or wedging the partition.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+//! use std::sync::Arc;
+//! use rdkafka::mocking::MockCluster;
+//! use rdkafka::producer::{FutureProducer, FutureRecord};
+//! use rdkafka::ClientConfig;
+//! use weir::{Consumer, ConsumerConfig, JsonCodec, Message, ProcessError, Processor};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Click { link_id: u64 }
+//!
+//! struct CountClicks(Arc<AtomicUsize>);
+//!
+//! impl Processor<Click> for CountClicks {
+//!     async fn process(&self, msg: Message<Click>) -> Result<(), ProcessError> {
+//!         let _link = msg.value().link_id;      // your idempotent effect goes here
+//!         self.0.fetch_add(1, SeqCst);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An in-process broker for the example; use your cluster's address in production.
+//! let cluster = MockCluster::new(1)?;
+//! cluster.create_topic("clicks", 2, 1)?;
+//! let producer: FutureProducer = ClientConfig::new()
+//!     .set("bootstrap.servers", cluster.bootstrap_servers())
+//!     .create()?;
+//! for i in 0..3u64 {
+//!     let body = format!(r#"{{"link_id":{i}}}"#);
+//!     let key = i.to_string();
+//!     producer.send(FutureRecord::to("clicks").key(&key).payload(&body), None).await.map_err(|(e, _)| e)?;
+//! }
+//!
+//! let seen = Arc::new(AtomicUsize::new(0));
+//! let config = ConsumerConfig::new(cluster.bootstrap_servers(), "click-counter", &["clicks"]);
+//! let consumer = Consumer::builder(config)
+//!     .codec(JsonCodec::<Click>::new())
+//!     .build(CountClicks(seen.clone()))?;
+//! let handle = consumer.handle();
+//! let run = tokio::spawn(consumer.run());
+//! while seen.load(SeqCst) < 3 {
+//!     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+//! }
+//! handle.shutdown();                                // drain, commit, leave the group
+//! let report = run.await??;
+//! assert!(report.drained);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Guarantees
+//! - **Commit after processing**: per partition, only the position below which
+//!   every message has finished (processed, or handed to the failure sink and
+//!   acknowledged) is committed; asynchronously on `commit_interval`, and
+//!   synchronously on revoke and shutdown. Never auto-commit.
+//! - **Ordering** ([`Ordering`]): `Key` (default) runs different keys in parallel
+//!   and each key strictly in offset order; `Partition` runs one message at a time
+//!   per partition; `Unordered` runs everything in parallel.
+//! - **Backpressure**: a partition whose window (oldest unfinished to newest
+//!   fetched) reaches `max_buffered_per_partition` is paused until it drains to
+//!   half; fetching and group heartbeats go on while handlers run.
+//! - **Revoke**: revoked partitions stop dispatching, wait up to
+//!   `revoke_deadline` for in-flight messages, commit what finished, and are
+//!   released. Messages still running at the deadline are cancelled and
+//!   processed again by the new owner (so handlers must be idempotent).
+//! - **Shutdown**: stop fetching, drain up to `shutdown_deadline`, commit, leave
+//!   the group; [`RunReport::exit_code`] says whether the drain completed.
+//! - **Failures**: retryable errors are retried in place ([`RetryPolicy`]);
+//!   terminal errors, exhausted retries, undecodable payloads and panics go to the
+//!   [`FailureSink`] (default [`StopPartition`]: halt the partition, loudly).
+//!   A handler that exceeds `handler_timeout` is cancelled and counts as retryable.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod failure;
+pub mod message;
+pub mod offsets;
+pub mod processor;
+mod runtime;
+pub mod scheduler;
+pub mod stats;
+
+#[doc(inline)]
+pub use codec::{BytesCodec, Codec, DecodeError, StringCodec};
+#[cfg(feature = "json")]
+#[doc(inline)]
+pub use codec::JsonCodec;
+#[doc(inline)]
+pub use config::{Assignment, ConsumerConfig, RetryPolicy};
+#[doc(inline)]
+pub use error::{ConfigError, ErrorKind, ProcessError, WeirError};
+#[doc(inline)]
+pub use failure::{Disposition, Failure, FailureSink, LogAndSkip, StopPartition};
+#[doc(inline)]
+pub use message::{Header, Headers, Message, MessageError, RawMessage, TopicPartition};
+#[doc(inline)]
+pub use offsets::{NextOffset, OffsetTracker};
+#[doc(inline)]
+pub use processor::{Processor, ProcessorFn, processor_fn};
+pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, HaltedPartition, RunReport};
+#[doc(inline)]
+pub use scheduler::{KeyScheduler, Lane, Ordering};
+#[doc(inline)]
+pub use stats::ConsumerStats;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,233 @@
+//! Messages as a processor sees them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+/// A topic and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// One header: a name and an optional value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name (Kafka header names are strings).
+    pub key: String,
+    /// Header value; `None` is a null value.
+    pub value: Option<Bytes>,
+}
+
+/// Message headers, in wire order (names may repeat).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<Header>);
+
+impl Headers {
+    /// The last header called `name` (Kafka convention: the latest wins).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .rev()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.as_deref())
+    }
+
+    /// The last header called `name` as UTF-8.
+    pub fn get_str(&self, name: &str) -> Result<Option<&str>, MessageError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(v)
+                .map(Some)
+                .map_err(|_| MessageError::InvalidHeader { name: name.to_string() }),
+        }
+    }
+
+    /// Adds a header at the end.
+    pub fn push(&mut self, key: impl Into<String>, value: impl Into<Bytes>) {
+        self.0.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Iterates in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+
+    /// Total bytes of names and values.
+    pub fn byte_size(&self) -> usize {
+        self.0
+            .iter()
+            .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+            .sum()
+    }
+}
+
+/// A message exactly as fetched: coordinates, key, payload and headers, undecoded.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Broker or producer timestamp, milliseconds since the epoch, if any.
+    pub timestamp_ms: Option<i64>,
+    /// Key bytes.
+    pub key: Option<Bytes>,
+    /// Payload bytes (`None` for a tombstone).
+    pub payload: Option<Bytes>,
+    /// Headers.
+    pub headers: Headers,
+}
+
+impl RawMessage {
+    /// `topic/partition@offset`, for logs. Never includes the payload.
+    pub fn coordinates(&self) -> String {
+        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// Problems with a message's envelope (key, headers) found by the accessors.
+/// All are terminal: the same bytes will fail the same way again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The processor needs a key and the message has none.
+    #[error("message has no key, and this processor needs one")]
+    MissingKey,
+    /// The key is not valid UTF-8.
+    #[error("message key is not valid UTF-8")]
+    InvalidKey,
+    /// A header value is not valid UTF-8.
+    #[error("header `{name}` is not valid UTF-8")]
+    InvalidHeader {
+        /// Header name.
+        name: String,
+    },
+}
+
+impl MessageError {
+    /// Error class for metrics and failure headers.
+    pub fn class(&self) -> &'static str {
+        match self {
+            MessageError::MissingKey => "missing_key",
+            MessageError::InvalidKey => "invalid_key",
+            MessageError::InvalidHeader { .. } => "invalid_header",
+        }
+    }
+}
+
+/// A message handed to a [`Processor`](crate::Processor): the decoded value,
+/// the raw message, the delivery attempt and a cancellation signal.
+#[derive(Debug)]
+pub struct Message<T> {
+    value: T,
+    raw: Arc<RawMessage>,
+    attempt: u32,
+    cancel: CancellationToken,
+}
+
+impl<T> Message<T> {
+    /// Builds a message (the runtime does this; useful in unit tests of processors).
+    pub fn new(value: T, raw: Arc<RawMessage>, attempt: u32, cancel: CancellationToken) -> Self {
+        Message {
+            value,
+            raw,
+            attempt,
+            cancel,
+        }
+    }
+
+    /// The decoded value.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// Takes the decoded value.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// The raw message.
+    pub fn raw(&self) -> &RawMessage {
+        &self.raw
+    }
+
+    /// Key bytes, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.raw.key.as_deref()
+    }
+
+    /// The key as UTF-8, or a terminal [`MessageError`] (`?` turns it into a [`ProcessError`](crate::ProcessError)).
+    pub fn key_str(&self) -> Result<&str, MessageError> {
+        let k = self.raw.key.as_deref().ok_or(MessageError::MissingKey)?;
+        std::str::from_utf8(k).map_err(|_| MessageError::InvalidKey)
+    }
+
+    /// Headers.
+    pub fn headers(&self) -> &Headers {
+        &self.raw.headers
+    }
+
+    /// Topic.
+    pub fn topic(&self) -> &str {
+        &self.raw.topic
+    }
+
+    /// Partition.
+    pub fn partition(&self) -> i32 {
+        self.raw.partition
+    }
+
+    /// Offset.
+    pub fn offset(&self) -> i64 {
+        self.raw.offset
+    }
+
+    /// Timestamp in milliseconds since the epoch, if the message has one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.raw.timestamp_ms
+    }
+
+    /// Delivery attempt, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Fired when the runtime stops waiting for this message (revoke or shutdown
+    /// deadline passed). A handler doing long work should stop when it fires;
+    /// its future is dropped soon after either way.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// A stable identity: `topic/partition@offset`. Weaker than a producer-assigned ID
+    /// (a re-published copy gets a new identity).
+    pub fn coordinates(&self) -> String {
+        self.raw.coordinates()
+    }
+}

@@ -1,0 +1,507 @@
+//! The dispatcher: one task that owns every partition's state (offset tracker,
+//! key lanes, ready queue), so the hot path takes no lock.
+//!
+//! It admits fetched messages, starts them within the global and per-partition
+//! caps, collects completions, commits finished offsets on an interval, pauses
+//! partitions whose buffer is full, and drains partitions on revoke and shutdown.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::poller::{Event, RevokeReply, WeirContext};
+use super::task::Outcome;
+use super::{HaltedPartition, RunReport};
+use crate::message::{RawMessage, TopicPartition};
+use crate::offsets::{NextOffset, OffsetTracker};
+use crate::scheduler::{KeyScheduler, Lane, Ordering};
+use crate::stats::ConsumerStats;
+use crate::error::WeirError;
+
+/// Runs one message to an [`Outcome`]; implemented by the runtime's `Runner`.
+pub(crate) trait RunMessage: Send + Sync + 'static {
+    fn run_message(
+        self: Arc<Self>,
+        raw: Arc<RawMessage>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Outcome> + Send + 'static;
+}
+
+pub(crate) struct Limits {
+    pub(crate) ordering: Ordering,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_in_flight_per_partition: usize,
+    pub(crate) max_buffered_per_partition: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) revoke_deadline: Duration,
+    pub(crate) shutdown_deadline: Duration,
+}
+
+struct Completion {
+    epoch: u64,
+    offset: i64,
+    lane: Lane,
+    outcome: Outcome,
+}
+
+struct PartitionState {
+    tp: TopicPartition,
+    tracker: OffsetTracker,
+    lanes: KeyScheduler<RawMessage>,
+    ready: VecDeque<(Lane, RawMessage)>,
+    in_flight: usize,
+    in_runnable: bool,
+    paused: bool,
+    revoking: bool,
+    halted: Option<HaltedPartition>,
+    cancel: CancellationToken,
+    last_committed: Option<NextOffset>,
+}
+
+struct PendingRevoke {
+    partitions: Vec<TopicPartition>,
+    reply: RevokeReply,
+    deadline: Instant,
+}
+
+pub(crate) struct Dispatcher<R> {
+    consumer: Arc<BaseConsumer<WeirContext>>,
+    runner: Arc<R>,
+    limits: Limits,
+    parts: HashMap<u64, PartitionState>,
+    by_tp: HashMap<TopicPartition, u64>,
+    last_lookup: Option<(Arc<str>, i32, u64)>,
+    runnable: VecDeque<u64>,
+    tasks: JoinSet<Completion>,
+    in_flight: usize,
+    next_epoch: u64,
+    revokes: Vec<PendingRevoke>,
+    stats: Arc<ConsumerStats>,
+    shutdown: CancellationToken,
+    stop_poller: Arc<AtomicBool>,
+    group_id: Arc<str>,
+}
+
+impl<R: RunMessage> Dispatcher<R> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        consumer: Arc<BaseConsumer<WeirContext>>,
+        runner: Arc<R>,
+        limits: Limits,
+        stats: Arc<ConsumerStats>,
+        shutdown: CancellationToken,
+        stop_poller: Arc<AtomicBool>,
+        group_id: Arc<str>,
+    ) -> Self {
+        Dispatcher {
+            consumer,
+            runner,
+            limits,
+            parts: HashMap::new(),
+            by_tp: HashMap::new(),
+            last_lookup: None,
+            runnable: VecDeque::new(),
+            tasks: JoinSet::new(),
+            in_flight: 0,
+            next_epoch: 0,
+            revokes: Vec::new(),
+            stats,
+            shutdown,
+            stop_poller,
+            group_id,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut events: UnboundedReceiver<Event>) -> Result<RunReport, WeirError> {
+        let mut commit_tick = tokio::time::interval(self.limits.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shutdown.clone();
+        let mut fatal = None;
+        loop {
+            let revoke_deadline = self.revokes.iter().map(|r| r.deadline).min();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = self.on_join(done) { fatal = Some(e); break; }
+                    // Drain whatever else finished without another select round.
+                    while let Some(done) = self.tasks.try_join_next() {
+                        if let Err(e) = self.on_join(done) { fatal = Some(e); break; }
+                    }
+                    if fatal.is_some() { break; }
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Batch(batch)) => {
+                        for m in batch { self.admit(m); }
+                    }
+                    Some(Event::Assigned(tps)) => self.assign(tps),
+                    Some(Event::Revoked { partitions, reply }) => self.begin_revoke(partitions, reply),
+                    Some(Event::Fatal(e)) => { fatal = Some(WeirError::Fatal(e)); break; }
+                    None => { fatal = Some(WeirError::Internal("the poll thread stopped unexpectedly".into())); break; }
+                },
+                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                _ = tokio::time::sleep_until(revoke_deadline.unwrap_or_else(Instant::now)), if revoke_deadline.is_some() => {}
+            }
+            self.finish_revokes(false);
+            self.dispatch_ready();
+        }
+        let report = self.shut_down(&mut events).await;
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    fn lookup(&mut self, topic: &Arc<str>, partition: i32) -> Option<u64> {
+        if let Some((t, p, e)) = &self.last_lookup
+            && *p == partition
+            && Arc::ptr_eq(t, topic)
+        {
+            return Some(*e);
+        }
+        let tp = TopicPartition {
+            topic: topic.clone(),
+            partition,
+        };
+        let e = *self.by_tp.get(&tp)?;
+        self.last_lookup = Some((topic.clone(), partition, e));
+        Some(e)
+    }
+
+    fn admit(&mut self, m: RawMessage) {
+        let Some(epoch) = self.lookup(&m.topic, m.partition) else {
+            // Fetched before a revoke took effect: the next owner gets it.
+            ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
+            return;
+        };
+        let st = self.parts.get_mut(&epoch).expect("by_tp and parts agree");
+        if st.revoking {
+            ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
+            return;
+        }
+        if st.tracker.track(m.offset).is_err() {
+            // Fetched again below our position (after a pause/resume): already ours.
+            ConsumerStats::add(&self.stats.refetched_duplicates, 1);
+            return;
+        }
+        let lane = Lane::of(self.limits.ordering, m.key.as_deref());
+        if let Some(m) = st.lanes.admit(lane, m) {
+            st.ready.push_back((lane, m));
+            if !st.in_runnable {
+                st.in_runnable = true;
+                self.runnable.push_back(epoch);
+            }
+        }
+        self.check_pause(epoch);
+    }
+
+    fn dispatch_ready(&mut self) {
+        let mut visits = self.runnable.len();
+        while visits > 0 && self.in_flight < self.limits.max_in_flight {
+            visits -= 1;
+            let Some(epoch) = self.runnable.pop_front() else { break };
+            let Some(st) = self.parts.get_mut(&epoch) else { continue };
+            if st.revoking || st.halted.is_some() {
+                st.in_runnable = false;
+                continue;
+            }
+            while self.in_flight < self.limits.max_in_flight
+                && st.in_flight < self.limits.max_in_flight_per_partition
+                && let Some((lane, m)) = st.ready.pop_front()
+            {
+                st.in_flight += 1;
+                self.in_flight += 1;
+                let offset = m.offset;
+                let fut = self.runner.clone().run_message(Arc::new(m), st.cancel.clone());
+                self.tasks.spawn(async move {
+                    Completion {
+                        epoch,
+                        offset,
+                        lane,
+                        outcome: fut.await,
+                    }
+                });
+            }
+            if st.ready.is_empty() {
+                st.in_runnable = false;
+            } else {
+                self.runnable.push_back(epoch);
+            }
+        }
+        self.stats.in_flight_now(self.in_flight as u64);
+    }
+
+    fn on_join(&mut self, done: Result<Completion, tokio::task::JoinError>) -> Result<(), WeirError> {
+        let c = match done {
+            Ok(c) => c,
+            Err(e) if e.is_cancelled() => return Ok(()),
+            Err(e) => {
+                // Runner catches handler panics; reaching this is a Weir bug. The
+                // message's offset stays unfinished, so nothing is committed past it.
+                return Err(WeirError::Internal(format!("message task failed: {e}")));
+            }
+        };
+        self.in_flight -= 1;
+        let Some(st) = self.parts.get_mut(&c.epoch) else {
+            return Ok(()); // partition already released
+        };
+        st.in_flight -= 1;
+        match c.outcome {
+            Outcome::Finished => {
+                st.tracker.finish(c.offset);
+                if !st.revoking
+                    && let Some(next) = st.lanes.complete(c.lane)
+                {
+                    st.ready.push_back((c.lane, next));
+                }
+            }
+            Outcome::Halted { class, error } => {
+                if st.halted.is_none() {
+                    ConsumerStats::add(&self.stats.halted_partitions, 1);
+                    st.halted = Some(HaltedPartition {
+                        partition: st.tp.clone(),
+                        offset: c.offset,
+                        class,
+                        error,
+                    });
+                }
+            }
+            Outcome::Cancelled => {}
+        }
+        if !st.ready.is_empty() && !st.in_runnable && st.halted.is_none() {
+            st.in_runnable = true;
+            self.runnable.push_back(c.epoch);
+        }
+        self.check_pause(c.epoch);
+        Ok(())
+    }
+
+    /// Pauses a partition whose window is full (or that is halted); resumes it at half.
+    fn check_pause(&mut self, epoch: u64) {
+        let Some(st) = self.parts.get_mut(&epoch) else { return };
+        let window = st.tracker.window_len();
+        let cap = self.limits.max_buffered_per_partition;
+        let want_paused = st.halted.is_some() || window >= cap || (st.paused && window > cap / 2);
+        if want_paused == st.paused || st.revoking {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&st.tp.topic, st.tp.partition);
+        let res = if want_paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        match res {
+            Ok(()) => {
+                st.paused = want_paused;
+                let paused = self.parts.values().filter(|s| s.paused).count();
+                ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
+            }
+            Err(e) => tracing::warn!(partition = %st.tp, error = %e, "pause/resume failed"),
+        }
+    }
+
+    fn assign(&mut self, tps: Vec<TopicPartition>) {
+        for tp in tps {
+            if let Some(old) = self.by_tp.remove(&tp) {
+                self.parts.remove(&old);
+            }
+            let epoch = self.next_epoch;
+            self.next_epoch += 1;
+            self.by_tp.insert(tp.clone(), epoch);
+            self.parts.insert(
+                epoch,
+                PartitionState {
+                    tp,
+                    tracker: OffsetTracker::new(),
+                    lanes: KeyScheduler::new(),
+                    ready: VecDeque::new(),
+                    in_flight: 0,
+                    in_runnable: false,
+                    paused: false,
+                    revoking: false,
+                    halted: None,
+                    cancel: CancellationToken::new(),
+                    last_committed: None,
+                },
+            );
+        }
+        self.last_lookup = None;
+        ConsumerStats::set(&self.stats.assigned_partitions, self.parts.len() as u64);
+    }
+
+    fn begin_revoke(&mut self, partitions: Vec<TopicPartition>, reply: RevokeReply) {
+        for tp in &partitions {
+            if let Some(epoch) = self.by_tp.get(tp)
+                && let Some(st) = self.parts.get_mut(epoch)
+            {
+                st.revoking = true;
+                let dropped = st.ready.len() + st.lanes.queued();
+                ConsumerStats::add(&self.stats.dropped_on_revoke, dropped as u64);
+                st.ready.clear();
+                st.lanes.clear();
+            }
+        }
+        self.revokes.push(PendingRevoke {
+            partitions,
+            reply,
+            deadline: Instant::now() + self.limits.revoke_deadline,
+        });
+    }
+
+    /// Answers revokes whose partitions are idle (or whose deadline passed, or all with `force`):
+    /// cancels stragglers, releases the partitions and returns their finished offsets
+    /// to the poll thread, which commits them before librdkafka lets them go.
+    fn finish_revokes(&mut self, force: bool) {
+        if self.revokes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.revokes.len() {
+            let r = &self.revokes[i];
+            let busy: usize = r
+                .partitions
+                .iter()
+                .filter_map(|tp| self.by_tp.get(tp).and_then(|e| self.parts.get(e)))
+                .map(|st| st.in_flight)
+                .sum();
+            if busy > 0 && !force && now < r.deadline {
+                i += 1;
+                continue;
+            }
+            let r = self.revokes.swap_remove(i);
+            if busy > 0 {
+                tracing::warn!(
+                    group = %self.group_id, in_flight = busy,
+                    "revoke deadline passed: cancelling unfinished messages; the new owner processes them again"
+                );
+            }
+            let mut offsets = Vec::new();
+            for tp in r.partitions {
+                let Some(epoch) = self.by_tp.remove(&tp) else { continue };
+                let Some(st) = self.parts.remove(&epoch) else { continue };
+                st.cancel.cancel();
+                if let Some(c) = st.tracker.committable()
+                    && Some(c) > st.last_committed
+                {
+                    offsets.push((tp, c));
+                }
+            }
+            self.last_lookup = None;
+            ConsumerStats::set(&self.stats.assigned_partitions, self.parts.len() as u64);
+            let paused = self.parts.values().filter(|s| s.paused).count();
+            ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
+            let _ = r.reply.send(offsets);
+        }
+    }
+
+    fn commit_list(&mut self) -> TopicPartitionList {
+        if self.consumer.context().commit_failed.swap(false, Relaxed) {
+            for st in self.parts.values_mut() {
+                st.last_committed = None;
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for st in self.parts.values_mut() {
+            if st.revoking {
+                continue;
+            }
+            if let Some(c) = st.tracker.committable()
+                && Some(c) > st.last_committed
+            {
+                let _ = tpl.add_partition_offset(&st.tp.topic, st.tp.partition, Offset::Offset(c.0));
+                st.last_committed = Some(c);
+            }
+        }
+        tpl
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        let tpl = self.commit_list();
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            ConsumerStats::add(&self.stats.commit_failures, 1);
+            self.consumer.context().commit_failed.store(true, Relaxed);
+            tracing::warn!(group = %self.group_id, error = %e, "offset commit failed; retried on the next interval");
+        }
+    }
+
+    /// Stops fetching, drops what has not started, waits for in-flight messages
+    /// up to `shutdown_deadline`, cancels the rest, and commits synchronously.
+    async fn shut_down(mut self, events: &mut UnboundedReceiver<Event>) -> RunReport {
+        self.stop_poller.store(true, Relaxed);
+        for st in self.parts.values_mut() {
+            st.ready.clear();
+            st.lanes.clear();
+        }
+        self.runnable.clear();
+        let deadline = Instant::now() + self.limits.shutdown_deadline;
+        while self.in_flight > 0 {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => {
+                    if let Err(e) = self.on_join(done) {
+                        tracing::error!(error = %e, "during shutdown");
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Revoked { partitions, reply }) => self.begin_revoke(partitions, reply),
+                    Some(_) => {}
+                    None => {}
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            // Drop anything admitted-but-queued by completions.
+            for st in self.parts.values_mut() {
+                st.ready.clear();
+            }
+            self.finish_revokes(false);
+        }
+        let unfinished = self.in_flight;
+        let drained = unfinished == 0;
+        if !drained {
+            tracing::warn!(
+                group = %self.group_id, in_flight = unfinished,
+                "shutdown deadline passed: cancelling unfinished messages; they are processed again after restart"
+            );
+            for st in self.parts.values() {
+                st.cancel.cancel();
+            }
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        self.finish_revokes(true);
+        let tpl = self.commit_list();
+        if tpl.count() > 0 {
+            let consumer = self.consumer.clone();
+            let res = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+            match res {
+                Ok(Ok(())) => ConsumerStats::add(&self.stats.commits, 1),
+                Ok(Err(e)) => {
+                    ConsumerStats::add(&self.stats.commit_failures, 1);
+                    tracing::warn!(group = %self.group_id, error = %e, "final commit failed; messages after the last commit are processed again");
+                }
+                Err(e) => tracing::warn!(error = %e, "final commit task failed"),
+            }
+        }
+        let halted = self.parts.values().filter_map(|s| s.halted.clone()).collect();
+        self.stats.in_flight_now(0);
+        RunReport {
+            drained,
+            unfinished,
+            halted,
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The consumer runtime: [`Consumer`], its builder, and what a run reports.
+
+mod dispatcher;
+mod poller;
+mod task;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{BytesCodec, Codec};
+use crate::config::ConsumerConfig;
+use crate::error::WeirError;
+use crate::failure::{FailureSink, StopPartition};
+use crate::message::{RawMessage, TopicPartition};
+use crate::processor::Processor;
+use crate::stats::ConsumerStats;
+
+use dispatcher::{Dispatcher, Limits, RunMessage};
+use poller::WeirContext;
+use task::{Outcome, Runner};
+
+/// A partition the failure sink halted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaltedPartition {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The offset of the message that failed; nothing at or after it was committed.
+    pub offset: i64,
+    /// Error class.
+    pub class: String,
+    /// Error text.
+    pub error: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RunReport {
+    /// True when every in-flight message finished before the shutdown deadline.
+    pub drained: bool,
+    /// Messages cancelled at the deadline (processed again after restart).
+    pub unfinished: usize,
+    /// Partitions halted by the failure sink.
+    pub halted: Vec<HaltedPartition>,
+}
+
+impl RunReport {
+    /// Process exit code: 0 drained cleanly, 3 drain incomplete, 4 a partition halted.
+    pub fn exit_code(&self) -> i32 {
+        if !self.halted.is_empty() {
+            4
+        } else if !self.drained {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// A handle to a consumer that is (or will be) running: shutdown and live stats.
+#[derive(Debug, Clone)]
+pub struct ConsumerHandle {
+    shutdown: CancellationToken,
+    stats: Arc<ConsumerStats>,
+}
+
+impl ConsumerHandle {
+    /// Asks the consumer to stop: stop fetching, drain, commit, leave the group.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// The shutdown token.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &ConsumerStats {
+        &self.stats
+    }
+}
+
+/// Builds a [`Consumer`]: pick a codec and a failure sink, then give it a processor.
+pub struct ConsumerBuilder<C> {
+    config: ConsumerConfig,
+    codec: C,
+    sink: Arc<dyn FailureSink>,
+    shutdown: CancellationToken,
+}
+
+impl<C> std::fmt::Debug for ConsumerBuilder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder").field("config", &self.config).finish()
+    }
+}
+
+impl<C: Codec> ConsumerBuilder<C> {
+    /// Decodes payloads with `codec`; the processor receives `C2::Value`.
+    pub fn codec<C2: Codec>(self, codec: C2) -> ConsumerBuilder<C2> {
+        ConsumerBuilder {
+            config: self.config,
+            codec,
+            sink: self.sink,
+            shutdown: self.shutdown,
+        }
+    }
+
+    /// Where messages that failed for good go (default [`StopPartition`]).
+    pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+
+    /// Uses this token for shutdown (cancel it to stop the consumer).
+    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Validates the config and returns a consumer ready to [`run`](Consumer::run).
+    pub fn build<P: Processor<C::Value>>(self, processor: P) -> Result<Consumer<C, P>, WeirError> {
+        self.config.validate()?;
+        Ok(Consumer {
+            config: self.config,
+            codec: self.codec,
+            processor,
+            sink: self.sink,
+            shutdown: self.shutdown,
+            stats: Arc::new(ConsumerStats::default()),
+        })
+    }
+}
+
+/// A member of a consumer group running one processor.
+///
+/// See the [crate documentation](crate) for an example.
+pub struct Consumer<C, P> {
+    config: ConsumerConfig,
+    codec: C,
+    processor: P,
+    sink: Arc<dyn FailureSink>,
+    shutdown: CancellationToken,
+    stats: Arc<ConsumerStats>,
+}
+
+impl<C, P> std::fmt::Debug for Consumer<C, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("config", &self.config).finish()
+    }
+}
+
+impl Consumer<BytesCodec, ()> {
+    /// Starts building a consumer from `config` (payloads as bytes until a codec is set).
+    pub fn builder(config: ConsumerConfig) -> ConsumerBuilder<BytesCodec> {
+        ConsumerBuilder {
+            config,
+            codec: BytesCodec,
+            sink: Arc::new(StopPartition),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+impl<C, P> RunMessage for Runner<C, P>
+where
+    C: Codec,
+    P: Processor<C::Value>,
+{
+    fn run_message(
+        self: Arc<Self>,
+        raw: Arc<RawMessage>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
+        self.run(raw, cancel)
+    }
+}
+
+impl<C, P> Consumer<C, P>
+where
+    C: Codec,
+    P: Processor<C::Value>,
+{
+    /// Shutdown and stats, usable while [`run`](Self::run) is running.
+    pub fn handle(&self) -> ConsumerHandle {
+        ConsumerHandle {
+            shutdown: self.shutdown.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT (or the shutdown token), then drains and leaves the group.
+    pub async fn run_until_signal(self) -> Result<RunReport, WeirError> {
+        let token = self.shutdown.clone();
+        let watcher = tokio::spawn(async move {
+            let term = async {
+                #[cfg(unix)]
+                {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                }
+                #[cfg(not(unix))]
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = term => tracing::info!("SIGTERM: shutting down"),
+                _ = token.cancelled() => {}
+            }
+            token.cancel();
+        });
+        let r = self.run().await;
+        watcher.abort();
+        r
+    }
+
+    /// Joins the group and processes messages until the shutdown token is cancelled
+    /// or a fatal error occurs; then drains in-flight messages (up to
+    /// `shutdown_deadline`), commits, and leaves the group.
+    pub async fn run(self) -> Result<RunReport, WeirError> {
+        let Consumer {
+            config,
+            codec,
+            processor,
+            sink,
+            shutdown,
+            stats,
+        } = self;
+        let group_id: Arc<str> = Arc::from(config.group_id.as_str());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = WeirContext::new(tx, config.revoke_deadline, stats.clone(), config.group_id.clone());
+        let consumer: BaseConsumer<WeirContext> =
+            config
+                .client_config()
+                .create_with_context(ctx)
+                .map_err(|source| WeirError::Kafka {
+                    context: "creating the consumer (check the [kafka] properties)".into(),
+                    source,
+                })?;
+        let consumer = Arc::new(consumer);
+        check_topics(&consumer, &config).await?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|source| WeirError::Kafka {
+            context: format!("subscribing to {topics:?}"),
+            source,
+        })?;
+        tracing::info!(group = %group_id, ?topics, ordering = ?config.ordering, "consumer started");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let poll_consumer = consumer.clone();
+        let poll_stop = stop.clone();
+        let poller = std::thread::Builder::new()
+            .name(format!("weir-poll-{group_id}"))
+            .spawn(move || poller::poll_loop(poll_consumer, poll_stop))
+            .map_err(|e| WeirError::Internal(format!("spawning the poll thread: {e}")))?;
+
+        let runner = Arc::new(Runner {
+            codec,
+            processor,
+            sink,
+            retry: config.retry.clone(),
+            handler_timeout: config.handler_timeout,
+            stats: stats.clone(),
+            group_id: group_id.clone(),
+        });
+        let limits = Limits {
+            ordering: config.ordering,
+            max_in_flight: config.max_in_flight,
+            max_in_flight_per_partition: config.max_in_flight_per_partition,
+            max_buffered_per_partition: config.max_buffered_per_partition,
+            commit_interval: config.commit_interval,
+            revoke_deadline: config.revoke_deadline,
+            shutdown_deadline: config.shutdown_deadline,
+        };
+        let dispatcher = Dispatcher::new(consumer, runner, limits, stats, shutdown, stop.clone(), group_id.clone());
+        let result = dispatcher.run(rx).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+        tracing::info!(group = %group_id, "consumer stopped and left the group");
+        result
+    }
+}
+
+/// Fails fast, naming the topic, when a subscribed topic does not exist.
+async fn check_topics(consumer: &Arc<BaseConsumer<WeirContext>>, config: &ConsumerConfig) -> Result<(), WeirError> {
+    let c = consumer.clone();
+    let topics = config.topics.clone();
+    let brokers = config.brokers.clone();
+    tokio::task::spawn_blocking(move || {
+        for topic in topics {
+            let md = c
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map_err(|source| WeirError::Kafka {
+                    context: format!("fetching metadata for `{topic}` from {brokers} (are the brokers reachable?)"),
+                    source,
+                })?;
+            let missing = match md.topics().first() {
+                None => true,
+                Some(t) => t.error().is_some() || t.partitions().is_empty(),
+            };
+            if missing {
+                return Err(WeirError::UnknownTopic {
+                    topic,
+                    brokers: brokers.clone(),
+                });
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| WeirError::Internal(e.to_string()))?
+}

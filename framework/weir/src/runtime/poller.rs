@@ -1,0 +1,299 @@
+//! The poll thread and the librdkafka context.
+//!
+//! One OS thread owns the polling: it keeps fetching (so group heartbeats and
+//! `max.poll.interval.ms` stay healthy while handlers run) and serves the
+//! rebalance callbacks. Messages go to the dispatcher in batches over an
+//! unbounded channel; memory is bounded by pausing partitions, never by
+//! blocking this thread.
+//!
+//! A revoke callback blocks this thread until the dispatcher has drained the
+//! revoked partitions (bounded by `revoke_deadline`), then commits their
+//! finished offsets synchronously before librdkafka releases them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::message::{Header, Headers, RawMessage, TopicPartition};
+use crate::offsets::NextOffset;
+use crate::stats::ConsumerStats;
+
+/// Most messages moved to the dispatcher in one batch.
+const BATCH: usize = 1024;
+
+pub(crate) type RevokeReply = std::sync::mpsc::SyncSender<Vec<(TopicPartition, NextOffset)>>;
+
+pub(crate) enum Event {
+    Batch(Vec<RawMessage>),
+    Assigned(Vec<TopicPartition>),
+    Revoked {
+        partitions: Vec<TopicPartition>,
+        reply: RevokeReply,
+    },
+    Fatal(String),
+}
+
+pub(crate) struct WeirContext {
+    events: UnboundedSender<Event>,
+    batch: Mutex<Vec<RawMessage>>,
+    topics: Mutex<HashMap<String, Arc<str>>>,
+    revoke_wait: Duration,
+    pub(crate) closing: AtomicBool,
+    pub(crate) commit_failed: AtomicBool,
+    stats: Arc<ConsumerStats>,
+    group_id: String,
+}
+
+impl WeirContext {
+    pub(crate) fn new(
+        events: UnboundedSender<Event>,
+        revoke_wait: Duration,
+        stats: Arc<ConsumerStats>,
+        group_id: String,
+    ) -> Self {
+        WeirContext {
+            events,
+            batch: Mutex::new(Vec::with_capacity(BATCH)),
+            topics: Mutex::new(HashMap::new()),
+            revoke_wait,
+            closing: AtomicBool::new(false),
+            commit_failed: AtomicBool::new(false),
+            stats,
+            group_id,
+        }
+    }
+
+    fn intern(&self, topic: &str) -> Arc<str> {
+        let mut t = self.topics.lock();
+        if let Some(a) = t.get(topic) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(topic);
+        t.insert(topic.to_string(), a.clone());
+        a
+    }
+
+    fn push(&self, m: RawMessage) {
+        self.batch.lock().push(m);
+    }
+
+    /// Sends the partial batch. Called before any rebalance event so that the
+    /// dispatcher sees messages and assignment changes in fetch order.
+    fn flush(&self) {
+        let mut b = self.batch.lock();
+        if b.is_empty() {
+            return;
+        }
+        let n = b.len() as u64;
+        let full = std::mem::replace(&mut *b, Vec::with_capacity(BATCH));
+        drop(b);
+        ConsumerStats::add(&self.stats.received, n);
+        let _ = self.events.send(Event::Batch(full));
+    }
+
+    fn on_poll_error(&self, e: KafkaError) {
+        match e.rdkafka_error_code() {
+            Some(code) if is_fatal(code) => {
+                tracing::error!(group = %self.group_id, error = %e, "fatal consumer error");
+                let _ = self.events.send(Event::Fatal(describe_fatal(code, &e)));
+            }
+            _ => tracing::warn!(group = %self.group_id, error = %e, "consumer error (librdkafka retries it)"),
+        }
+    }
+}
+
+fn is_fatal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fatal
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::InvalidArgument
+            | RDKafkaErrorCode::UnsupportedSASLMechanism
+    )
+}
+
+fn describe_fatal(code: RDKafkaErrorCode, e: &KafkaError) -> String {
+    match code {
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
+            format!("authentication failed: check sasl.username / sasl.password / sasl.mechanism ({e})")
+        }
+        RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed => {
+            format!("not authorized: grant this principal access to the topic and group ({e})")
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn to_tps(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition {
+            topic: Arc::from(e.topic()),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+impl ClientContext for WeirContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code()
+            && is_fatal(code)
+        {
+            tracing::error!(group = %self.group_id, %error, reason, "fatal client error");
+            let _ = self.events.send(Event::Fatal(format!("{}: {reason}", describe_fatal(code, &error))));
+        } else {
+            tracing::warn!(group = %self.group_id, %error, reason, "client error (librdkafka retries it)");
+        }
+    }
+}
+
+impl ConsumerContext for WeirContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        ConsumerStats::add(&self.stats.rebalances, 1);
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        self.flush();
+        if self.closing.load(Relaxed) {
+            return;
+        }
+        let partitions = to_tps(tpl);
+        tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions revoked; draining");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.events.send(Event::Revoked { partitions, reply: tx }).is_err() {
+            return;
+        }
+        let offsets = match rx.recv_timeout(self.revoke_wait + Duration::from_secs(5)) {
+            Ok(o) => o,
+            Err(_) => {
+                tracing::warn!(group = %self.group_id, "dispatcher did not answer the revoke in time; committing nothing");
+                return;
+            }
+        };
+        if offsets.is_empty() {
+            return;
+        }
+        if consumer.assignment_lost() {
+            tracing::warn!(group = %self.group_id, "assignment lost (session timed out): finished offsets cannot be committed; the new owner reprocesses them");
+            return;
+        }
+        let mut commit = TopicPartitionList::new();
+        for (tp, next) in &offsets {
+            let _ = commit.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next.0));
+        }
+        match consumer.commit(&commit, CommitMode::Sync) {
+            Ok(()) => ConsumerStats::add(&self.stats.commits, 1),
+            Err(e) => {
+                ConsumerStats::add(&self.stats.commit_failures, 1);
+                tracing::warn!(group = %self.group_id, error = %e, "commit on revoke failed; the new owner reprocesses from the last commit");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.flush();
+                let partitions = to_tps(tpl);
+                tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions assigned");
+                let _ = self.events.send(Event::Assigned(partitions));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(group = %self.group_id, error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => ConsumerStats::add(&self.stats.commits, 1),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                ConsumerStats::add(&self.stats.commit_failures, 1);
+                self.commit_failed.store(true, Relaxed);
+                tracing::warn!(group = %self.group_id, error = %e, "offset commit failed; retried on the next interval");
+            }
+        }
+    }
+}
+
+fn convert(ctx: &WeirContext, m: &BorrowedMessage<'_>) -> RawMessage {
+    let headers = match m.headers() {
+        None => Headers::default(),
+        Some(hs) => Headers(
+            hs.iter()
+                .map(|h| Header {
+                    key: h.key.to_string(),
+                    value: h.value.map(Bytes::copy_from_slice),
+                })
+                .collect(),
+        ),
+    };
+    RawMessage {
+        topic: ctx.intern(m.topic()),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(Bytes::copy_from_slice),
+        payload: m.payload().map(Bytes::copy_from_slice),
+        headers,
+    }
+}
+
+/// Runs until `stop` is set, then waits to hold the last reference to the
+/// consumer and drops it here, so that leaving the group (which serves the
+/// final rebalance callbacks) happens on this thread.
+pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
+    let ctx = consumer.context().clone();
+    while !stop.load(Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => ctx.on_poll_error(e),
+            Some(Ok(m)) => {
+                ctx.push(convert(&ctx, &m));
+                drop(m);
+                for _ in 1..BATCH {
+                    match consumer.poll(Duration::ZERO) {
+                        Some(Ok(m)) => ctx.push(convert(&ctx, &m)),
+                        Some(Err(e)) => {
+                            ctx.on_poll_error(e);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                ctx.flush();
+            }
+        }
+    }
+    ctx.flush();
+    ctx.closing.store(true, Relaxed);
+    while Arc::strong_count(&consumer) > 1 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(consumer);
+}

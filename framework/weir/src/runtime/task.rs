@@ -1,0 +1,119 @@
+//! Running one message: decode, call the processor under a timeout with panics
+//! caught, retry retryable failures in place, and hand final failures to the sink.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::Codec;
+use crate::config::RetryPolicy;
+use crate::error::{HandlerPanic, HandlerTimeout, ProcessError};
+use crate::failure::{Disposition, Failure, FailureSink};
+use crate::message::{Message, RawMessage};
+use crate::processor::Processor;
+use crate::stats::ConsumerStats;
+
+/// How a message's run ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Processed, or handled by the failure sink: the offset is finished.
+    Finished,
+    /// The failure sink halted the partition at this message.
+    Halted { class: String, error: String },
+    /// The runtime stopped waiting (revoke/shutdown deadline): not finished.
+    Cancelled,
+}
+
+pub(crate) struct Runner<C, P> {
+    pub(crate) codec: C,
+    pub(crate) processor: P,
+    pub(crate) sink: Arc<dyn FailureSink>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) handler_timeout: Duration,
+    pub(crate) stats: Arc<ConsumerStats>,
+    pub(crate) group_id: Arc<str>,
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+impl<C, P> Runner<C, P>
+where
+    C: Codec,
+    P: Processor<C::Value>,
+{
+    pub(crate) async fn run(self: Arc<Self>, raw: Arc<RawMessage>, cancel: CancellationToken) -> Outcome {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Outcome::Cancelled,
+            o = self.run_attempts(&raw, &cancel) => o,
+        }
+    }
+
+    async fn run_attempts(&self, raw: &Arc<RawMessage>, cancel: &CancellationToken) -> Outcome {
+        let mut attempt = 1;
+        loop {
+            match self.attempt(raw, attempt, cancel).await {
+                Ok(()) => {
+                    ConsumerStats::add(&self.stats.processed, 1);
+                    return Outcome::Finished;
+                }
+                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
+                    ConsumerStats::add(&self.stats.retries, 1);
+                    let delay = self.retry.backoff(attempt);
+                    tracing::debug!(
+                        topic = %raw.topic, partition = raw.partition, offset = raw.offset,
+                        attempt, class = e.class(), ?delay, "retryable failure; retrying in place"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    ConsumerStats::add(&self.stats.failed, 1);
+                    let failure = Failure {
+                        message: raw,
+                        error: &e,
+                        attempts: attempt,
+                        group_id: &self.group_id,
+                    };
+                    return match self.sink.on_failure(failure).await {
+                        Disposition::Handled => Outcome::Finished,
+                        Disposition::Stop => Outcome::Halted {
+                            class: e.class().to_string(),
+                            error: e.to_string(),
+                        },
+                    };
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, raw: &Arc<RawMessage>, attempt: u32, cancel: &CancellationToken) -> Result<(), ProcessError> {
+        let value = self.codec.decode(raw).inspect_err(|_| {
+            ConsumerStats::add(&self.stats.decode_errors, 1);
+        })?;
+        let msg = Message::new(value, raw.clone(), attempt, cancel.clone());
+        let fut = AssertUnwindSafe(self.processor.process(msg)).catch_unwind();
+        match tokio::time::timeout(self.handler_timeout, fut).await {
+            Err(_) => {
+                ConsumerStats::add(&self.stats.timeouts, 1);
+                Err(ProcessError::retryable(HandlerTimeout(self.handler_timeout)).with_class("timeout"))
+            }
+            Ok(Err(p)) => {
+                ConsumerStats::add(&self.stats.panics, 1);
+                Err(ProcessError::terminal(HandlerPanic(panic_message(p))).with_class("panic"))
+            }
+            Ok(Ok(r)) => r,
+        }
+    }
+}

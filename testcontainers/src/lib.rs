@@ -1,0 +1,51 @@
+//! # weir-testkit: real brokers and databases for Weir's tests, benchmarks and examples
+//!
+//! One fixture API picks a Kafka-protocol cluster and a database:
+//!
+//! | `WEIR_TEST_BROKER` | what starts |
+//! |---|---|
+//! | `mock` (default) | librdkafka's in-process mock cluster, with fault injection ([`MockFaults`]) |
+//! | `tansu` | a [Tansu](https://tansu.io) broker process on a free loopback port ([`TansuBroker`]) |
+//! | `external` | the cluster at `KAFKA_BOOTSTRAP_SERVERS` (Apache Kafka, Redpanda, a managed service) |
+//! | `docker` | Apache Kafka in a Docker container (cargo feature `docker`, needs a Docker engine) |
+//!
+//! Databases: [`PostgresDb::fresh`] creates a uniquely named database on
+//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) and
+//! drops it afterwards; [`SqliteDb::fresh`] is the embedded equivalent.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), weir_testkit::TestkitError> {
+//! use weir_testkit::{KafkaCluster, TestRecord};
+//! let cluster = KafkaCluster::from_env().await?;
+//! cluster.create_topic("orders", 3).await?;
+//! cluster
+//!     .produce("orders", vec![TestRecord::keyed("k1", "hello").header("h", "v")])
+//!     .await?;
+//! let all = cluster.read_to_end("orders").await?;
+//! assert_eq!(all.len(), 1);
+//! # Ok(()) }
+//! ```
+
+mod cluster;
+mod db;
+#[cfg(feature = "docker")]
+mod docker;
+mod error;
+mod mock;
+mod tansu;
+
+pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord};
+pub use db::{PostgresDb, SqliteDb};
+pub use error::TestkitError;
+pub use mock::MockFaults;
+pub use tansu::{TansuBroker, TansuStorage};
+
+/// Installs a `tracing` subscriber for tests once (honours `RUST_LOG`, default `warn`).
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,272 @@
+//! A Tansu broker process (crate `tansu` 0.6.0) for tests that need a broker
+//! that can be stopped, SIGKILLed, stalled and restarted.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::TestkitError;
+
+/// Where a tansu broker keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TansuStorage {
+    /// In memory (`memory://tansu/`, needs the `dynostore` feature): lost on restart.
+    Memory,
+    /// SQLite in the broker's working directory (`sqlite://tansu.db`, needs the
+    /// `libsql` feature): messages and committed offsets survive a restart.
+    Sqlite,
+    /// A PostgreSQL database URL (needs the `postgres` feature).
+    Postgres(String),
+}
+
+impl TansuStorage {
+    fn url(&self) -> String {
+        match self {
+            TansuStorage::Memory => "memory://tansu/".into(),
+            TansuStorage::Sqlite => "sqlite://tansu.db".into(),
+            TansuStorage::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+/// A running tansu broker. Killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct TansuBroker {
+    bin: PathBuf,
+    port: u16,
+    storage: TansuStorage,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+/// Finds the tansu binary: `$WEIR_TANSU_BIN`, then `$PATH`, then `~/.cargo/bin/tansu`.
+pub(crate) fn tansu_binary() -> Result<PathBuf, TestkitError> {
+    if let Ok(p) = std::env::var("WEIR_TANSU_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("tansu");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let candidate = Path::new(&home).join(".cargo/bin/tansu");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(TestkitError::TansuNotInstalled)
+}
+
+fn free_port() -> Result<u16, TestkitError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(TestkitError::io("finding a free port"))?;
+    Ok(l.local_addr().map_err(TestkitError::io("finding a free port"))?.port())
+}
+
+impl TansuBroker {
+    /// Starts a broker on a free loopback port and waits until it answers metadata.
+    pub async fn start(storage: TansuStorage) -> Result<Self, TestkitError> {
+        Self::start_with_args(storage, Vec::new()).await
+    }
+
+    /// Like [`TansuBroker::start`], with extra `tansu broker` arguments
+    /// (for example `--authentication`, or `--cert`/`--key`).
+    pub async fn start_with_args(storage: TansuStorage, extra_args: Vec<String>) -> Result<Self, TestkitError> {
+        let bin = tansu_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("weir-tansu-")
+            .tempdir()
+            .map_err(TestkitError::io("creating the tansu working directory"))?;
+        let mut broker = TansuBroker {
+            bin,
+            port: free_port()?,
+            storage,
+            dir,
+            child: None,
+            extra_args,
+        };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log file (stdout and stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("tansu.log")
+    }
+
+    /// The broker's working directory (holds the SQLite file for [`TansuStorage::Sqlite`]).
+    pub fn work_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The storage engine it runs on.
+    pub fn storage(&self) -> &TansuStorage {
+        &self.storage
+    }
+
+    /// Operating-system process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    async fn spawn(&mut self) -> Result<(), TestkitError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(TestkitError::io("opening the tansu log"))?;
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&self.bin)
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(&url)
+            .arg("--advertised-listener-url")
+            .arg(&url)
+            .arg("--storage-engine")
+            .arg(self.storage.url())
+            .args(&self.extra_args)
+            .current_dir(self.dir.path())
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .env("RUST_LOG", std::env::var("WEIR_TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(TestkitError::io("tansu log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(TestkitError::io(format!("starting {}", self.bin.display())))?;
+        self.child = Some(child);
+        if self.extra_args.iter().any(|a| a == "--authentication" || a == "--cert") {
+            // A secured listener refuses an anonymous metadata probe: wait for the port.
+            return self.wait_for_port(Duration::from_secs(30)).await;
+        }
+        self.wait_ready(Duration::from_secs(30)).await
+    }
+
+    async fn wait_for_port(&self, limit: Duration) -> Result<(), TestkitError> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(self.not_ready(limit))
+    }
+
+    fn not_ready(&self, limit: Duration) -> TestkitError {
+        TestkitError::TansuNotReady {
+            bootstrap: self.bootstrap_servers(),
+            secs: limit.as_secs(),
+            log: self.log_path(),
+        }
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), TestkitError> {
+        self.wait_for_port(limit).await?;
+        let bootstrap = self.bootstrap_servers();
+        let ok = tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = match ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("log_level", "0")
+                .create()
+            {
+                Ok(c) => c,
+                Err(_) => return false,
+            };
+            let start = Instant::now();
+            while start.elapsed() < limit {
+                if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        if ok { Ok(()) } else { Err(self.not_ready(limit)) }
+    }
+
+    fn signal(&mut self, sig: Signal) -> Result<(), TestkitError> {
+        if let Some(child) = &self.child {
+            kill(Pid::from_raw(child.id() as i32), sig)
+                .map_err(|e| TestkitError::Other(format!("sending {sig} to tansu: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, limit: Duration) -> Result<(), TestkitError> {
+        if let Some(mut child) = self.child.take() {
+            let start = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => return Ok(()),
+                    Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Ok(());
+                    }
+                    Err(e) => return Err(TestkitError::io("waiting for tansu")(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the broker gracefully (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) -> Result<(), TestkitError> {
+        self.signal(Signal::SIGTERM)?;
+        self.reap(Duration::from_secs(10))
+    }
+
+    /// Kills the broker at once (SIGKILL): a crash.
+    pub fn kill(&mut self) -> Result<(), TestkitError> {
+        self.signal(Signal::SIGKILL)?;
+        self.reap(Duration::from_secs(10))
+    }
+
+    /// Stalls the broker (SIGSTOP): it keeps its sockets but answers nothing.
+    pub fn stall(&mut self) -> Result<(), TestkitError> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// Resumes a stalled broker (SIGCONT).
+    pub fn unstall(&mut self) -> Result<(), TestkitError> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    /// Starts the broker again on the same port and storage (after [`stop`](Self::stop)
+    /// or [`kill`](Self::kill); a running broker is killed first).
+    pub async fn restart(&mut self) -> Result<(), TestkitError> {
+        if self.child.is_some() {
+            self.kill()?;
+        }
+        self.spawn().await
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
