@@ -88,12 +88,12 @@ impl Drop for PostgresDb {
     fn drop(&mut self) {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
-        let pool = self.pool.clone();
-        // Drop runs outside any runtime guarantee: use a private one on a thread.
+        // Drop may run inside a runtime that is blocked here: use a private
+        // runtime on a thread, and let `WITH (FORCE)` end the pool's connections
+        // (closing the pool from here would wait on the blocked runtime).
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async move {
-                pool.close().await;
                 let opts = PgConnectOptions::from_str(&admin_url).ok()?;
                 let mut admin = opts.connect().await.ok()?;
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

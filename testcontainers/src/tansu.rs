@@ -268,5 +268,13 @@ impl Drop for TansuBroker {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if std::thread::panicking() || std::env::var_os("WEIR_KEEP_TANSU_DIR").is_some() {
+            // Keep the log and data of a failed test for inspection.
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::TempDir::new().expect("temporary directory"),
+            );
+            eprintln!("tansu working directory kept at {}", dir.keep().display());
+        }
     }
 }
