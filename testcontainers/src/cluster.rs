@@ -446,8 +446,8 @@ impl KafkaCluster {
     }
 }
 
-/// Produces `records` on `producer` and waits for every acknowledgement.
-pub(crate) async fn produce_with(
+/// Produces `records` on a producer of your own (for custom batching) and waits for every acknowledgement.
+pub async fn produce_with(
     producer: &FutureProducer,
     topic: &str,
     records: impl IntoIterator<Item = TestRecord>,

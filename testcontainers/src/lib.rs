@@ -34,7 +34,7 @@ mod error;
 mod mock;
 mod tansu;
 
-pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord};
+pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord, produce_with};
 pub use db::{PostgresDb, SqliteDb};
 pub use error::TestkitError;
 pub use mock::MockFaults;

@@ -9,6 +9,7 @@
 //! max_in_flight_per_partition = 256
 //! max_buffered_per_partition = 2000
 //! handler_timeout = "30s"
+//! max_header_bytes = 262144
 //! commit_interval = "1s"
 //! shutdown_deadline = "30s"
 //! revoke_deadline = "20s"
@@ -30,7 +31,7 @@
 //! Environment variables override the file: `WEIR_BROKERS`, `WEIR_GROUP_ID`,
 //! `WEIR_TOPICS` (comma-separated), `WEIR_ORDERING`, `WEIR_MAX_IN_FLIGHT`,
 //! `WEIR_MAX_IN_FLIGHT_PER_PARTITION`, `WEIR_MAX_BUFFERED_PER_PARTITION`,
-//! `WEIR_HANDLER_TIMEOUT`, `WEIR_COMMIT_INTERVAL`, `WEIR_SHUTDOWN_DEADLINE`,
+//! `WEIR_HANDLER_TIMEOUT`, `WEIR_MAX_HEADER_BYTES`, `WEIR_COMMIT_INTERVAL`, `WEIR_SHUTDOWN_DEADLINE`,
 //! `WEIR_REVOKE_DEADLINE`, `WEIR_AUTO_OFFSET_RESET`, `WEIR_ASSIGNMENT`,
 //! `WEIR_RETRY_MAX_ATTEMPTS`, `WEIR_RETRY_INITIAL_BACKOFF`,
 //! `WEIR_RETRY_MAX_BACKOFF`, and `WEIR_KAFKA_<PROPERTY>` for a librdkafka
@@ -158,6 +159,9 @@ pub struct ConsumerConfig {
     /// A handler running longer is cancelled; counts as a retryable failure.
     #[serde(with = "humantime_serde")]
     pub handler_timeout: Duration,
+    /// Messages whose headers (names and values) exceed this many bytes fail
+    /// as terminal `oversized_headers` without reaching the processor.
+    pub max_header_bytes: usize,
     /// How often finished offsets are committed (asynchronously).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -188,6 +192,7 @@ impl Default for ConsumerConfig {
             max_in_flight_per_partition: 256,
             max_buffered_per_partition: 2000,
             handler_timeout: Duration::from_secs(30),
+            max_header_bytes: 256 * 1024,
             commit_interval: Duration::from_secs(1),
             shutdown_deadline: Duration::from_secs(30),
             revoke_deadline: Duration::from_secs(20),
@@ -236,6 +241,7 @@ impl fmt::Debug for ConsumerConfig {
             .field("max_in_flight_per_partition", &self.max_in_flight_per_partition)
             .field("max_buffered_per_partition", &self.max_buffered_per_partition)
             .field("handler_timeout", &self.handler_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_deadline", &self.shutdown_deadline)
             .field("revoke_deadline", &self.revoke_deadline)
@@ -330,6 +336,7 @@ impl ConsumerConfig {
                 "max_in_flight_per_partition" => self.max_in_flight_per_partition = parse_num(&key, &v)?,
                 "max_buffered_per_partition" => self.max_buffered_per_partition = parse_num(&key, &v)?,
                 "handler_timeout" => self.handler_timeout = parse_duration(&key, &v)?,
+                "max_header_bytes" => self.max_header_bytes = parse_num(&key, &v)?,
                 "commit_interval" => self.commit_interval = parse_duration(&key, &v)?,
                 "shutdown_deadline" => self.shutdown_deadline = parse_duration(&key, &v)?,
                 "revoke_deadline" => self.revoke_deadline = parse_duration(&key, &v)?,
@@ -379,6 +386,7 @@ impl ConsumerConfig {
         };
         at_least_one("max_in_flight", self.max_in_flight)?;
         at_least_one("max_in_flight_per_partition", self.max_in_flight_per_partition)?;
+        at_least_one("max_header_bytes", self.max_header_bytes)?;
         if self.max_buffered_per_partition < self.max_in_flight_per_partition {
             return Err(ConfigError::invalid(
                 "max_buffered_per_partition",

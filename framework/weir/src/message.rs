@@ -128,6 +128,14 @@ pub enum MessageError {
         /// Header name.
         name: String,
     },
+    /// The headers are larger than `max_header_bytes`.
+    #[error("headers take {size} bytes, above max_header_bytes = {limit}")]
+    OversizedHeaders {
+        /// Bytes of header names and values.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl MessageError {
@@ -137,6 +145,7 @@ impl MessageError {
             MessageError::MissingKey => "missing_key",
             MessageError::InvalidKey => "invalid_key",
             MessageError::InvalidHeader { .. } => "invalid_header",
+            MessageError::OversizedHeaders { .. } => "oversized_headers",
         }
     }
 }

@@ -479,6 +479,11 @@ impl<R: RunMessage> Dispatcher<R> {
             for st in self.parts.values() {
                 st.cancel.cancel();
             }
+            // Cancelled runs end at their next poll; give them a moment, then abort.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while self.tasks.join_next().await.is_some() {}
+            })
+            .await;
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }

@@ -269,6 +269,7 @@ where
             sink,
             retry: config.retry.clone(),
             handler_timeout: config.handler_timeout,
+            max_header_bytes: config.max_header_bytes,
             stats: stats.clone(),
             group_id: group_id.clone(),
         });

@@ -12,7 +12,7 @@ use crate::codec::Codec;
 use crate::config::RetryPolicy;
 use crate::error::{HandlerPanic, HandlerTimeout, ProcessError};
 use crate::failure::{Disposition, Failure, FailureSink};
-use crate::message::{Message, RawMessage};
+use crate::message::{Message, MessageError, RawMessage};
 use crate::processor::Processor;
 use crate::stats::ConsumerStats;
 
@@ -33,6 +33,7 @@ pub(crate) struct Runner<C, P> {
     pub(crate) sink: Arc<dyn FailureSink>,
     pub(crate) retry: RetryPolicy,
     pub(crate) handler_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
     pub(crate) stats: Arc<ConsumerStats>,
     pub(crate) group_id: Arc<str>,
 }
@@ -53,10 +54,12 @@ where
     P: Processor<C::Value>,
 {
     pub(crate) async fn run(self: Arc<Self>, raw: Arc<RawMessage>, cancel: CancellationToken) -> Outcome {
+        // The work is polled first, so a handler waiting on its cancellation
+        // signal runs its clean-up before the runtime stops waiting for it.
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => Outcome::Cancelled,
             o = self.run_attempts(&raw, &cancel) => o,
+            _ = cancel.cancelled() => Outcome::Cancelled,
         }
     }
 
@@ -99,6 +102,14 @@ where
     }
 
     async fn attempt(&self, raw: &Arc<RawMessage>, attempt: u32, cancel: &CancellationToken) -> Result<(), ProcessError> {
+        let size = raw.headers.byte_size();
+        if size > self.max_header_bytes {
+            return Err(MessageError::OversizedHeaders {
+                size,
+                limit: self.max_header_bytes,
+            }
+            .into());
+        }
         let value = self.codec.decode(raw).inspect_err(|_| {
             ConsumerStats::add(&self.stats.decode_errors, 1);
         })?;

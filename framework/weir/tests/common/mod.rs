@@ -1,0 +1,96 @@
+//! Shared helpers for Weir's integration tests (mock cluster and tansu).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use weir::{ConsumerConfig, RunReport, WeirError};
+use weir_testkit::{BrokerKind, KafkaCluster, TansuStorage};
+
+pub type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Generates `mock_<name>` and `tansu_<name>` tests calling `name(BrokerKind)`.
+#[macro_export]
+macro_rules! broker_tests {
+    ($($name:ident),* $(,)?) => {
+        mod mock {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> $crate::common::R {
+                    $crate::common::init();
+                    super::$name(weir_testkit::BrokerKind::Mock).await
+                }
+            )*
+        }
+        mod tansu {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> $crate::common::R {
+                    $crate::common::init();
+                    super::$name(weir_testkit::BrokerKind::Tansu).await
+                }
+            )*
+        }
+    };
+}
+
+pub fn init() {
+    weir_testkit::init_test_logging();
+}
+
+pub async fn cluster(kind: BrokerKind) -> Result<KafkaCluster, weir_testkit::TestkitError> {
+    match kind {
+        BrokerKind::Tansu => KafkaCluster::tansu(TansuStorage::Sqlite).await,
+        other => KafkaCluster::start(other).await,
+    }
+}
+
+/// A consumer config with test-friendly timings.
+pub fn config(cluster: &KafkaCluster, group: &str, topics: &[&str]) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(cluster.bootstrap_servers(), group, topics)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("max.poll.interval.ms", "10000")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    c.commit_interval = Duration::from_millis(100);
+    c.revoke_deadline = Duration::from_secs(5);
+    c.shutdown_deadline = Duration::from_secs(5);
+    c.retry.initial_backoff = Duration::from_millis(20);
+    c.retry.max_backoff = Duration::from_millis(100);
+    c
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`wait_until`] with an async condition.
+pub async fn wait_until_async<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Committed offsets of `group` on `topic`, with `None` (nothing committed) as -1.
+pub async fn committed(cluster: &KafkaCluster, group: &str, topic: &str) -> Vec<i64> {
+    cluster
+        .committed_offsets(group, topic)
+        .await
+        .expect("committed offsets")
+        .values()
+        .map(|o| o.unwrap_or(-1))
+        .collect()
+}
+
+pub type RunHandle = tokio::task::JoinHandle<Result<RunReport, WeirError>>;
