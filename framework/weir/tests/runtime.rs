@@ -128,6 +128,7 @@ async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
     assert_eq!(committed(&cluster, "held-g", "held").await, vec![5], "never past an unfinished message");
     release.notify_one();
     wait_until_async("commit at 20", Duration::from_secs(10), || async { committed(&cluster, "held-g", "held").await == vec![20] }).await;
+    wait_until("commit acknowledged", Duration::from_secs(5), || handle.stats().commits() > 0).await;
     handle.shutdown();
     assert!(run.await??.drained);
     Ok(())

@@ -89,7 +89,11 @@ pub(crate) struct Dispatcher<R> {
     shutdown: CancellationToken,
     stop_poller: Arc<AtomicBool>,
     group_id: Arc<str>,
+    /// The interval commit under way, if any: (partition epoch, position) pairs and the result.
+    commit_pending: Option<tokio::task::JoinHandle<CommitResult>>,
 }
+
+type CommitResult = (Vec<(u64, NextOffset)>, rdkafka::error::KafkaResult<()>);
 
 impl<R: RunMessage> Dispatcher<R> {
     #[allow(clippy::too_many_arguments)]
@@ -118,6 +122,7 @@ impl<R: RunMessage> Dispatcher<R> {
             shutdown,
             stop_poller,
             group_id,
+            commit_pending: None,
         }
     }
 
@@ -128,8 +133,9 @@ impl<R: RunMessage> Dispatcher<R> {
         let mut fatal = None;
         loop {
             let revoke_deadline = self.revokes.iter().map(|r| r.deadline).min();
+            // Unbiased on purpose: under load completions and fetched batches are
+            // always ready, and a biased order would starve commits and revokes.
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Err(e) = self.on_join(done) { fatal = Some(e); break; }
@@ -148,7 +154,11 @@ impl<R: RunMessage> Dispatcher<R> {
                     Some(Event::Fatal(e)) => { fatal = Some(WeirError::Fatal(e)); break; }
                     None => { fatal = Some(WeirError::Internal("the poll thread stopped unexpectedly".into())); break; }
                 },
-                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                _ = commit_tick.tick(), if self.commit_pending.is_none() => self.start_commit(),
+                done = async { self.commit_pending.as_mut().expect("guarded").await }, if self.commit_pending.is_some() => {
+                    self.commit_pending = None;
+                    self.on_commit_done(done);
+                }
                 _ = tokio::time::sleep_until(revoke_deadline.unwrap_or_else(Instant::now)), if revoke_deadline.is_some() => {}
             }
             self.finish_revokes(false);
@@ -406,14 +416,12 @@ impl<R: RunMessage> Dispatcher<R> {
         }
     }
 
-    fn commit_list(&mut self) -> TopicPartitionList {
-        if self.consumer.context().commit_failed.swap(false, Relaxed) {
-            for st in self.parts.values_mut() {
-                st.last_committed = None;
-            }
-        }
+    /// Positions that moved since the last commit; marks them as committed
+    /// (a failed commit un-marks them, so the next interval retries).
+    fn commit_list(&mut self) -> (TopicPartitionList, Vec<(u64, NextOffset)>) {
         let mut tpl = TopicPartitionList::new();
-        for st in self.parts.values_mut() {
+        let mut marks = Vec::new();
+        for (epoch, st) in self.parts.iter_mut() {
             if st.revoking {
                 continue;
             }
@@ -422,20 +430,51 @@ impl<R: RunMessage> Dispatcher<R> {
             {
                 let _ = tpl.add_partition_offset(&st.tp.topic, st.tp.partition, Offset::Offset(c.0));
                 st.last_committed = Some(c);
+                marks.push((*epoch, c));
             }
         }
-        tpl
+        (tpl, marks)
     }
 
-    fn commit(&mut self, mode: CommitMode) {
-        let tpl = self.commit_list();
-        if tpl.count() == 0 {
+    /// Commits on a blocking thread so the dispatcher never waits on the broker,
+    /// and so the outcome is known (librdkafka's async commit callback is not
+    /// delivered through this consumer's queue). One commit at a time.
+    fn start_commit(&mut self) {
+        let (tpl, marks) = self.commit_list();
+        if marks.is_empty() {
             return;
         }
-        if let Err(e) = self.consumer.commit(&tpl, mode) {
-            ConsumerStats::add(&self.stats.commit_failures, 1);
-            self.consumer.context().commit_failed.store(true, Relaxed);
-            tracing::warn!(group = %self.group_id, error = %e, "offset commit failed; retried on the next interval");
+        let consumer = self.consumer.clone();
+        self.commit_pending = Some(tokio::task::spawn_blocking(move || {
+            let r = consumer.commit(&tpl, CommitMode::Sync);
+            (marks, r)
+        }));
+    }
+
+    fn on_commit_done(&mut self, done: Result<CommitResult, tokio::task::JoinError>) {
+        let (marks, result) = match done {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "commit task failed");
+                for st in self.parts.values_mut() {
+                    st.last_committed = None;
+                }
+                return;
+            }
+        };
+        match result {
+            Ok(()) => ConsumerStats::add(&self.stats.commits, 1),
+            Err(e) => {
+                ConsumerStats::add(&self.stats.commit_failures, 1);
+                tracing::warn!(group = %self.group_id, error = %e, "offset commit failed; retried on the next interval");
+                for (epoch, off) in marks {
+                    if let Some(st) = self.parts.get_mut(&epoch)
+                        && st.last_committed == Some(off)
+                    {
+                        st.last_committed = None;
+                    }
+                }
+            }
         }
     }
 
@@ -487,8 +526,12 @@ impl<R: RunMessage> Dispatcher<R> {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
+        if let Some(pending) = self.commit_pending.take() {
+            let done = pending.await;
+            self.on_commit_done(done);
+        }
         self.finish_revokes(true);
-        let tpl = self.commit_list();
+        let (tpl, _) = self.commit_list();
         if tpl.count() > 0 {
             let consumer = self.consumer.clone();
             let res = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;

@@ -51,7 +51,6 @@ pub(crate) struct WeirContext {
     topics: Mutex<HashMap<String, Arc<str>>>,
     revoke_wait: Duration,
     pub(crate) closing: AtomicBool,
-    pub(crate) commit_failed: AtomicBool,
     stats: Arc<ConsumerStats>,
     group_id: String,
 }
@@ -69,7 +68,6 @@ impl WeirContext {
             topics: Mutex::new(HashMap::new()),
             revoke_wait,
             closing: AtomicBool::new(false),
-            commit_failed: AtomicBool::new(false),
             stats,
             group_id,
         }
@@ -228,13 +226,19 @@ impl ConsumerContext for WeirContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        // A request can succeed while single partitions fail (for example
+        // REBALANCE_IN_PROGRESS): those count as failures and are retried.
+        let partition_error = offsets.elements().iter().find_map(|e| e.error().err());
+        let result = match (result, partition_error) {
+            (Ok(()), Some(e)) => Err(e),
+            (r, _) => r,
+        };
         match result {
             Ok(()) => ConsumerStats::add(&self.stats.commits, 1),
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
                 ConsumerStats::add(&self.stats.commit_failures, 1);
-                self.commit_failed.store(true, Relaxed);
                 tracing::warn!(group = %self.group_id, error = %e, "offset commit failed; retried on the next interval");
             }
         }
