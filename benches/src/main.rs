@@ -1,1 +1,252 @@
-fn main(){}
+//! `weir-bench`: Weir measured against a baseline in the same run, on the same data.
+//!
+//! ```text
+//! cargo run --release -p weir-bench -- overhead [--broker mock|tansu] [--messages N] [--json]
+//! cargo run --release -p weir-bench -- keyed    [--broker mock|tansu] [--messages N] [--concurrency C] [--json]
+//! ```
+//! Prints a readable report and, with `--json`, a last line with one JSON object.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use serde_json::json;
+use weir::{Consumer, ConsumerConfig, Message, Ordering, processor_fn};
+use weir_testkit::{BrokerKind, KafkaCluster, TansuStorage, TestRecord};
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Scenario {
+    /// No-op processor with real commits vs a raw rdkafka BaseConsumer loop.
+    Overhead,
+    /// One partition, thousands of keys, 5 ms handler: per-key mode vs partition-sequential and the ideal.
+    Keyed,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Broker {
+    Mock,
+    Tansu,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Weir benchmarks against in-run baselines")]
+struct Args {
+    scenario: Scenario,
+    #[arg(long, value_enum, default_value = "mock")]
+    broker: Broker,
+    /// Messages to process (default: 40000 for overhead, 20000 for keyed).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// In-flight messages for the keyed scenario.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn cluster(b: Broker) -> anyhow::Result<KafkaCluster> {
+    Ok(match b {
+        Broker::Mock => KafkaCluster::mock(1)?,
+        Broker::Tansu => KafkaCluster::tansu(TansuStorage::Sqlite).await?,
+    })
+}
+
+async fn produce(cluster: &KafkaCluster, topic: &str, n: u64, keys: u64, partitions: i32) -> anyhow::Result<()> {
+    let payload = "x".repeat(100);
+    let mut i = 0;
+    while i < n {
+        let end = (i + 5000).min(n);
+        let batch: Vec<TestRecord> = (i..end)
+            .map(|j| TestRecord::keyed(format!("key-{}", j % keys), format!("{j} {payload}")).partition((j % partitions as u64) as i32))
+            .collect();
+        cluster.produce(topic, batch).await?;
+        i = end;
+    }
+    Ok(())
+}
+
+fn weir_config(cluster: &KafkaCluster, group: &str, topic: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(cluster.bootstrap_servers(), group, &[topic]);
+    c.commit_interval = Duration::from_millis(500);
+    if let Ok(v) = std::env::var("WEIR_BENCH_MAX_BUFFERED") {
+        c.max_buffered_per_partition = v.parse().expect("number");
+    }
+    c
+}
+
+/// Raw rdkafka loop: rate from the first message to the n-th.
+fn raw_rate(cluster: &KafkaCluster, topic: &str, n: u64) -> anyhow::Result<f64> {
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", format!("raw-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut seen = 0u64;
+    let mut bytes = 0usize;
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while seen < n {
+        if Instant::now() > deadline {
+            bail!("raw consumer read {seen}/{n}");
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            bytes += m.payload().map_or(0, |p| p.len());
+            seen += 1;
+        }
+    }
+    let secs = first.context("no message")?.elapsed().as_secs_f64();
+    std::hint::black_box(bytes);
+    Ok((n - 1) as f64 / secs)
+}
+
+async fn overhead(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json::Value> {
+    let n = args.messages.unwrap_or(40_000);
+    let topic = "bench-overhead";
+    cluster.create_topic(topic, 8).await?;
+    produce(cluster, topic, n, 10_000, 8).await?;
+    let c2 = cluster.bootstrap_servers().to_string();
+    let raw = {
+        let cl = KafkaCluster::external_at(&c2);
+        tokio::task::spawn_blocking(move || raw_rate(&cl, topic, n)).await??
+    };
+    let count = Arc::new(AtomicU64::new(0));
+    let first: Arc<Mutex<Option<Instant>>> = Default::default();
+    let last: Arc<Mutex<Option<Instant>>> = Default::default();
+    let (c, f, l) = (count.clone(), first.clone(), last.clone());
+    let processor = processor_fn(move |_m: Message<Option<bytes::Bytes>>| {
+        let (c, f, l) = (c.clone(), f.clone(), l.clone());
+        async move {
+            let k = c.fetch_add(1, SeqCst) + 1;
+            if k == 1 {
+                *f.lock() = Some(Instant::now());
+            }
+            if k == n {
+                *l.lock() = Some(Instant::now());
+            }
+            Ok(())
+        }
+    });
+    let consumer = Consumer::builder(weir_config(cluster, "weir-overhead", topic)).build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    while count.load(SeqCst) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.shutdown();
+    let _ = run.await?;
+    let secs = (last.lock().unwrap() - first.lock().unwrap()).as_secs_f64();
+    let weir = (n - 1) as f64 / secs;
+    println!("overhead: raw rdkafka {raw:.0} msg/s, weir {weir:.0} msg/s, ratio {:.3}", weir / raw);
+    Ok(json!({"raw_msgs_per_s": raw.round(), "weir_msgs_per_s": weir.round(), "ratio": weir / raw}))
+}
+
+async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json::Value> {
+    let n = args.messages.unwrap_or(20_000);
+    let keys = 5_000;
+    let handler = Duration::from_millis(5);
+    let topic = "bench-keyed";
+    cluster.create_topic(topic, 1).await?;
+    produce(cluster, topic, n, keys, 1).await?;
+
+    // Partition-sequential baseline: one message at a time, same handler, first 200 messages.
+    let seq_n = 200u64.min(n);
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", "seq-baseline")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut done = 0u64;
+    let mut first = None;
+    while done < seq_n {
+        if let Some(Ok(_m)) = consumer.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            tokio::time::sleep(handler).await;
+            done += 1;
+        }
+    }
+    let sequential = seq_n as f64 / first.context("no message")?.elapsed().as_secs_f64();
+    drop(consumer);
+
+    let order: Arc<Mutex<HashMap<String, Vec<u64>>>> = Default::default();
+    let count = Arc::new(AtomicU64::new(0));
+    let times: Arc<Mutex<(Option<Instant>, Option<Instant>)>> = Default::default();
+    let (o, c, t) = (order.clone(), count.clone(), times.clone());
+    let processor = processor_fn(move |m: Message<String>| {
+        let (o, c, t) = (o.clone(), c.clone(), t.clone());
+        async move {
+            if c.load(SeqCst) == 0 {
+                t.lock().0.get_or_insert_with(Instant::now);
+            }
+            tokio::time::sleep(handler).await;
+            let seq: u64 = m.value().split(' ').next().unwrap_or("0").parse().unwrap_or(0);
+            o.lock().entry(m.key_str()?.to_string()).or_default().push(seq);
+            if c.fetch_add(1, SeqCst) + 1 == n {
+                t.lock().1 = Some(Instant::now());
+            }
+            Ok(())
+        }
+    });
+    let mut cfg = weir_config(cluster, "weir-keyed", topic).ordering(Ordering::Key);
+    cfg.max_in_flight = args.concurrency;
+    cfg.max_in_flight_per_partition = args.concurrency;
+    cfg.max_buffered_per_partition = (args.concurrency * 20).max(2000);
+    let consumer = Consumer::builder(cfg).codec(weir::StringCodec).build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    while count.load(SeqCst) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    handle.shutdown();
+    let _ = run.await?;
+    let (a, b) = *times.lock();
+    let weir = n as f64 / (b.unwrap() - a.unwrap()).as_secs_f64();
+    let ideal = args.concurrency as f64 / handler.as_secs_f64();
+    let violations: usize = order.lock().values().map(|v| v.windows(2).filter(|w| w[0] > w[1]).count()).sum();
+    println!(
+        "keyed: weir {weir:.0} msg/s at concurrency {}, sequential {sequential:.0} msg/s, ideal {ideal:.0} msg/s; \
+         ratio_vs_ideal {:.3}, speedup_vs_sequential {:.1}, order violations {violations}",
+        args.concurrency,
+        weir / ideal,
+        weir / sequential
+    );
+    Ok(json!({
+        "weir_msgs_per_s": weir.round(), "sequential_msgs_per_s": sequential.round(), "ideal_msgs_per_s": ideal.round(),
+        "ratio_vs_ideal": weir / ideal, "speedup_vs_sequential": weir / sequential, "order_violations": violations,
+        "concurrency": args.concurrency, "handler_ms": 5,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cluster = cluster(args.broker).await?;
+    let mut out = match args.scenario {
+        Scenario::Overhead => overhead(&args, &cluster).await?,
+        Scenario::Keyed => keyed(&args, &cluster).await?,
+    };
+    let obj = out.as_object_mut().expect("object");
+    obj.insert("scenario".into(), json!(format!("{:?}", args.scenario).to_lowercase()));
+    obj.insert("broker".into(), json!(format!("{:?}", args.broker).to_lowercase()));
+    obj.insert("messages".into(), json!(args.messages.unwrap_or(match args.scenario {
+        Scenario::Overhead => 40_000,
+        Scenario::Keyed => 20_000,
+    })));
+    obj.insert("cores".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+    if args.json {
+        println!("{out}");
+    }
+    let _ = BrokerKind::Mock;
+    Ok(())
+}

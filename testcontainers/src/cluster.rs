@@ -12,9 +12,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::Mutex;
 
+use crate::TestkitError;
 use crate::mock::{MockFaults, MockHandle};
 use crate::tansu::{TansuBroker, TansuStorage};
-use crate::TestkitError;
 
 /// Which kind of cluster a [`KafkaCluster`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,8 @@ impl TestRecord {
 
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
-        self.headers.push((key.into(), Some(value.as_ref().to_vec())));
+        self.headers
+            .push((key.into(), Some(value.as_ref().to_vec())));
         self
     }
 
@@ -178,7 +179,10 @@ impl KafkaCluster {
     }
 
     /// A tansu broker process with extra `tansu broker` arguments.
-    pub async fn tansu_with_args(storage: TansuStorage, args: Vec<String>) -> Result<Self, TestkitError> {
+    pub async fn tansu_with_args(
+        storage: TansuStorage,
+        args: Vec<String>,
+    ) -> Result<Self, TestkitError> {
         let broker = TansuBroker::start_with_args(storage, args).await?;
         Ok(KafkaCluster {
             kind: BrokerKind::Tansu,
@@ -189,12 +193,22 @@ impl KafkaCluster {
 
     /// The cluster at `KAFKA_BOOTSTRAP_SERVERS`.
     pub fn external() -> Result<Self, TestkitError> {
-        let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS").map_err(|_| TestkitError::MissingBootstrap)?;
+        let bootstrap =
+            std::env::var("KAFKA_BOOTSTRAP_SERVERS").map_err(|_| TestkitError::MissingBootstrap)?;
         Ok(KafkaCluster {
             kind: BrokerKind::External,
             bootstrap,
             backend: Backend::External,
         })
+    }
+
+    /// A handle on a cluster that is already running at `bootstrap` (no process is owned).
+    pub fn external_at(bootstrap: &str) -> Self {
+        KafkaCluster {
+            kind: BrokerKind::External,
+            bootstrap: bootstrap.to_string(),
+            backend: Backend::External,
+        }
     }
 
     /// Apache Kafka in a Docker container (feature `docker`).
@@ -276,7 +290,9 @@ impl KafkaCluster {
         let config = self.client_config();
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = config.create().map_err(TestkitError::kafka("creating a client"))?;
+            let consumer: BaseConsumer = config
+                .create()
+                .map_err(TestkitError::kafka("creating a client"))?;
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(15) {
                 if let Ok(md) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(2))
@@ -319,13 +335,21 @@ impl KafkaCluster {
     }
 
     /// Low and high watermark of one partition.
-    pub async fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64), TestkitError> {
+    pub async fn watermarks(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i64, i64), TestkitError> {
         let config = self.client_config();
         let topic = topic.to_string();
         blocking(move || {
-            let c: BaseConsumer = config.create().map_err(TestkitError::kafka("creating a client"))?;
+            let c: BaseConsumer = config
+                .create()
+                .map_err(TestkitError::kafka("creating a client"))?;
             c.fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                .map_err(TestkitError::kafka(format!("watermarks of {topic}/{partition}")))
+                .map_err(TestkitError::kafka(format!(
+                    "watermarks of {topic}/{partition}"
+                )))
         })
         .await
     }
@@ -335,23 +359,37 @@ impl KafkaCluster {
         let config = self.client_config();
         let topic = topic.to_string();
         blocking(move || {
-            let c: BaseConsumer = config.create().map_err(TestkitError::kafka("creating a client"))?;
+            let c: BaseConsumer = config
+                .create()
+                .map_err(TestkitError::kafka("creating a client"))?;
             let md = c
                 .fetch_metadata(Some(&topic), Duration::from_secs(10))
                 .map_err(TestkitError::kafka(format!("metadata of {topic}")))?;
-            Ok(md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0))
+            Ok(md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len() as i32)
+                .unwrap_or(0))
         })
         .await
     }
 
     /// Committed offsets of `group` on every partition of `topic` (`None`: nothing committed).
-    pub async fn committed_offsets(&self, group: &str, topic: &str) -> Result<BTreeMap<i32, Option<i64>>, TestkitError> {
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<BTreeMap<i32, Option<i64>>, TestkitError> {
         let partitions = self.partition_count(topic).await?;
         let mut config = self.client_config();
-        config.set("group.id", group).set("enable.auto.commit", "false");
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false");
         let topic = topic.to_string();
         blocking(move || {
-            let c: BaseConsumer = config.create().map_err(TestkitError::kafka("creating a client"))?;
+            let c: BaseConsumer = config
+                .create()
+                .map_err(TestkitError::kafka("creating a client"))?;
             let mut tpl = TopicPartitionList::new();
             for p in 0..partitions {
                 tpl.add_partition(&topic, p);
@@ -389,7 +427,9 @@ impl KafkaCluster {
                 .set("group.id", "weir-testkit-reader")
                 .set("enable.auto.commit", "false")
                 .set("enable.partition.eof", "false");
-            let c: BaseConsumer = config.create().map_err(TestkitError::kafka("creating a reader"))?;
+            let c: BaseConsumer = config
+                .create()
+                .map_err(TestkitError::kafka("creating a reader"))?;
             let mut tpl = TopicPartitionList::new();
             let mut highs = BTreeMap::new();
             for p in 0..partitions {
@@ -402,7 +442,8 @@ impl KafkaCluster {
             }
             c.assign(&tpl).map_err(TestkitError::kafka("assigning"))?;
             let mut out = Vec::new();
-            let mut next: BTreeMap<i32, i64> = highs.iter().map(|(p, (low, _))| (*p, *low)).collect();
+            let mut next: BTreeMap<i32, i64> =
+                highs.iter().map(|(p, (low, _))| (*p, *low)).collect();
             let start = Instant::now();
             let mut last_msg = Instant::now();
             loop {

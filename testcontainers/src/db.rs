@@ -22,9 +22,11 @@ impl PostgresDb {
     /// Creates `weir_test_<uuid>` on the server of `DATABASE_URL`
     /// (default [`DEFAULT_DATABASE_URL`]) and connects a pool to it.
     pub async fn fresh() -> Result<Self, TestkitError> {
-        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
-        let admin_opts = PgConnectOptions::from_str(&admin_url)
-            .map_err(TestkitError::db(format!("parsing DATABASE_URL {admin_url}")))?;
+        let admin_url =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
+        let admin_opts = PgConnectOptions::from_str(&admin_url).map_err(TestkitError::db(
+            format!("parsing DATABASE_URL {admin_url}"),
+        ))?;
         let mut admin = admin_opts
             .connect()
             .await
@@ -75,7 +77,10 @@ fn replace_database(url: &str, db: &str) -> String {
         None => (url, None),
     };
     let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..].find('/').map(|i| scheme_end + i).unwrap_or(base.len());
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
     let mut out = format!("{}/{}", &base[..host_end], db);
     if let Some(q) = query {
         out.push('?');
@@ -92,7 +97,10 @@ impl Drop for PostgresDb {
         // runtime on a thread, and let `WITH (FORCE)` end the pool's connections
         // (closing the pool from here would wait on the blocked runtime).
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async move {
                 let opts = PgConnectOptions::from_str(&admin_url).ok()?;
                 let mut admin = opts.connect().await.ok()?;

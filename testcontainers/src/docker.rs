@@ -14,10 +14,11 @@ pub(crate) struct DockerKafka {
 
 impl DockerKafka {
     pub(crate) async fn start() -> Result<Self, TestkitError> {
-        let container = Kafka::default()
-            .start()
-            .await
-            .map_err(|e| TestkitError::Other(format!("starting Kafka in Docker (is a Docker engine running?): {e}")))?;
+        let container = Kafka::default().start().await.map_err(|e| {
+            TestkitError::Other(format!(
+                "starting Kafka in Docker (is a Docker engine running?): {e}"
+            ))
+        })?;
         let port = container
             .get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT)
             .await

@@ -17,7 +17,9 @@ pub enum TestkitError {
     )]
     TansuNotInstalled,
     /// The tansu process did not answer metadata requests in time.
-    #[error("tansu on {bootstrap} did not answer a metadata request within {secs}s; its log is {log}")]
+    #[error(
+        "tansu on {bootstrap} did not answer a metadata request within {secs}s; its log is {log}"
+    )]
     TansuNotReady {
         /// Address it was started on.
         bootstrap: String,
@@ -35,7 +37,9 @@ pub enum TestkitError {
         backend: &'static str,
     },
     /// The `docker` backend was asked for without the `docker` cargo feature.
-    #[error("WEIR_TEST_BROKER=docker needs weir-testkit built with the `docker` cargo feature and a running Docker engine")]
+    #[error(
+        "WEIR_TEST_BROKER=docker needs weir-testkit built with the `docker` cargo feature and a running Docker engine"
+    )]
     DockerFeatureOff,
     /// A Kafka client call failed.
     #[error("kafka: {context}: {source}")]
@@ -78,7 +82,9 @@ pub enum TestkitError {
 }
 
 impl TestkitError {
-    pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+    pub(crate) fn kafka(
+        context: impl Into<String>,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         let context = context.into();
         move |source| TestkitError::Kafka { context, source }
     }

@@ -35,7 +35,9 @@ pub struct MockFaults {
 
 impl std::fmt::Debug for MockFaults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockFaults").field("brokers", &self.brokers).finish()
+        f.debug_struct("MockFaults")
+            .field("brokers", &self.brokers)
+            .finish()
     }
 }
 
@@ -65,7 +67,9 @@ impl MockHandle {
                         Command::CreateTopic(t, p, r) => (cluster.create_topic(&t, p, 1), r),
                         Command::BrokerDown(b, r) => (cluster.broker_down(b), r),
                         Command::BrokerUp(b, r) => (cluster.broker_up(b), r),
-                        Command::RoundTripTime(b, d, r) => (cluster.broker_round_trip_time(b, d), r),
+                        Command::RoundTripTime(b, d, r) => {
+                            (cluster.broker_round_trip_time(b, d), r)
+                        }
                         Command::RequestErrors(k, errs, r) => {
                             cluster.request_errors(k, &errs);
                             (Ok(()), r)
@@ -138,7 +142,11 @@ impl MockFaults {
     }
 
     /// Makes the next requests of kind `api` fail with `errors`, one each, in order.
-    pub fn request_errors(&self, api: RDKafkaApiKey, errors: Vec<RDKafkaRespErr>) -> Result<(), TestkitError> {
+    pub fn request_errors(
+        &self,
+        api: RDKafkaApiKey,
+        errors: Vec<RDKafkaRespErr>,
+    ) -> Result<(), TestkitError> {
         self.call(|r| Command::RequestErrors(api, errors, r))
     }
 

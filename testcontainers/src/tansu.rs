@@ -70,7 +70,9 @@ pub(crate) fn tansu_binary() -> Result<PathBuf, TestkitError> {
 
 fn free_port() -> Result<u16, TestkitError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(TestkitError::io("finding a free port"))?;
-    Ok(l.local_addr().map_err(TestkitError::io("finding a free port"))?.port())
+    Ok(l.local_addr()
+        .map_err(TestkitError::io("finding a free port"))?
+        .port())
 }
 
 impl TansuBroker {
@@ -81,7 +83,10 @@ impl TansuBroker {
 
     /// Like [`TansuBroker::start`], with extra `tansu broker` arguments
     /// (for example `--authentication`, or `--cert`/`--key`).
-    pub async fn start_with_args(storage: TansuStorage, extra_args: Vec<String>) -> Result<Self, TestkitError> {
+    pub async fn start_with_args(
+        storage: TansuStorage,
+        extra_args: Vec<String>,
+    ) -> Result<Self, TestkitError> {
         let bin = tansu_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("weir-tansu-")
@@ -144,14 +149,21 @@ impl TansuBroker {
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
             .env_remove("STORAGE_ENGINE")
-            .env("RUST_LOG", std::env::var("WEIR_TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(TestkitError::io("tansu log"))?)
             .stderr(log)
             .spawn()
             .map_err(TestkitError::io(format!("starting {}", self.bin.display())))?;
         self.child = Some(child);
-        if self.extra_args.iter().any(|a| a == "--authentication" || a == "--cert") {
+        if self
+            .extra_args
+            .iter()
+            .any(|a| a == "--authentication" || a == "--cert")
+        {
             // A secured listener refuses an anonymous metadata probe: wait for the port.
             return self.wait_for_port(Duration::from_secs(30)).await;
         }
@@ -161,7 +173,10 @@ impl TansuBroker {
     async fn wait_for_port(&self, limit: Duration) -> Result<(), TestkitError> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -191,7 +206,10 @@ impl TansuBroker {
             };
             let start = Instant::now();
             while start.elapsed() < limit {
-                if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
+                if consumer
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok()
+                {
                     return true;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -200,7 +218,11 @@ impl TansuBroker {
         })
         .await
         .unwrap_or(false);
-        if ok { Ok(()) } else { Err(self.not_ready(limit)) }
+        if ok {
+            Ok(())
+        } else {
+            Err(self.not_ready(limit))
+        }
     }
 
     fn signal(&mut self, sig: Signal) -> Result<(), TestkitError> {
@@ -217,7 +239,9 @@ impl TansuBroker {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => return Ok(()),
-                    Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) if start.elapsed() < limit => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
                     Ok(None) => {
                         let _ = child.kill();
                         let _ = child.wait();

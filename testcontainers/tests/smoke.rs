@@ -14,7 +14,11 @@ type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 async fn keys_and_headers_round_trip(cluster: KafkaCluster) -> R {
     cluster.create_topic("smoke-rt", 3).await?;
     let records: Vec<TestRecord> = (0..30)
-        .map(|i| TestRecord::keyed(format!("k{}", i % 7), format!("v{i}")).header("trace", format!("t{i}")).header("n", "x"))
+        .map(|i| {
+            TestRecord::keyed(format!("k{}", i % 7), format!("v{i}"))
+                .header("trace", format!("t{i}"))
+                .header("n", "x")
+        })
         .collect();
     let acks = cluster.produce("smoke-rt", records).await?;
     assert_eq!(acks.len(), 30);
@@ -29,7 +33,9 @@ async fn keys_and_headers_round_trip(cluster: KafkaCluster) -> R {
         assert_eq!(m.headers.len(), 2, "header order and count kept");
         assert_eq!(m.headers[1].0, "n");
         // Same key, same partition.
-        let p = *key_partition.entry(m.key.clone().unwrap()).or_insert(m.partition);
+        let p = *key_partition
+            .entry(m.key.clone().unwrap())
+            .or_insert(m.partition);
         assert_eq!(p, m.partition);
     }
     Ok(())
@@ -49,7 +55,9 @@ fn member(cluster: &KafkaCluster, group: &str) -> BaseConsumer {
 async fn group_splits_commits_and_resumes(cluster: KafkaCluster) -> R {
     let topic = "smoke-group";
     cluster.create_topic(topic, 4).await?;
-    let records: Vec<TestRecord> = (0..40).map(|i| TestRecord::unkeyed(format!("m{i}")).partition(i % 4)).collect();
+    let records: Vec<TestRecord> = (0..40)
+        .map(|i| TestRecord::unkeyed(format!("m{i}")).partition(i % 4))
+        .collect();
     cluster.produce(topic, records).await?;
     let group = format!("smoke-{}", std::process::id());
     let a = member(&cluster, &group);
@@ -68,11 +76,22 @@ async fn group_splits_commits_and_resumes(cluster: KafkaCluster) -> R {
         loop {
             for m in &members {
                 if let Some(Ok(msg)) = m.poll(Duration::from_millis(20)) {
-                    let owned: BTreeSet<i32> = m.assignment().unwrap().elements().iter().map(|e| e.partition()).collect();
-                    assert!(owned.contains(&msg.partition()), "message from a partition this member does not own");
+                    let owned: BTreeSet<i32> = m
+                        .assignment()
+                        .unwrap()
+                        .elements()
+                        .iter()
+                        .map(|e| e.partition())
+                        .collect();
+                    assert!(
+                        owned.contains(&msg.partition()),
+                        "message from a partition this member does not own"
+                    );
                     seen.insert(String::from_utf8_lossy(msg.payload().unwrap()).to_string());
                     if let Err(e) = m.commit_message(&msg, CommitMode::Sync) {
-                        eprintln!("commit during rebalance failed (message will be redelivered): {e}");
+                        eprintln!(
+                            "commit during rebalance failed (message will be redelivered): {e}"
+                        );
                     }
                     settled_since = None;
                 }
@@ -86,23 +105,43 @@ async fn group_splits_commits_and_resumes(cluster: KafkaCluster) -> R {
                     break;
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "read {}/40; assignment {na}+{nb}", seen.len());
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "read {}/40; assignment {na}+{nb}",
+                seen.len()
+            );
         }
-        let parts = |m: &BaseConsumer| -> BTreeSet<i32> { m.assignment().unwrap().elements().iter().map(|e| e.partition()).collect() };
+        let parts = |m: &BaseConsumer| -> BTreeSet<i32> {
+            m.assignment()
+                .unwrap()
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .collect()
+        };
         let (pa, pb) = (parts(&members[0]), parts(&members[1]));
         drop(members);
         (seen, pa, pb)
     })
     .await?;
     assert_eq!(seen.len(), 40, "every message read");
-    assert!(pa.is_disjoint(&pb), "members share partitions: {pa:?} {pb:?}");
+    assert!(
+        pa.is_disjoint(&pb),
+        "members share partitions: {pa:?} {pb:?}"
+    );
     assert_eq!(pa.union(&pb).count(), 4, "{pa:?} {pb:?}");
 
     let committed = cluster.committed_offsets(&group, topic).await?;
-    assert_eq!(committed.values().cloned().collect::<Vec<_>>(), vec![Some(10); 4], "manual commits stored");
+    assert_eq!(
+        committed.values().cloned().collect::<Vec<_>>(),
+        vec![Some(10); 4],
+        "manual commits stored"
+    );
 
     // New messages; a new member resumes from the committed offsets.
-    let more: Vec<TestRecord> = (0..8).map(|i| TestRecord::unkeyed(format!("n{i}")).partition(i % 4)).collect();
+    let more: Vec<TestRecord> = (0..8)
+        .map(|i| TestRecord::unkeyed(format!("n{i}")).partition(i % 4))
+        .collect();
     cluster.produce(topic, more).await?;
     let c = member(&cluster, &group);
     if cluster.kind() == BrokerKind::Tansu {
@@ -134,7 +173,11 @@ async fn group_splits_commits_and_resumes(cluster: KafkaCluster) -> R {
             }
             if last_report.elapsed() > Duration::from_secs(5) {
                 last_report = Instant::now();
-                eprintln!("assignment {:?} position {:?}", c.assignment().map(|a| a.count()), c.position().map(|p| format!("{p:?}")));
+                eprintln!(
+                    "assignment {:?} position {:?}",
+                    c.assignment().map(|a| a.count()),
+                    c.position().map(|p| format!("{p:?}"))
+                );
             }
         }
         // Nothing old comes after.
@@ -147,7 +190,11 @@ async fn group_splits_commits_and_resumes(cluster: KafkaCluster) -> R {
         got
     })
     .await?;
-    assert_eq!(got.len(), 8, "resumed member read only the new messages: {got:?}");
+    assert_eq!(
+        got.len(),
+        8,
+        "resumed member read only the new messages: {got:?}"
+    );
     assert!(got.iter().all(|p| p.starts_with('n')), "{got:?}");
     Ok(())
 }
@@ -184,7 +231,9 @@ async fn tansu_sqlite_survives_sigkill() -> R {
     let cluster = KafkaCluster::tansu(TansuStorage::Sqlite).await?;
     assert_eq!(cluster.kind(), BrokerKind::Tansu);
     cluster.create_topic("durable", 2).await?;
-    let records: Vec<TestRecord> = (0..20).map(|i| TestRecord::keyed(format!("k{i}"), format!("v{i}")).header("h", "1")).collect();
+    let records: Vec<TestRecord> = (0..20)
+        .map(|i| TestRecord::keyed(format!("k{i}"), format!("v{i}")).header("h", "1"))
+        .collect();
     cluster.produce("durable", records).await?;
     // Commit offsets 5 and 7 for group g.
     let c = member(&cluster, "durable-group");
@@ -204,16 +253,23 @@ async fn tansu_sqlite_survives_sigkill() -> R {
         let mut broker = cluster.tansu_broker().unwrap().lock().await;
         let pid = broker.pid().unwrap();
         broker.kill()?;
-        assert!(std::fs::metadata(format!("/proc/{pid}")).is_err() || {
-            // A zombie is reaped by kill(); a live process would have a status file.
-            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            !s.contains("State:\tS") && !s.contains("State:\tR")
-        });
+        assert!(
+            std::fs::metadata(format!("/proc/{pid}")).is_err() || {
+                // A zombie is reaped by kill(); a live process would have a status file.
+                let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                !s.contains("State:\tS") && !s.contains("State:\tR")
+            }
+        );
         broker.restart().await?;
     }
     let after = cluster.read_to_end("durable").await?;
-    assert_eq!(after, before, "messages, keys and headers intact after SIGKILL");
-    let committed = cluster.committed_offsets("durable-group", "durable").await?;
+    assert_eq!(
+        after, before,
+        "messages, keys and headers intact after SIGKILL"
+    );
+    let committed = cluster
+        .committed_offsets("durable-group", "durable")
+        .await?;
     assert_eq!(committed.get(&0), Some(&Some(5)));
     assert_eq!(committed.get(&1), Some(&Some(7)));
     Ok(())
@@ -228,7 +284,12 @@ async fn tansu_sqlite_survives_sigkill() -> R {
 async fn tansu_group_rejoin_after_members_leave() -> R {
     let cluster = KafkaCluster::tansu(TansuStorage::Sqlite).await?;
     cluster.create_topic("rejoin", 2).await?;
-    cluster.produce("rejoin", (0..4).map(|i| TestRecord::unkeyed("x").partition(i % 2))).await?;
+    cluster
+        .produce(
+            "rejoin",
+            (0..4).map(|i| TestRecord::unkeyed("x").partition(i % 2)),
+        )
+        .await?;
     let a = member(&cluster, "rejoin-g");
     let b = member(&cluster, "rejoin-g");
     a.subscribe(&["rejoin"])?;
@@ -267,10 +328,11 @@ async fn postgres_fresh_database_is_created_and_dropped() -> R {
         assert!(db.url().ends_with(&name));
     }
     let admin = weir_testkit::PostgresDb::fresh().await?;
-    let exists: Option<(String,)> = sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
-        .bind(&name)
-        .fetch_optional(admin.pool())
-        .await?;
+    let exists: Option<(String,)> =
+        sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
+            .bind(&name)
+            .fetch_optional(admin.pool())
+            .await?;
     assert!(exists.is_none(), "database {name} was dropped");
     Ok(())
 }
@@ -279,9 +341,15 @@ async fn postgres_fresh_database_is_created_and_dropped() -> R {
 async fn sqlite_fresh_database_works() -> R {
     let db = weir_testkit::SqliteDb::fresh()?;
     let pool = sqlx::SqlitePool::connect(db.url()).await?;
-    sqlx::query("CREATE TABLE t (x INTEGER)").execute(&pool).await?;
-    sqlx::query("INSERT INTO t VALUES (1)").execute(&pool).await?;
-    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM t").fetch_one(&pool).await?;
+    sqlx::query("CREATE TABLE t (x INTEGER)")
+        .execute(&pool)
+        .await?;
+    sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&pool)
+        .await?;
+    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM t")
+        .fetch_one(&pool)
+        .await?;
     assert_eq!(n.0, 1);
     assert!(db.path().exists());
     Ok(())
@@ -297,7 +365,10 @@ async fn mock_fault_injection_broker_down_up() -> R {
     let send = tokio::spawn(async move {
         let started = Instant::now();
         let r = producer
-            .send(rdkafka::producer::FutureRecord::<str, str>::to("faults").payload("x"), Duration::from_secs(20))
+            .send(
+                rdkafka::producer::FutureRecord::<str, str>::to("faults").payload("x"),
+                Duration::from_secs(20),
+            )
             .await;
         (r.is_ok(), started.elapsed())
     });
@@ -305,7 +376,10 @@ async fn mock_fault_injection_broker_down_up() -> R {
     faults.broker_up(1)?;
     let (ok, took) = send.await?;
     assert!(ok, "delivered after the broker came back");
-    assert!(took >= Duration::from_millis(1000), "delivery waited for the broker ({took:?})");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "delivery waited for the broker ({took:?})"
+    );
     let got = cluster.read_to_end("faults").await?;
     assert_eq!(got.len(), 1);
     Ok(())

@@ -67,7 +67,10 @@ impl Codec for StringCodec {
     type Value = String;
 
     fn decode(&self, message: &RawMessage) -> Result<Self::Value, DecodeError> {
-        let p = message.payload.as_deref().ok_or(DecodeError::MissingPayload)?;
+        let p = message
+            .payload
+            .as_deref()
+            .ok_or(DecodeError::MissingPayload)?;
         std::str::from_utf8(p)
             .map(str::to_owned)
             .map_err(|e| DecodeError::InvalidUtf8 {
@@ -110,7 +113,10 @@ where
     type Value = T;
 
     fn decode(&self, message: &RawMessage) -> Result<T, DecodeError> {
-        let p = message.payload.as_deref().ok_or(DecodeError::MissingPayload)?;
+        let p = message
+            .payload
+            .as_deref()
+            .ok_or(DecodeError::MissingPayload)?;
         serde_json::from_slice(p).map_err(|e| DecodeError::Json {
             target: std::any::type_name::<T>(),
             message: json_message(&e),
@@ -132,7 +138,10 @@ fn json_message(e: &serde_json::Error) -> String {
         Category::Data => {
             let full = e.to_string();
             if full.starts_with("missing field") {
-                full.split(" at line").next().unwrap_or("missing field").to_string()
+                full.split(" at line")
+                    .next()
+                    .unwrap_or("missing field")
+                    .to_string()
             } else {
                 "value does not match the expected type".into()
             }
@@ -162,7 +171,10 @@ mod tests {
         let e = StringCodec.decode(&raw(Some(b"ab\xffcd"))).unwrap_err();
         assert!(matches!(e, DecodeError::InvalidUtf8 { valid_up_to: 2 }));
         assert_eq!(StringCodec.decode(&raw(Some(b"ok"))).unwrap(), "ok");
-        assert!(matches!(StringCodec.decode(&raw(None)), Err(DecodeError::MissingPayload)));
+        assert!(matches!(
+            StringCodec.decode(&raw(None)),
+            Err(DecodeError::MissingPayload)
+        ));
     }
 
     #[cfg(feature = "json")]
@@ -173,11 +185,19 @@ mod tests {
             id: u32,
         }
         let c = JsonCodec::<Click>::new();
-        assert_eq!(c.decode(&raw(Some(br#"{"id":3}"#))).unwrap(), Click { id: 3 });
-        let e = c.decode(&raw(Some(b"{\"id\":\"secret-pii\"}"))).unwrap_err();
+        assert_eq!(
+            c.decode(&raw(Some(br#"{"id":3}"#))).unwrap(),
+            Click { id: 3 }
+        );
+        let e = c
+            .decode(&raw(Some(b"{\"id\":\"secret-pii\"}")))
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("not valid JSON"), "{msg}");
-        assert!(!msg.contains("secret-pii"), "payload leaked into the error: {msg}");
+        assert!(
+            !msg.contains("secret-pii"),
+            "payload leaked into the error: {msg}"
+        );
         let e = c.decode(&raw(Some(b"{}"))).unwrap_err();
         assert!(e.to_string().contains("missing field `id`"), "{e}");
         let pe: crate::ProcessError = e.into();

@@ -78,7 +78,9 @@ impl std::str::FromStr for Assignment {
             "cooperative-sticky" => Ok(Assignment::CooperativeSticky),
             "range" => Ok(Assignment::Range),
             "roundrobin" => Ok(Assignment::Roundrobin),
-            other => Err(format!("`{other}` is not one of cooperative-sticky, range, roundrobin")),
+            other => Err(format!(
+                "`{other}` is not one of cooperative-sticky, range, roundrobin"
+            )),
         }
     }
 }
@@ -124,7 +126,9 @@ impl RetryPolicy {
 
     /// The delay after failed attempt `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let exp = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
         let base = self.initial_backoff.as_secs_f64() * exp;
         let capped = base.min(self.max_backoff.as_secs_f64());
         let d = if self.jitter {
@@ -205,7 +209,14 @@ impl Default for ConsumerConfig {
 }
 
 /// Property names whose values are secrets (matched as substrings, lower-case).
-const SECRET_MARKERS: &[&str] = &["password", "secret", "sasl.jaas", "oauthbearer.config", "key.pem", "token"];
+const SECRET_MARKERS: &[&str] = &[
+    "password",
+    "secret",
+    "sasl.jaas",
+    "oauthbearer.config",
+    "key.pem",
+    "token",
+];
 
 /// True when a librdkafka property holds a secret that must never be printed.
 pub fn is_secret_key(key: &str) -> bool {
@@ -215,8 +226,14 @@ pub fn is_secret_key(key: &str) -> bool {
 
 /// Properties Weir sets itself; passing them through would break its guarantees.
 const OWNED_KEYS: &[(&str, &str)] = &[
-    ("enable.auto.commit", "Weir commits only processed offsets; auto-commit would commit unprocessed ones"),
-    ("enable.auto.offset.store", "Weir stores offsets itself after processing"),
+    (
+        "enable.auto.commit",
+        "Weir commits only processed offsets; auto-commit would commit unprocessed ones",
+    ),
+    (
+        "enable.auto.offset.store",
+        "Weir stores offsets itself after processing",
+    ),
     ("group.id", "use the `group_id` key"),
     ("bootstrap.servers", "use the `brokers` key"),
     ("metadata.broker.list", "use the `brokers` key"),
@@ -230,7 +247,12 @@ impl fmt::Debug for ConsumerConfig {
         let kafka: BTreeMap<&str, &str> = self
             .kafka
             .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret_key(k) { "***" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_key(k) { "***" } else { v.as_str() },
+                )
+            })
             .collect();
         f.debug_struct("ConsumerConfig")
             .field("brokers", &self.brokers)
@@ -238,8 +260,14 @@ impl fmt::Debug for ConsumerConfig {
             .field("topics", &self.topics)
             .field("ordering", &self.ordering)
             .field("max_in_flight", &self.max_in_flight)
-            .field("max_in_flight_per_partition", &self.max_in_flight_per_partition)
-            .field("max_buffered_per_partition", &self.max_buffered_per_partition)
+            .field(
+                "max_in_flight_per_partition",
+                &self.max_in_flight_per_partition,
+            )
+            .field(
+                "max_buffered_per_partition",
+                &self.max_buffered_per_partition,
+            )
             .field("handler_timeout", &self.handler_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("commit_interval", &self.commit_interval)
@@ -254,8 +282,12 @@ impl fmt::Debug for ConsumerConfig {
 }
 
 fn parse_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(v)
-        .map_err(|e| ConfigError::invalid(key, format!("`{v}` is not a duration ({e}); write e.g. `500ms`, `30s`, `5m`")))
+    humantime::parse_duration(v).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("`{v}` is not a duration ({e}); write e.g. `500ms`, `30s`, `5m`"),
+        )
+    })
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
@@ -321,30 +353,56 @@ impl ConsumerConfig {
 
     /// Applies `WEIR_*` variables from `vars` over this config. Unknown `WEIR_*`
     /// names are ignored (other tools share the prefix).
-    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn with_env(
+        mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         for (name, v) in vars {
-            let Some(rest) = name.strip_prefix("WEIR_") else { continue };
+            let Some(rest) = name.strip_prefix("WEIR_") else {
+                continue;
+            };
             let key = rest.to_ascii_lowercase();
             match key.as_str() {
                 "brokers" => self.brokers = v,
                 "group_id" => self.group_id = v,
                 "topics" => {
-                    self.topics = v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
+                    self.topics = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect()
                 }
-                "ordering" => self.ordering = v.parse().map_err(|e| ConfigError::invalid("ordering", e))?,
+                "ordering" => {
+                    self.ordering = v.parse().map_err(|e| ConfigError::invalid("ordering", e))?
+                }
                 "max_in_flight" => self.max_in_flight = parse_num(&key, &v)?,
-                "max_in_flight_per_partition" => self.max_in_flight_per_partition = parse_num(&key, &v)?,
-                "max_buffered_per_partition" => self.max_buffered_per_partition = parse_num(&key, &v)?,
+                "max_in_flight_per_partition" => {
+                    self.max_in_flight_per_partition = parse_num(&key, &v)?
+                }
+                "max_buffered_per_partition" => {
+                    self.max_buffered_per_partition = parse_num(&key, &v)?
+                }
                 "handler_timeout" => self.handler_timeout = parse_duration(&key, &v)?,
                 "max_header_bytes" => self.max_header_bytes = parse_num(&key, &v)?,
                 "commit_interval" => self.commit_interval = parse_duration(&key, &v)?,
                 "shutdown_deadline" => self.shutdown_deadline = parse_duration(&key, &v)?,
                 "revoke_deadline" => self.revoke_deadline = parse_duration(&key, &v)?,
                 "auto_offset_reset" => self.auto_offset_reset = v,
-                "assignment" => self.assignment = v.parse().map_err(|e| ConfigError::invalid("assignment", e))?,
-                "retry_max_attempts" => self.retry.max_attempts = parse_num("retry.max_attempts", &v)?,
-                "retry_initial_backoff" => self.retry.initial_backoff = parse_duration("retry.initial_backoff", &v)?,
-                "retry_max_backoff" => self.retry.max_backoff = parse_duration("retry.max_backoff", &v)?,
+                "assignment" => {
+                    self.assignment = v
+                        .parse()
+                        .map_err(|e| ConfigError::invalid("assignment", e))?
+                }
+                "retry_max_attempts" => {
+                    self.retry.max_attempts = parse_num("retry.max_attempts", &v)?
+                }
+                "retry_initial_backoff" => {
+                    self.retry.initial_backoff = parse_duration("retry.initial_backoff", &v)?
+                }
+                "retry_max_backoff" => {
+                    self.retry.max_backoff = parse_duration("retry.max_backoff", &v)?
+                }
                 _ => {
                     if let Some(prop) = key.strip_prefix("kafka_") {
                         self.kafka.insert(prop.replace('_', "."), v);
@@ -358,18 +416,28 @@ impl ConsumerConfig {
     /// Checks every value; the error names the key and says what to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.brokers.trim().is_empty() {
-            return Err(ConfigError::invalid("brokers", "missing: set `brokers = \"host:9092\"` or WEIR_BROKERS"));
+            return Err(ConfigError::invalid(
+                "brokers",
+                "missing: set `brokers = \"host:9092\"` or WEIR_BROKERS",
+            ));
         }
         if self.group_id.trim().is_empty() {
-            return Err(ConfigError::invalid("group_id", "missing: set `group_id` or WEIR_GROUP_ID"));
+            return Err(ConfigError::invalid(
+                "group_id",
+                "missing: set `group_id` or WEIR_GROUP_ID",
+            ));
         }
         if self.topics.is_empty() {
-            return Err(ConfigError::invalid("topics", "no topics: set `topics = [\"…\"]` or WEIR_TOPICS=a,b"));
+            return Err(ConfigError::invalid(
+                "topics",
+                "no topics: set `topics = [\"…\"]` or WEIR_TOPICS=a,b",
+            ));
         }
         for t in &self.topics {
             let valid = !t.is_empty()
                 && t.len() <= 249
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
             if !valid {
                 return Err(ConfigError::invalid(
                     "topics",
@@ -385,7 +453,10 @@ impl ConsumerConfig {
             }
         };
         at_least_one("max_in_flight", self.max_in_flight)?;
-        at_least_one("max_in_flight_per_partition", self.max_in_flight_per_partition)?;
+        at_least_one(
+            "max_in_flight_per_partition",
+            self.max_in_flight_per_partition,
+        )?;
         at_least_one("max_header_bytes", self.max_header_bytes)?;
         if self.max_buffered_per_partition < self.max_in_flight_per_partition {
             return Err(ConfigError::invalid(
@@ -397,7 +468,10 @@ impl ConsumerConfig {
             ));
         }
         if self.handler_timeout.is_zero() {
-            return Err(ConfigError::invalid("handler_timeout", "must be above zero"));
+            return Err(ConfigError::invalid(
+                "handler_timeout",
+                "must be above zero",
+            ));
         }
         if self.commit_interval < Duration::from_millis(10) {
             return Err(ConfigError::invalid(
@@ -412,24 +486,42 @@ impl ConsumerConfig {
         if self.revoke_deadline.as_millis() as u64 >= max_poll_ms {
             return Err(ConfigError::invalid(
                 "revoke_deadline",
-                format!("{:?} must be below max.poll.interval.ms ({max_poll_ms} ms)", self.revoke_deadline),
+                format!(
+                    "{:?} must be below max.poll.interval.ms ({max_poll_ms} ms)",
+                    self.revoke_deadline
+                ),
             ));
         }
-        if !matches!(self.auto_offset_reset.as_str(), "earliest" | "latest" | "error") {
+        if !matches!(
+            self.auto_offset_reset.as_str(),
+            "earliest" | "latest" | "error"
+        ) {
             return Err(ConfigError::invalid(
                 "auto_offset_reset",
-                format!("`{}` is not one of earliest, latest, error", self.auto_offset_reset),
+                format!(
+                    "`{}` is not one of earliest, latest, error",
+                    self.auto_offset_reset
+                ),
             ));
         }
         if self.retry.max_attempts == 0 {
-            return Err(ConfigError::invalid("retry.max_attempts", "must be at least 1 (1 means no retry)"));
+            return Err(ConfigError::invalid(
+                "retry.max_attempts",
+                "must be at least 1 (1 means no retry)",
+            ));
         }
         if !(self.retry.multiplier.is_finite() && self.retry.multiplier >= 1.0) {
-            return Err(ConfigError::invalid("retry.multiplier", "must be a finite number >= 1.0"));
+            return Err(ConfigError::invalid(
+                "retry.multiplier",
+                "must be a finite number >= 1.0",
+            ));
         }
         for (k, why) in OWNED_KEYS {
             if self.kafka.contains_key(*k) {
-                return Err(ConfigError::invalid(format!("kafka.{k}"), format!("remove it: {why}")));
+                return Err(ConfigError::invalid(
+                    format!("kafka.{k}"),
+                    format!("remove it: {why}"),
+                ));
             }
         }
         Ok(())
@@ -447,7 +539,10 @@ impl ConsumerConfig {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", &self.auto_offset_reset)
-            .set("partition.assignment.strategy", self.assignment.librdkafka_name());
+            .set(
+                "partition.assignment.strategy",
+                self.assignment.librdkafka_name(),
+            );
         c
     }
 }
@@ -457,7 +552,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -497,27 +595,55 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = ConsumerConfig::from_toml_str("max_in_flight = \"lots\"").unwrap_err().to_string();
+        let e = ConsumerConfig::from_toml_str("max_in_flight = \"lots\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_in_flight"), "{e}");
-        let e = ConsumerConfig::from_toml_str("no_such_key = 1").unwrap_err().to_string();
+        let e = ConsumerConfig::from_toml_str("no_such_key = 1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no_such_key"), "{e}");
         let base = ConsumerConfig::new("b:1", "g", &["t"]);
-        let e = base.clone().with_env(env(&[("WEIR_HANDLER_TIMEOUT", "soon")])).unwrap_err().to_string();
+        let e = base
+            .clone()
+            .with_env(env(&[("WEIR_HANDLER_TIMEOUT", "soon")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("handler_timeout") && e.contains("soon"), "{e}");
-        let e = base.clone().set("enable.auto.commit", "true").validate().unwrap_err().to_string();
+        let e = base
+            .clone()
+            .set("enable.auto.commit", "true")
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("enable.auto.commit"), "{e}");
         let mut c = base.clone();
         c.max_in_flight = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("max_in_flight"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_in_flight")
+        );
         let mut c = base.clone();
         c.topics = vec!["bad topic!".into()];
-        assert!(c.validate().unwrap_err().to_string().contains("not a valid topic name"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid topic name")
+        );
         let mut c = base.clone();
         c.group_id.clear();
         assert!(c.validate().unwrap_err().to_string().contains("group_id"));
         let mut c = base;
         c.auto_offset_reset = "smallest-ish".into();
-        assert!(c.validate().unwrap_err().to_string().contains("auto_offset_reset"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auto_offset_reset")
+        );
     }
 
     #[test]
@@ -538,7 +664,13 @@ mod tests {
 
     #[test]
     fn secret_keys() {
-        for k in ["sasl.password", "ssl.key.password", "ssl.key.pem", "sasl.oauthbearer.config", "ssl.keystore.password"] {
+        for k in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.config",
+            "ssl.keystore.password",
+        ] {
             assert!(is_secret_key(k), "{k}");
         }
         assert!(!is_secret_key("sasl.username"));

@@ -111,7 +111,9 @@ impl From<crate::message::MessageError> for ProcessError {
 
 /// The handler ran longer than `handler_timeout` and was cancelled.
 #[derive(Debug, thiserror::Error)]
-#[error("handler did not finish within {0:?} and was cancelled (raise `handler_timeout` or make the handler faster)")]
+#[error(
+    "handler did not finish within {0:?} and was cancelled (raise `handler_timeout` or make the handler faster)"
+)]
 pub struct HandlerTimeout(pub std::time::Duration);
 
 /// The handler panicked.
@@ -167,7 +169,9 @@ pub enum WeirError {
         source: rdkafka::error::KafkaError,
     },
     /// A subscribed topic does not exist.
-    #[error("topic `{topic}` does not exist on {brokers}: create it first (Weir does not auto-create source topics)")]
+    #[error(
+        "topic `{topic}` does not exist on {brokers}: create it first (Weir does not auto-create source topics)"
+    )]
     UnknownTopic {
         /// Topic name.
         topic: String,

@@ -89,11 +89,11 @@ mod runtime;
 pub mod scheduler;
 pub mod stats;
 
-#[doc(inline)]
-pub use codec::{BytesCodec, Codec, DecodeError, StringCodec};
 #[cfg(feature = "json")]
 #[doc(inline)]
 pub use codec::JsonCodec;
+#[doc(inline)]
+pub use codec::{BytesCodec, Codec, DecodeError, StringCodec};
 #[doc(inline)]
 pub use config::{Assignment, ConsumerConfig, RetryPolicy};
 #[doc(inline)]

@@ -49,7 +49,9 @@ impl Headers {
             None => Ok(None),
             Some(v) => std::str::from_utf8(v)
                 .map(Some)
-                .map_err(|_| MessageError::InvalidHeader { name: name.to_string() }),
+                .map_err(|_| MessageError::InvalidHeader {
+                    name: name.to_string(),
+                }),
         }
     }
 

@@ -132,7 +132,11 @@ mod tests {
         assert!(t.finish(11));
         assert_eq!(t.committable(), Some(NextOffset(10)));
         assert!(t.finish(10));
-        assert_eq!(t.committable(), Some(NextOffset(13)), "gap at 12 is skipped");
+        assert_eq!(
+            t.committable(),
+            Some(NextOffset(13)),
+            "gap at 12 is skipped"
+        );
         assert!(t.finish(14));
         assert!(!t.finish(14), "double finish refused");
         assert!(!t.finish(99), "unknown offset refused");

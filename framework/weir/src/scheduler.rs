@@ -169,7 +169,10 @@ mod tests {
 
     #[test]
     fn partition_mode_is_one_lane() {
-        assert_eq!(Lane::of(Ordering::Partition, Some(b"a")), Lane::of(Ordering::Partition, None));
+        assert_eq!(
+            Lane::of(Ordering::Partition, Some(b"a")),
+            Lane::of(Ordering::Partition, None)
+        );
         assert_eq!(Lane::of(Ordering::Key, None), Lane::Free);
         assert_eq!(Lane::of(Ordering::Unordered, Some(b"a")), Lane::Free);
     }

@@ -25,7 +25,10 @@ struct Sink {
     effects: u64,
 }
 
-type Member = (ConsumerHandle, tokio::task::JoinHandle<Result<RunReport, WeirError>>);
+type Member = (
+    ConsumerHandle,
+    tokio::task::JoinHandle<Result<RunReport, WeirError>>,
+);
 
 fn start(cluster: &KafkaCluster, sink: &Arc<Mutex<Sink>>) -> Result<Member, WeirError> {
     let s = sink.clone();
@@ -47,7 +50,9 @@ fn start(cluster: &KafkaCluster, sink: &Arc<Mutex<Sink>>) -> Result<Member, Weir
     });
     let mut cfg = config(cluster, "rebalance-g", &["rebalance"]);
     cfg.max_in_flight = 256;
-    let consumer = Consumer::builder(cfg).codec(weir::StringCodec).build(processor)?;
+    let consumer = Consumer::builder(cfg)
+        .codec(weir::StringCodec)
+        .build(processor)?;
     let h = consumer.handle();
     Ok((h, tokio::spawn(consumer.run())))
 }
@@ -64,7 +69,12 @@ async fn mock_three_members_join_and_leave_under_load() -> R {
     common::init();
     let cluster = KafkaCluster::mock(1)?;
     cluster.create_topic("rebalance", 6).await?;
-    cluster.produce("rebalance", (0..N).map(|i| TestRecord::keyed(format!("k{}", i % 500), i.to_string()))).await?;
+    cluster
+        .produce(
+            "rebalance",
+            (0..N).map(|i| TestRecord::keyed(format!("k{}", i % 500), i.to_string())),
+        )
+        .await?;
     let sink: Arc<Mutex<Sink>> = Default::default();
     let effects = || sink.lock().effects;
 
@@ -93,7 +103,10 @@ async fn mock_three_members_join_and_leave_under_load() -> R {
         if got == total {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "committed {got:?}, log ends {total:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "committed {got:?}, log ends {total:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop(c).await?;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use weir::{
-    BytesCodec, Consumer, Disposition, Failure, FailureSink, JsonCodec, Message, Ordering, ProcessError, StringCodec,
-    WeirError, processor_fn,
+    BytesCodec, Consumer, Disposition, Failure, FailureSink, JsonCodec, Message, Ordering,
+    ProcessError, StringCodec, WeirError, processor_fn,
 };
 use weir_testkit::{BrokerKind, TestRecord};
 
@@ -29,6 +29,8 @@ broker_tests!(
     shutdown_deadline_reports_an_incomplete_drain,
     fan_out_to_two_groups,
     unknown_topic_fails_fast,
+    partition_and_unordered_modes,
+    long_handler_keeps_group_membership,
 );
 
 /// A failure sink that records (offset, class) and lets the partition move on.
@@ -37,7 +39,9 @@ struct Recording(Arc<Mutex<Vec<(i64, String)>>>);
 
 impl FailureSink for Recording {
     fn on_failure<'a>(&'a self, f: Failure<'a>) -> BoxFuture<'a, Disposition> {
-        self.0.lock().push((f.message.offset, f.error.class().to_string()));
+        self.0
+            .lock()
+            .push((f.message.offset, f.error.class().to_string()));
         Box::pin(async { Disposition::Handled })
     }
 }
@@ -49,7 +53,9 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("ordered", 1).await?;
     let n = 2000;
-    let records: Vec<TestRecord> = (0..n).map(|i| TestRecord::keyed(format!("key-{}", i % 200), i.to_string())).collect();
+    let records: Vec<TestRecord> = (0..n)
+        .map(|i| TestRecord::keyed(format!("key-{}", i % 200), i.to_string()))
+        .collect();
     cluster.produce("ordered", records).await?;
 
     let seen: Arc<Mutex<HashMap<String, Vec<u64>>>> = Default::default();
@@ -57,7 +63,13 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let max_in_flight = Arc::new(AtomicUsize::new(0));
     let violations = Arc::new(AtomicUsize::new(0));
-    let (s, rk, inf, mx, v) = (seen.clone(), running_keys.clone(), in_flight.clone(), max_in_flight.clone(), violations.clone());
+    let (s, rk, inf, mx, v) = (
+        seen.clone(),
+        running_keys.clone(),
+        in_flight.clone(),
+        max_in_flight.clone(),
+        violations.clone(),
+    );
     let processor = processor_fn(move |msg: Message<String>| {
         let (s, rk, inf, mx, v) = (s.clone(), rk.clone(), inf.clone(), mx.clone(), v.clone());
         async move {
@@ -69,7 +81,10 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
             mx.fetch_max(now, SeqCst);
             let ms = rand::random_range(0..4u64);
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            s.lock().entry(key.clone()).or_default().push(msg.value().parse().unwrap());
+            s.lock()
+                .entry(key.clone())
+                .or_default()
+                .push(msg.value().parse().unwrap());
             inf.fetch_sub(1, SeqCst);
             rk.lock().remove(&key);
             Ok(())
@@ -79,13 +94,20 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("all messages processed", Duration::from_secs(60), || handle.stats().processed() >= n as u64).await;
+    wait_until("all messages processed", Duration::from_secs(60), || {
+        handle.stats().processed() >= n as u64
+    })
+    .await;
     handle.shutdown();
     let report = run.await??;
     assert!(report.drained);
 
-    assert_eq!(violations.load(SeqCst), 0, "two messages of one key ran at once");
-    let seen = seen.lock();
+    assert_eq!(
+        violations.load(SeqCst),
+        0,
+        "two messages of one key ran at once"
+    );
+    let seen = seen.lock().clone();
     assert_eq!(seen.len(), 200);
     for (key, got) in seen.iter() {
         let k: u64 = key.trim_start_matches("key-").parse()?;
@@ -94,8 +116,14 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
     }
     let max = max_in_flight.load(SeqCst);
     eprintln!("{kind:?}: max in flight within one partition = {max}");
-    assert!(max >= 20, "one partition should run many keys at once, saw at most {max}");
-    assert_eq!(committed(&cluster, "ordered-g", "ordered").await, vec![n as i64]);
+    assert!(
+        max >= 20,
+        "one partition should run many keys at once, saw at most {max}"
+    );
+    assert_eq!(
+        committed(&cluster, "ordered-g", "ordered").await,
+        vec![n as i64]
+    );
     Ok(())
 }
 
@@ -104,7 +132,12 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
 async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("held", 1).await?;
-    cluster.produce("held", (0..20).map(|i| TestRecord::keyed(format!("k{i}"), "x"))).await?;
+    cluster
+        .produce(
+            "held",
+            (0..20).map(|i| TestRecord::keyed(format!("k{i}"), "x")),
+        )
+        .await?;
     let release = Arc::new(tokio::sync::Notify::new());
     let done = Arc::new(AtomicUsize::new(0));
     let (r, d) = (release.clone(), done.clone());
@@ -121,14 +154,30 @@ async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(config(&cluster, "held-g", &["held"])).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("19 finished", Duration::from_secs(30), || done.load(SeqCst) == 19).await;
+    wait_until("19 finished", Duration::from_secs(30), || {
+        done.load(SeqCst) == 19
+    })
+    .await;
     // Several commit intervals pass: the commit must stay at the unfinished offset.
-    wait_until_async("commit at 5", Duration::from_secs(10), || async { committed(&cluster, "held-g", "held").await == vec![5] }).await;
+    wait_until_async("commit at 5", Duration::from_secs(10), || async {
+        committed(&cluster, "held-g", "held").await == vec![5]
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(committed(&cluster, "held-g", "held").await, vec![5], "never past an unfinished message");
+    assert_eq!(
+        committed(&cluster, "held-g", "held").await,
+        vec![5],
+        "never past an unfinished message"
+    );
     release.notify_one();
-    wait_until_async("commit at 20", Duration::from_secs(10), || async { committed(&cluster, "held-g", "held").await == vec![20] }).await;
-    wait_until("commit acknowledged", Duration::from_secs(5), || handle.stats().commits() > 0).await;
+    wait_until_async("commit at 20", Duration::from_secs(10), || async {
+        committed(&cluster, "held-g", "held").await == vec![20]
+    })
+    .await;
+    wait_until("commit acknowledged", Duration::from_secs(5), || {
+        handle.stats().commits() > 0
+    })
+    .await;
     handle.shutdown();
     assert!(run.await??.drained);
     Ok(())
@@ -147,14 +196,18 @@ async fn bad_input_is_classified_and_never_blocks(kind: BrokerKind) -> R {
     cluster.create_topic("bad", 1).await?;
     let big = "x".repeat(2048);
     let records = vec![
-        TestRecord::keyed("a", r#"{"id":1}"#),                                 // 0 ok
-        TestRecord::keyed("b", "{not json"),                                   // 1 decode
-        TestRecord { key: Some(b"c".to_vec()), payload: None, ..Default::default() }, // 2 tombstone -> decode
-        TestRecord::unkeyed(r#"{"id":4}"#),                                    // 3 missing key
-        TestRecord::keyed("e", r#"{"id":5}"#).header("blob", &big),           // 4 oversized headers
-        TestRecord::keyed(vec![0xff, 0xfe], r#"{"id":6}"#),                    // 5 key not UTF-8
-        TestRecord::keyed("g", r#"{"id":"seven"}"#),                           // 6 wrong type -> decode
-        TestRecord::keyed("h", r#"{"id":8}"#),                                 // 7 ok
+        TestRecord::keyed("a", r#"{"id":1}"#), // 0 ok
+        TestRecord::keyed("b", "{not json"),   // 1 decode
+        TestRecord {
+            key: Some(b"c".to_vec()),
+            payload: None,
+            ..Default::default()
+        }, // 2 tombstone -> decode
+        TestRecord::unkeyed(r#"{"id":4}"#),    // 3 missing key
+        TestRecord::keyed("e", r#"{"id":5}"#).header("blob", &big), // 4 oversized headers
+        TestRecord::keyed(vec![0xff, 0xfe], r#"{"id":6}"#), // 5 key not UTF-8
+        TestRecord::keyed("g", r#"{"id":"seven"}"#), // 6 wrong type -> decode
+        TestRecord::keyed("h", r#"{"id":8}"#), // 7 ok
     ];
     cluster.produce("bad", records).await?;
     let ok = Arc::new(Mutex::new(Vec::new()));
@@ -176,8 +229,14 @@ async fn bad_input_is_classified_and_never_blocks(kind: BrokerKind) -> R {
         .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("8 messages settled", Duration::from_secs(30), || ok.lock().len() + sink.0.lock().len() == 8).await;
-    wait_until_async("commit at end", Duration::from_secs(10), || async { committed(&cluster, "bad-g", "bad").await == vec![8] }).await;
+    wait_until("8 messages settled", Duration::from_secs(30), || {
+        ok.lock().len() + sink.0.lock().len() == 8
+    })
+    .await;
+    wait_until_async("commit at end", Duration::from_secs(10), || async {
+        committed(&cluster, "bad-g", "bad").await == vec![8]
+    })
+    .await;
     handle.shutdown();
     let report = run.await??;
     assert!(report.drained && report.halted.is_empty());
@@ -198,7 +257,11 @@ async fn bad_input_is_classified_and_never_blocks(kind: BrokerKind) -> R {
     .collect();
     assert_eq!(failures, expected);
     assert_eq!(handle.stats().decode_errors(), 3);
-    assert_eq!(handle.stats().retries(), 0, "terminal errors are not retried");
+    assert_eq!(
+        handle.stats().retries(),
+        0,
+        "terminal errors are not retried"
+    );
     Ok(())
 }
 
@@ -208,27 +271,51 @@ async fn poison_halts_the_partition_by_default(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("poison", 2).await?;
     let records: Vec<TestRecord> = (0..20)
-        .map(|i| TestRecord::keyed(format!("k{i}"), if i == 3 { "poison".to_string() } else { format!("ok{i}") }).partition(i % 2))
+        .map(|i| {
+            TestRecord::keyed(
+                format!("k{i}"),
+                if i == 3 {
+                    "poison".to_string()
+                } else {
+                    format!("ok{i}")
+                },
+            )
+            .partition(i % 2)
+        })
         .collect();
     let acks = cluster.produce("poison", records).await?;
     let poison_at = acks[3];
     let processor = processor_fn(|msg: Message<String>| async move {
         if msg.value() == "poison" {
-            return Err(ProcessError::terminal(std::io::Error::other("cannot handle this")).with_class("bad_order"));
+            return Err(
+                ProcessError::terminal(std::io::Error::other("cannot handle this"))
+                    .with_class("bad_order"),
+            );
         }
         Ok(())
     });
-    let consumer = Consumer::builder(config(&cluster, "poison-g", &["poison"])).codec(StringCodec).build(processor)?;
+    let consumer = Consumer::builder(config(&cluster, "poison-g", &["poison"]))
+        .codec(StringCodec)
+        .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
     let other = 1 - poison_at.0;
-    wait_until_async("healthy partition fully committed", Duration::from_secs(30), || async {
-        committed(&cluster, "poison-g", "poison").await[other as usize] == 10
+    wait_until_async(
+        "healthy partition fully committed",
+        Duration::from_secs(30),
+        || async { committed(&cluster, "poison-g", "poison").await[other as usize] == 10 },
+    )
+    .await;
+    wait_until("halt reported", Duration::from_secs(10), || {
+        handle.stats().halted_partitions() == 1
     })
     .await;
-    wait_until("halt reported", Duration::from_secs(10), || handle.stats().halted_partitions() == 1).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(committed(&cluster, "poison-g", "poison").await[poison_at.0 as usize], poison_at.1, "commit stops at the poison message");
+    assert_eq!(
+        committed(&cluster, "poison-g", "poison").await[poison_at.0 as usize],
+        poison_at.1,
+        "commit stops at the poison message"
+    );
     handle.shutdown();
     let report = run.await??;
     assert_eq!(report.halted.len(), 1);
@@ -244,7 +331,14 @@ async fn timeout_is_retryable_and_panic_is_terminal(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("tp", 1).await?;
     cluster
-        .produce("tp", vec![TestRecord::keyed("a", "slow"), TestRecord::keyed("b", "panic"), TestRecord::keyed("c", "fine")])
+        .produce(
+            "tp",
+            vec![
+                TestRecord::keyed("a", "slow"),
+                TestRecord::keyed("b", "panic"),
+                TestRecord::keyed("c", "fine"),
+            ],
+        )
         .await?;
     let attempts: Arc<Mutex<Vec<(String, u32)>>> = Default::default();
     let a = attempts.clone();
@@ -263,15 +357,28 @@ async fn timeout_is_retryable_and_panic_is_terminal(kind: BrokerKind) -> R {
     let sink = Recording::default();
     let mut cfg = config(&cluster, "tp-g", &["tp"]);
     cfg.handler_timeout = Duration::from_millis(300);
-    let consumer = Consumer::builder(cfg).codec(StringCodec).failure_sink(sink.clone()).build(processor)?;
+    let consumer = Consumer::builder(cfg)
+        .codec(StringCodec)
+        .failure_sink(sink.clone())
+        .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until_async("commit at 3", Duration::from_secs(30), || async { committed(&cluster, "tp-g", "tp").await == vec![3] }).await;
+    wait_until_async("commit at 3", Duration::from_secs(30), || async {
+        committed(&cluster, "tp-g", "tp").await == vec![3]
+    })
+    .await;
     handle.shutdown();
     assert!(run.await??.drained);
     let attempts = attempts.lock().clone();
-    assert!(attempts.contains(&("slow".into(), 1)) && attempts.contains(&("slow".into(), 2)), "{attempts:?}");
-    assert_eq!(attempts.iter().filter(|(v, _)| v == "panic").count(), 1, "a panic is not retried");
+    assert!(
+        attempts.contains(&("slow".into(), 1)) && attempts.contains(&("slow".into(), 2)),
+        "{attempts:?}"
+    );
+    assert_eq!(
+        attempts.iter().filter(|(v, _)| v == "panic").count(),
+        1,
+        "a panic is not retried"
+    );
     assert_eq!(sink.0.lock().clone(), vec![(1, "panic".to_string())]);
     assert_eq!(handle.stats().timeouts(), 1);
     assert_eq!(handle.stats().panics(), 1);
@@ -288,23 +395,36 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
     let n = 3000u64;
     // 1 KiB payloads, so that librdkafka's prefetch limits (in bytes) mean a known count.
     // Small producer batches: a fetch returns at least one whole record batch.
-    let producer: rdkafka::producer::FutureProducer = cluster.client_config().set("batch.size", "8192").set("linger.ms", "2").create()?;
-    weir_testkit::produce_with(&producer, "bp", (0..n).map(|i| TestRecord::keyed(format!("k{}", i % 50), format!("{i:<1024}")))).await?;
+    let producer: rdkafka::producer::FutureProducer = cluster
+        .client_config()
+        .set("batch.size", "8192")
+        .set("linger.ms", "2")
+        .create()?;
+    weir_testkit::produce_with(
+        &producer,
+        "bp",
+        (0..n).map(|i| TestRecord::keyed(format!("k{}", i % 50), format!("{i:<1024}"))),
+    )
+    .await?;
     let counts: Arc<Mutex<HashMap<u64, u32>>> = Default::default();
     let c = counts.clone();
     let processor = processor_fn(move |msg: Message<String>| {
         let c = c.clone();
         async move {
             tokio::time::sleep(Duration::from_millis(2)).await;
-            *c.lock().entry(msg.value().trim_end().parse().unwrap()).or_default() += 1;
+            *c.lock()
+                .entry(msg.value().trim_end().parse().unwrap())
+                .or_default() += 1;
             Ok(())
         }
     });
     let mut cfg = config(&cluster, "bp-g", &["bp"]);
     cfg.max_in_flight_per_partition = 4;
     cfg.max_buffered_per_partition = 64;
-    cfg.kafka.insert("queued.max.messages.kbytes".into(), "64".into());
-    cfg.kafka.insert("max.partition.fetch.bytes".into(), "8192".into());
+    cfg.kafka
+        .insert("queued.max.messages.kbytes".into(), "64".into());
+    cfg.kafka
+        .insert("max.partition.fetch.bytes".into(), "8192".into());
     let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
@@ -314,7 +434,9 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
     wait_until("backlog processed", Duration::from_secs(120), || {
         let s = stats.stats();
         saw_paused |= s.paused_partitions() > 0;
-        let held = s.received().saturating_sub(s.processed() + s.refetched_duplicates());
+        let held = s
+            .received()
+            .saturating_sub(s.processed() + s.refetched_duplicates());
         max_buffered = max_buffered.max(held);
         s.processed() >= n
     })
@@ -323,9 +445,15 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
     assert!(run.await??.drained);
     let counts = counts.lock();
     assert_eq!(counts.len() as u64, n, "every message processed");
-    assert!(counts.values().all(|c| *c == 1), "no message processed twice");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "no message processed twice"
+    );
     assert!(saw_paused, "the partitions were paused by backpressure");
-    eprintln!("{kind:?}: peak messages held in Weir = {max_buffered}, refetched = {}", handle.stats().refetched_duplicates());
+    eprintln!(
+        "{kind:?}: peak messages held in Weir = {max_buffered}, refetched = {}",
+        handle.stats().refetched_duplicates()
+    );
     // tansu 0.6.0 ignores max.partition.fetch.bytes (docs/brokers.md): one fetch
     // can carry the whole backlog there, so the byte bound is checked on the mock.
     if kind == BrokerKind::Tansu {
@@ -335,7 +463,10 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
     // (queued.max.messages.kbytes = 64 -> about 64 messages) and one fetch
     // (max.partition.fetch.bytes = 8 KiB, at least one 8 KiB producer batch).
     // Independent of the 3000-message backlog.
-    assert!(max_buffered <= 2 * (64 + 64 + 8) + 64, "held {max_buffered} messages: memory is not bounded by the caps");
+    assert!(
+        max_buffered <= 2 * (64 + 64 + 8) + 64,
+        "held {max_buffered} messages: memory is not bounded by the caps"
+    );
     Ok(())
 }
 
@@ -344,7 +475,12 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
 async fn graceful_shutdown_drains_and_commits(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("drain", 1).await?;
-    cluster.produce("drain", (0..50).map(|i| TestRecord::keyed(format!("k{i}"), "x"))).await?;
+    cluster
+        .produce(
+            "drain",
+            (0..50).map(|i| TestRecord::keyed(format!("k{i}"), "x")),
+        )
+        .await?;
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let (s, f) = (started.clone(), finished.clone());
@@ -363,15 +499,26 @@ async fn graceful_shutdown_drains_and_commits(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(cfg).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("10 in flight", Duration::from_secs(30), || started.load(SeqCst) >= 10).await;
+    wait_until("10 in flight", Duration::from_secs(30), || {
+        started.load(SeqCst) >= 10
+    })
+    .await;
     handle.shutdown();
     let report = run.await??;
     assert!(report.drained);
     assert_eq!(report.exit_code(), 0);
     let done = finished.load(SeqCst);
-    assert_eq!(done, started.load(SeqCst), "everything started also finished");
+    assert_eq!(
+        done,
+        started.load(SeqCst),
+        "everything started also finished"
+    );
     assert!(done < 50, "shutdown stopped dispatching new messages");
-    assert_eq!(committed(&cluster, "drain-g", "drain").await, vec![done as i64], "the drained messages were committed");
+    assert_eq!(
+        committed(&cluster, "drain-g", "drain").await,
+        vec![done as i64],
+        "the drained messages were committed"
+    );
     Ok(())
 }
 
@@ -380,7 +527,12 @@ async fn graceful_shutdown_drains_and_commits(kind: BrokerKind) -> R {
 async fn shutdown_deadline_reports_an_incomplete_drain(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("stuck", 1).await?;
-    cluster.produce("stuck", (0..5).map(|i| TestRecord::keyed(format!("k{i}"), "x"))).await?;
+    cluster
+        .produce(
+            "stuck",
+            (0..5).map(|i| TestRecord::keyed(format!("k{i}"), "x")),
+        )
+        .await?;
     let cancelled = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let (c, d) = (cancelled.clone(), done.clone());
@@ -401,13 +553,19 @@ async fn shutdown_deadline_reports_an_incomplete_drain(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(cfg).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("others done", Duration::from_secs(30), || done.load(SeqCst) == 4).await;
+    wait_until("others done", Duration::from_secs(30), || {
+        done.load(SeqCst) == 4
+    })
+    .await;
     handle.shutdown();
     let report = run.await??;
     assert!(!report.drained);
     assert_eq!(report.unfinished, 1);
     assert_eq!(report.exit_code(), 3);
-    assert!(cancelled.load(SeqCst), "the handler saw the cancellation signal");
+    assert!(
+        cancelled.load(SeqCst),
+        "the handler saw the cancellation signal"
+    );
     assert_eq!(committed(&cluster, "stuck-g", "stuck").await, vec![2]);
     Ok(())
 }
@@ -416,7 +574,12 @@ async fn shutdown_deadline_reports_an_incomplete_drain(kind: BrokerKind) -> R {
 async fn fan_out_to_two_groups(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("fan", 3).await?;
-    cluster.produce("fan", (0..100).map(|i| TestRecord::keyed(format!("k{i}"), i.to_string()))).await?;
+    cluster
+        .produce(
+            "fan",
+            (0..100).map(|i| TestRecord::keyed(format!("k{i}"), i.to_string())),
+        )
+        .await?;
     let mut runs = Vec::new();
     let mut seen = Vec::new();
     for g in ["analytics", "billing"] {
@@ -429,12 +592,17 @@ async fn fan_out_to_two_groups(kind: BrokerKind) -> R {
                 Ok(())
             }
         });
-        let consumer = Consumer::builder(config(&cluster, g, &["fan"])).codec(StringCodec).build(p)?;
+        let consumer = Consumer::builder(config(&cluster, g, &["fan"]))
+            .codec(StringCodec)
+            .build(p)?;
         let h = consumer.handle();
         runs.push((h, tokio::spawn(consumer.run())));
         seen.push(set);
     }
-    wait_until("both groups saw all", Duration::from_secs(60), || seen.iter().all(|s| s.lock().len() == 100)).await;
+    wait_until("both groups saw all", Duration::from_secs(60), || {
+        seen.iter().all(|s| s.lock().len() == 100)
+    })
+    .await;
     for (h, run) in runs {
         h.shutdown();
         assert!(run.await??.drained);
@@ -446,9 +614,15 @@ async fn fan_out_to_two_groups(kind: BrokerKind) -> R {
 async fn unknown_topic_fails_fast(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     let mut cfg = config(&cluster, "nope-g", &["no-such-topic"]);
-    cfg.kafka.insert("allow.auto.create.topics".into(), "false".into());
-    let consumer = Consumer::builder(cfg).build(processor_fn(|_m: Message<Option<bytes::Bytes>>| async { Ok(()) }))?;
-    let err = tokio::time::timeout(Duration::from_secs(30), consumer.run()).await?.unwrap_err();
+    cfg.kafka
+        .insert("allow.auto.create.topics".into(), "false".into());
+    let consumer =
+        Consumer::builder(cfg).build(processor_fn(|_m: Message<Option<bytes::Bytes>>| async {
+            Ok(())
+        }))?;
+    let err = tokio::time::timeout(Duration::from_secs(30), consumer.run())
+        .await?
+        .unwrap_err();
     match &err {
         WeirError::UnknownTopic { topic, .. } => assert_eq!(topic, "no-such-topic"),
         other => panic!("expected UnknownTopic, got {other}"),
@@ -461,8 +635,91 @@ async fn unknown_topic_fails_fast(kind: BrokerKind) -> R {
 fn invalid_config_fails_at_build_naming_the_key() {
     let mut cfg = weir::ConsumerConfig::new("127.0.0.1:1", "g", &["t"]);
     cfg.max_buffered_per_partition = 1;
-    let err = Consumer::builder(cfg).build(processor_fn(|_m: Message<Option<bytes::Bytes>>| async { Ok(()) })).unwrap_err();
-    assert!(err.to_string().contains("max_buffered_per_partition"), "{err}");
+    let err = Consumer::builder(cfg)
+        .build(processor_fn(|_m: Message<Option<bytes::Bytes>>| async {
+            Ok(())
+        }))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("max_buffered_per_partition"),
+        "{err}"
+    );
     let _ = BytesCodec;
     let _ = AtomicU64::new(0);
+}
+
+/// Partition mode runs one message at a time per partition, in offset order;
+/// unordered mode runs messages of one key concurrently.
+async fn partition_and_unordered_modes(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("modes", 2).await?;
+    cluster.produce("modes", (0..200).map(|i| TestRecord::keyed("same-key", i.to_string()).partition(i % 2))).await?;
+    for (mode, group) in [(Ordering::Partition, "modes-p"), (Ordering::Unordered, "modes-u")] {
+        let per_partition: Arc<Mutex<HashMap<i32, (usize, usize, Vec<i64>)>>> = Default::default();
+        let pp = per_partition.clone();
+        let processor = processor_fn(move |m: Message<String>| {
+            let pp = pp.clone();
+            async move {
+                {
+                    let mut g = pp.lock();
+                    let e = g.entry(m.partition()).or_default();
+                    e.0 += 1;
+                    e.1 = e.1.max(e.0);
+                    e.2.push(m.offset());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                pp.lock().get_mut(&m.partition()).unwrap().0 -= 1;
+                Ok(())
+            }
+        });
+        let consumer = Consumer::builder(config(&cluster, group, &["modes"]).ordering(mode)).codec(StringCodec).build(processor)?;
+        let handle = consumer.handle();
+        let run = tokio::spawn(consumer.run());
+        wait_until("200 processed", Duration::from_secs(60), || handle.stats().processed() == 200).await;
+        handle.shutdown();
+        assert!(run.await??.drained);
+        let g = per_partition.lock();
+        for (p, (_, max, offsets)) in g.iter() {
+            match mode {
+                Ordering::Partition => {
+                    assert_eq!(*max, 1, "partition {p}: more than one message in flight");
+                    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order");
+                }
+                _ => assert!(*max > 1, "unordered mode ran partition {p} one at a time even with one key"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A handler that runs longer than max.poll.interval.ms does not cost the member
+/// its partitions: the poll thread keeps polling while handlers run.
+async fn long_handler_keeps_group_membership(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("long", 1).await?;
+    cluster.produce("long", vec![TestRecord::keyed("k", "slow")]).await?;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let processor = processor_fn(move |_m: Message<String>| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, SeqCst);
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            Ok(())
+        }
+    });
+    let mut cfg = config(&cluster, "long-g", &["long"]);
+    cfg.kafka.insert("max.poll.interval.ms".into(), "7000".into());
+    cfg.revoke_deadline = Duration::from_secs(2);
+    let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    wait_until("processed", Duration::from_secs(40), || handle.stats().processed() == 1).await;
+    wait_until_async("committed", Duration::from_secs(10), || async { committed(&cluster, "long-g", "long").await == vec![1] }).await;
+    let rebalances = handle.stats().rebalances();
+    handle.shutdown();
+    assert!(run.await??.drained);
+    assert_eq!(runs.load(SeqCst), 1, "the message was not redelivered");
+    assert!(rebalances <= 2, "membership was lost while the handler ran ({rebalances} rebalance callbacks)");
+    Ok(())
 }

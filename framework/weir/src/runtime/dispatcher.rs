@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 use super::poller::{Event, RevokeReply, WeirContext};
 use super::task::Outcome;
 use super::{HaltedPartition, RunReport};
+use crate::error::WeirError;
 use crate::message::{RawMessage, TopicPartition};
 use crate::offsets::{NextOffset, OffsetTracker};
 use crate::scheduler::{KeyScheduler, Lane, Ordering};
 use crate::stats::ConsumerStats;
-use crate::error::WeirError;
 
 /// Runs one message to an [`Outcome`]; implemented by the runtime's `Runner`.
 pub(crate) trait RunMessage: Send + Sync + 'static {
@@ -126,7 +126,10 @@ impl<R: RunMessage> Dispatcher<R> {
         }
     }
 
-    pub(crate) async fn run(mut self, mut events: UnboundedReceiver<Event>) -> Result<RunReport, WeirError> {
+    pub(crate) async fn run(
+        mut self,
+        mut events: UnboundedReceiver<Event>,
+    ) -> Result<RunReport, WeirError> {
         let mut commit_tick = tokio::time::interval(self.limits.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.clone();
@@ -218,8 +221,12 @@ impl<R: RunMessage> Dispatcher<R> {
         let mut visits = self.runnable.len();
         while visits > 0 && self.in_flight < self.limits.max_in_flight {
             visits -= 1;
-            let Some(epoch) = self.runnable.pop_front() else { break };
-            let Some(st) = self.parts.get_mut(&epoch) else { continue };
+            let Some(epoch) = self.runnable.pop_front() else {
+                break;
+            };
+            let Some(st) = self.parts.get_mut(&epoch) else {
+                continue;
+            };
             if st.revoking || st.halted.is_some() {
                 st.in_runnable = false;
                 continue;
@@ -231,7 +238,10 @@ impl<R: RunMessage> Dispatcher<R> {
                 st.in_flight += 1;
                 self.in_flight += 1;
                 let offset = m.offset;
-                let fut = self.runner.clone().run_message(Arc::new(m), st.cancel.clone());
+                let fut = self
+                    .runner
+                    .clone()
+                    .run_message(Arc::new(m), st.cancel.clone());
                 self.tasks.spawn(async move {
                     Completion {
                         epoch,
@@ -250,7 +260,10 @@ impl<R: RunMessage> Dispatcher<R> {
         self.stats.in_flight_now(self.in_flight as u64);
     }
 
-    fn on_join(&mut self, done: Result<Completion, tokio::task::JoinError>) -> Result<(), WeirError> {
+    fn on_join(
+        &mut self,
+        done: Result<Completion, tokio::task::JoinError>,
+    ) -> Result<(), WeirError> {
         let c = match done {
             Ok(c) => c,
             Err(e) if e.is_cancelled() => return Ok(()),
@@ -297,7 +310,9 @@ impl<R: RunMessage> Dispatcher<R> {
 
     /// Pauses a partition whose window is full (or that is halted); resumes it at half.
     fn check_pause(&mut self, epoch: u64) {
-        let Some(st) = self.parts.get_mut(&epoch) else { return };
+        let Some(st) = self.parts.get_mut(&epoch) else {
+            return;
+        };
         let window = st.tracker.window_len();
         let cap = self.limits.max_buffered_per_partition;
         let want_paused = st.halted.is_some() || window >= cap || (st.paused && window > cap / 2);
@@ -399,8 +414,12 @@ impl<R: RunMessage> Dispatcher<R> {
             }
             let mut offsets = Vec::new();
             for tp in r.partitions {
-                let Some(epoch) = self.by_tp.remove(&tp) else { continue };
-                let Some(st) = self.parts.remove(&epoch) else { continue };
+                let Some(epoch) = self.by_tp.remove(&tp) else {
+                    continue;
+                };
+                let Some(st) = self.parts.remove(&epoch) else {
+                    continue;
+                };
                 st.cancel.cancel();
                 if let Some(c) = st.tracker.committable()
                     && Some(c) > st.last_committed
@@ -428,7 +447,8 @@ impl<R: RunMessage> Dispatcher<R> {
             if let Some(c) = st.tracker.committable()
                 && Some(c) > st.last_committed
             {
-                let _ = tpl.add_partition_offset(&st.tp.topic, st.tp.partition, Offset::Offset(c.0));
+                let _ =
+                    tpl.add_partition_offset(&st.tp.topic, st.tp.partition, Offset::Offset(c.0));
                 st.last_committed = Some(c);
                 marks.push((*epoch, c));
             }
@@ -534,7 +554,8 @@ impl<R: RunMessage> Dispatcher<R> {
         let (tpl, _) = self.commit_list();
         if tpl.count() > 0 {
             let consumer = self.consumer.clone();
-            let res = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+            let res =
+                tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
             match res {
                 Ok(Ok(())) => ConsumerStats::add(&self.stats.commits, 1),
                 Ok(Err(e)) => {
@@ -544,7 +565,11 @@ impl<R: RunMessage> Dispatcher<R> {
                 Err(e) => tracing::warn!(error = %e, "final commit task failed"),
             }
         }
-        let halted = self.parts.values().filter_map(|s| s.halted.clone()).collect();
+        let halted = self
+            .parts
+            .values()
+            .filter_map(|s| s.halted.clone())
+            .collect();
         self.stats.in_flight_now(0);
         RunReport {
             drained,

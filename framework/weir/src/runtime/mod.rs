@@ -96,7 +96,9 @@ pub struct ConsumerBuilder<C> {
 
 impl<C> std::fmt::Debug for ConsumerBuilder<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsumerBuilder").field("config", &self.config).finish()
+        f.debug_struct("ConsumerBuilder")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -151,7 +153,9 @@ pub struct Consumer<C, P> {
 
 impl<C, P> std::fmt::Debug for Consumer<C, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("config", &self.config).finish()
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -201,7 +205,8 @@ where
             let term = async {
                 #[cfg(unix)]
                 {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
                         Ok(mut s) => {
                             s.recv().await;
                         }
@@ -237,22 +242,28 @@ where
         } = self;
         let group_id: Arc<str> = Arc::from(config.group_id.as_str());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let ctx = WeirContext::new(tx, config.revoke_deadline, stats.clone(), config.group_id.clone());
-        let consumer: BaseConsumer<WeirContext> =
-            config
-                .client_config()
-                .create_with_context(ctx)
-                .map_err(|source| WeirError::Kafka {
-                    context: "creating the consumer (check the [kafka] properties)".into(),
-                    source,
-                })?;
+        let ctx = WeirContext::new(
+            tx,
+            config.revoke_deadline,
+            stats.clone(),
+            config.group_id.clone(),
+        );
+        let consumer: BaseConsumer<WeirContext> = config
+            .client_config()
+            .create_with_context(ctx)
+            .map_err(|source| WeirError::Kafka {
+            context: "creating the consumer (check the [kafka] properties)".into(),
+            source,
+        })?;
         let consumer = Arc::new(consumer);
         check_topics(&consumer, &config).await?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|source| WeirError::Kafka {
-            context: format!("subscribing to {topics:?}"),
-            source,
-        })?;
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| WeirError::Kafka {
+                context: format!("subscribing to {topics:?}"),
+                source,
+            })?;
         tracing::info!(group = %group_id, ?topics, ordering = ?config.ordering, "consumer started");
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -282,7 +293,15 @@ where
             revoke_deadline: config.revoke_deadline,
             shutdown_deadline: config.shutdown_deadline,
         };
-        let dispatcher = Dispatcher::new(consumer, runner, limits, stats, shutdown, stop.clone(), group_id.clone());
+        let dispatcher = Dispatcher::new(
+            consumer,
+            runner,
+            limits,
+            stats,
+            shutdown,
+            stop.clone(),
+            group_id.clone(),
+        );
         let result = dispatcher.run(rx).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || poller.join()).await;
@@ -292,7 +311,10 @@ where
 }
 
 /// Fails fast, naming the topic, when a subscribed topic does not exist.
-async fn check_topics(consumer: &Arc<BaseConsumer<WeirContext>>, config: &ConsumerConfig) -> Result<(), WeirError> {
+async fn check_topics(
+    consumer: &Arc<BaseConsumer<WeirContext>>,
+    config: &ConsumerConfig,
+) -> Result<(), WeirError> {
     let c = consumer.clone();
     let topics = config.topics.clone();
     let brokers = config.brokers.clone();

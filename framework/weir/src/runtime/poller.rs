@@ -107,7 +107,9 @@ impl WeirContext {
                 tracing::error!(group = %self.group_id, error = %e, "fatal consumer error");
                 let _ = self.events.send(Event::Fatal(describe_fatal(code, &e)));
             }
-            _ => tracing::warn!(group = %self.group_id, error = %e, "consumer error (librdkafka retries it)"),
+            _ => {
+                tracing::warn!(group = %self.group_id, error = %e, "consumer error (librdkafka retries it)")
+            }
         }
     }
 }
@@ -129,7 +131,9 @@ fn is_fatal(code: RDKafkaErrorCode) -> bool {
 fn describe_fatal(code: RDKafkaErrorCode, e: &KafkaError) -> String {
     match code {
         RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
-            format!("authentication failed: check sasl.username / sasl.password / sasl.mechanism ({e})")
+            format!(
+                "authentication failed: check sasl.username / sasl.password / sasl.mechanism ({e})"
+            )
         }
         RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed => {
             format!("not authorized: grant this principal access to the topic and group ({e})")
@@ -151,11 +155,16 @@ fn to_tps(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 impl ClientContext for WeirContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", fac, "{log_message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}")
+            }
             RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
         }
     }
@@ -165,7 +174,10 @@ impl ClientContext for WeirContext {
             && is_fatal(code)
         {
             tracing::error!(group = %self.group_id, %error, reason, "fatal client error");
-            let _ = self.events.send(Event::Fatal(format!("{}: {reason}", describe_fatal(code, &error))));
+            let _ = self.events.send(Event::Fatal(format!(
+                "{}: {reason}",
+                describe_fatal(code, &error)
+            )));
         } else {
             tracing::warn!(group = %self.group_id, %error, reason, "client error (librdkafka retries it)");
         }
@@ -175,7 +187,9 @@ impl ClientContext for WeirContext {
 impl ConsumerContext for WeirContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         ConsumerStats::add(&self.stats.rebalances, 1);
-        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
         self.flush();
         if self.closing.load(Relaxed) {
             return;
@@ -183,7 +197,14 @@ impl ConsumerContext for WeirContext {
         let partitions = to_tps(tpl);
         tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions revoked; draining");
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.events.send(Event::Revoked { partitions, reply: tx }).is_err() {
+        if self
+            .events
+            .send(Event::Revoked {
+                partitions,
+                reply: tx,
+            })
+            .is_err()
+        {
             return;
         }
         let offsets = match rx.recv_timeout(self.revoke_wait + Duration::from_secs(5)) {
@@ -222,7 +243,9 @@ impl ConsumerContext for WeirContext {
                 let _ = self.events.send(Event::Assigned(partitions));
             }
             Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => tracing::warn!(group = %self.group_id, error = %e, "rebalance error"),
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group_id, error = %e, "rebalance error")
+            }
         }
     }
 

@@ -53,7 +53,11 @@ where
     C: Codec,
     P: Processor<C::Value>,
 {
-    pub(crate) async fn run(self: Arc<Self>, raw: Arc<RawMessage>, cancel: CancellationToken) -> Outcome {
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        raw: Arc<RawMessage>,
+        cancel: CancellationToken,
+    ) -> Outcome {
         // The work is polled first, so a handler waiting on its cancellation
         // signal runs its clean-up before the runtime stops waiting for it.
         tokio::select! {
@@ -101,7 +105,12 @@ where
         }
     }
 
-    async fn attempt(&self, raw: &Arc<RawMessage>, attempt: u32, cancel: &CancellationToken) -> Result<(), ProcessError> {
+    async fn attempt(
+        &self,
+        raw: &Arc<RawMessage>,
+        attempt: u32,
+        cancel: &CancellationToken,
+    ) -> Result<(), ProcessError> {
         let size = raw.headers.byte_size();
         if size > self.max_header_bytes {
             return Err(MessageError::OversizedHeaders {
@@ -118,7 +127,10 @@ where
         match tokio::time::timeout(self.handler_timeout, fut).await {
             Err(_) => {
                 ConsumerStats::add(&self.stats.timeouts, 1);
-                Err(ProcessError::retryable(HandlerTimeout(self.handler_timeout)).with_class("timeout"))
+                Err(
+                    ProcessError::retryable(HandlerTimeout(self.handler_timeout))
+                        .with_class("timeout"),
+                )
             }
             Ok(Err(p)) => {
                 ConsumerStats::add(&self.stats.panics, 1);
