@@ -58,13 +58,22 @@ async fn cluster(b: Broker) -> anyhow::Result<KafkaCluster> {
     })
 }
 
-async fn produce(cluster: &KafkaCluster, topic: &str, n: u64, keys: u64, partitions: i32) -> anyhow::Result<()> {
+async fn produce(
+    cluster: &KafkaCluster,
+    topic: &str,
+    n: u64,
+    keys: u64,
+    partitions: i32,
+) -> anyhow::Result<()> {
     let payload = "x".repeat(100);
     let mut i = 0;
     while i < n {
         let end = (i + 5000).min(n);
         let batch: Vec<TestRecord> = (i..end)
-            .map(|j| TestRecord::keyed(format!("key-{}", j % keys), format!("{j} {payload}")).partition((j % partitions as u64) as i32))
+            .map(|j| {
+                TestRecord::keyed(format!("key-{}", j % keys), format!("{j} {payload}"))
+                    .partition((j % partitions as u64) as i32)
+            })
             .collect();
         cluster.produce(topic, batch).await?;
         i = end;
@@ -136,7 +145,8 @@ async fn overhead(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_j
             Ok(())
         }
     });
-    let consumer = Consumer::builder(weir_config(cluster, "weir-overhead", topic)).build(processor)?;
+    let consumer =
+        Consumer::builder(weir_config(cluster, "weir-overhead", topic)).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
     while count.load(SeqCst) < n {
@@ -146,7 +156,10 @@ async fn overhead(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_j
     let _ = run.await?;
     let secs = (last.lock().unwrap() - first.lock().unwrap()).as_secs_f64();
     let weir = (n - 1) as f64 / secs;
-    println!("overhead: raw rdkafka {raw:.0} msg/s, weir {weir:.0} msg/s, ratio {:.3}", weir / raw);
+    println!(
+        "overhead: raw rdkafka {raw:.0} msg/s, weir {weir:.0} msg/s, ratio {:.3}",
+        weir / raw
+    );
     Ok(json!({"raw_msgs_per_s": raw.round(), "weir_msgs_per_s": weir.round(), "ratio": weir / raw}))
 }
 
@@ -190,8 +203,17 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
                 t.lock().0.get_or_insert_with(Instant::now);
             }
             tokio::time::sleep(handler).await;
-            let seq: u64 = m.value().split(' ').next().unwrap_or("0").parse().unwrap_or(0);
-            o.lock().entry(m.key_str()?.to_string()).or_default().push(seq);
+            let seq: u64 = m
+                .value()
+                .split(' ')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            o.lock()
+                .entry(m.key_str()?.to_string())
+                .or_default()
+                .push(seq);
             if c.fetch_add(1, SeqCst) + 1 == n {
                 t.lock().1 = Some(Instant::now());
             }
@@ -202,7 +224,9 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
     cfg.max_in_flight = args.concurrency;
     cfg.max_in_flight_per_partition = args.concurrency;
     cfg.max_buffered_per_partition = (args.concurrency * 20).max(2000);
-    let consumer = Consumer::builder(cfg).codec(weir::StringCodec).build(processor)?;
+    let consumer = Consumer::builder(cfg)
+        .codec(weir::StringCodec)
+        .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
     while count.load(SeqCst) < n {
@@ -213,7 +237,11 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
     let (a, b) = *times.lock();
     let weir = n as f64 / (b.unwrap() - a.unwrap()).as_secs_f64();
     let ideal = args.concurrency as f64 / handler.as_secs_f64();
-    let violations: usize = order.lock().values().map(|v| v.windows(2).filter(|w| w[0] > w[1]).count()).sum();
+    let violations: usize = order
+        .lock()
+        .values()
+        .map(|v| v.windows(2).filter(|w| w[0] > w[1]).count())
+        .sum();
     println!(
         "keyed: weir {weir:.0} msg/s at concurrency {}, sequential {sequential:.0} msg/s, ideal {ideal:.0} msg/s; \
          ratio_vs_ideal {:.3}, speedup_vs_sequential {:.1}, order violations {violations}",
@@ -237,13 +265,29 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Keyed => keyed(&args, &cluster).await?,
     };
     let obj = out.as_object_mut().expect("object");
-    obj.insert("scenario".into(), json!(format!("{:?}", args.scenario).to_lowercase()));
-    obj.insert("broker".into(), json!(format!("{:?}", args.broker).to_lowercase()));
-    obj.insert("messages".into(), json!(args.messages.unwrap_or(match args.scenario {
-        Scenario::Overhead => 40_000,
-        Scenario::Keyed => 20_000,
-    })));
-    obj.insert("cores".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+    obj.insert(
+        "scenario".into(),
+        json!(format!("{:?}", args.scenario).to_lowercase()),
+    );
+    obj.insert(
+        "broker".into(),
+        json!(format!("{:?}", args.broker).to_lowercase()),
+    );
+    obj.insert(
+        "messages".into(),
+        json!(args.messages.unwrap_or(match args.scenario {
+            Scenario::Overhead => 40_000,
+            Scenario::Keyed => 20_000,
+        })),
+    );
+    obj.insert(
+        "cores".into(),
+        json!(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        ),
+    );
     if args.json {
         println!("{out}");
     }

@@ -653,8 +653,16 @@ fn invalid_config_fails_at_build_naming_the_key() {
 async fn partition_and_unordered_modes(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("modes", 2).await?;
-    cluster.produce("modes", (0..200).map(|i| TestRecord::keyed("same-key", i.to_string()).partition(i % 2))).await?;
-    for (mode, group) in [(Ordering::Partition, "modes-p"), (Ordering::Unordered, "modes-u")] {
+    cluster
+        .produce(
+            "modes",
+            (0..200).map(|i| TestRecord::keyed("same-key", i.to_string()).partition(i % 2)),
+        )
+        .await?;
+    for (mode, group) in [
+        (Ordering::Partition, "modes-p"),
+        (Ordering::Unordered, "modes-u"),
+    ] {
         let per_partition: Arc<Mutex<HashMap<i32, (usize, usize, Vec<i64>)>>> = Default::default();
         let pp = per_partition.clone();
         let processor = processor_fn(move |m: Message<String>| {
@@ -672,10 +680,15 @@ async fn partition_and_unordered_modes(kind: BrokerKind) -> R {
                 Ok(())
             }
         });
-        let consumer = Consumer::builder(config(&cluster, group, &["modes"]).ordering(mode)).codec(StringCodec).build(processor)?;
+        let consumer = Consumer::builder(config(&cluster, group, &["modes"]).ordering(mode))
+            .codec(StringCodec)
+            .build(processor)?;
         let handle = consumer.handle();
         let run = tokio::spawn(consumer.run());
-        wait_until("200 processed", Duration::from_secs(60), || handle.stats().processed() == 200).await;
+        wait_until("200 processed", Duration::from_secs(60), || {
+            handle.stats().processed() == 200
+        })
+        .await;
         handle.shutdown();
         assert!(run.await??.drained);
         let g = per_partition.lock();
@@ -683,9 +696,15 @@ async fn partition_and_unordered_modes(kind: BrokerKind) -> R {
             match mode {
                 Ordering::Partition => {
                     assert_eq!(*max, 1, "partition {p}: more than one message in flight");
-                    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order");
+                    assert!(
+                        offsets.windows(2).all(|w| w[0] < w[1]),
+                        "partition {p} out of order"
+                    );
                 }
-                _ => assert!(*max > 1, "unordered mode ran partition {p} one at a time even with one key"),
+                _ => assert!(
+                    *max > 1,
+                    "unordered mode ran partition {p} one at a time even with one key"
+                ),
             }
         }
     }
@@ -697,7 +716,9 @@ async fn partition_and_unordered_modes(kind: BrokerKind) -> R {
 async fn long_handler_keeps_group_membership(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("long", 1).await?;
-    cluster.produce("long", vec![TestRecord::keyed("k", "slow")]).await?;
+    cluster
+        .produce("long", vec![TestRecord::keyed("k", "slow")])
+        .await?;
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
     let processor = processor_fn(move |_m: Message<String>| {
@@ -709,17 +730,27 @@ async fn long_handler_keeps_group_membership(kind: BrokerKind) -> R {
         }
     });
     let mut cfg = config(&cluster, "long-g", &["long"]);
-    cfg.kafka.insert("max.poll.interval.ms".into(), "7000".into());
+    cfg.kafka
+        .insert("max.poll.interval.ms".into(), "7000".into());
     cfg.revoke_deadline = Duration::from_secs(2);
     let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("processed", Duration::from_secs(40), || handle.stats().processed() == 1).await;
-    wait_until_async("committed", Duration::from_secs(10), || async { committed(&cluster, "long-g", "long").await == vec![1] }).await;
+    wait_until("processed", Duration::from_secs(40), || {
+        handle.stats().processed() == 1
+    })
+    .await;
+    wait_until_async("committed", Duration::from_secs(10), || async {
+        committed(&cluster, "long-g", "long").await == vec![1]
+    })
+    .await;
     let rebalances = handle.stats().rebalances();
     handle.shutdown();
     assert!(run.await??.drained);
     assert_eq!(runs.load(SeqCst), 1, "the message was not redelivered");
-    assert!(rebalances <= 2, "membership was lost while the handler ran ({rebalances} rebalance callbacks)");
+    assert!(
+        rebalances <= 2,
+        "membership was lost while the handler ran ({rebalances} rebalance callbacks)"
+    );
     Ok(())
 }
