@@ -663,7 +663,9 @@ async fn partition_and_unordered_modes(kind: BrokerKind) -> R {
         (Ordering::Partition, "modes-p"),
         (Ordering::Unordered, "modes-u"),
     ] {
-        let per_partition: Arc<Mutex<HashMap<i32, (usize, usize, Vec<i64>)>>> = Default::default();
+        // partition -> (in flight now, most in flight, offsets in start order)
+        type Seen = HashMap<i32, (usize, usize, Vec<i64>)>;
+        let per_partition: Arc<Mutex<Seen>> = Default::default();
         let pp = per_partition.clone();
         let processor = processor_fn(move |m: Message<String>| {
             let pp = pp.clone();
