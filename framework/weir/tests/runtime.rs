@@ -154,12 +154,12 @@ async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(config(&cluster, "held-g", &["held"])).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("19 finished", Duration::from_secs(30), || {
+    wait_until("19 finished", Duration::from_secs(90), || {
         done.load(SeqCst) == 19
     })
     .await;
     // Several commit intervals pass: the commit must stay at the unfinished offset.
-    wait_until_async("commit at 5", Duration::from_secs(10), || async {
+    wait_until_async("commit at 5", Duration::from_secs(30), || async {
         committed(&cluster, "held-g", "held").await == vec![5]
     })
     .await;
@@ -170,7 +170,7 @@ async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
         "never past an unfinished message"
     );
     release.notify_one();
-    wait_until_async("commit at 20", Duration::from_secs(10), || async {
+    wait_until_async("commit at 20", Duration::from_secs(30), || async {
         committed(&cluster, "held-g", "held").await == vec![20]
     })
     .await;
@@ -229,11 +229,11 @@ async fn bad_input_is_classified_and_never_blocks(kind: BrokerKind) -> R {
         .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("8 messages settled", Duration::from_secs(30), || {
+    wait_until("8 messages settled", Duration::from_secs(90), || {
         ok.lock().len() + sink.0.lock().len() == 8
     })
     .await;
-    wait_until_async("commit at end", Duration::from_secs(10), || async {
+    wait_until_async("commit at end", Duration::from_secs(30), || async {
         committed(&cluster, "bad-g", "bad").await == vec![8]
     })
     .await;
@@ -302,11 +302,11 @@ async fn poison_halts_the_partition_by_default(kind: BrokerKind) -> R {
     let other = 1 - poison_at.0;
     wait_until_async(
         "healthy partition fully committed",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || async { committed(&cluster, "poison-g", "poison").await[other as usize] == 10 },
     )
     .await;
-    wait_until("halt reported", Duration::from_secs(10), || {
+    wait_until("halt reported", Duration::from_secs(30), || {
         handle.stats().halted_partitions() == 1
     })
     .await;
@@ -363,7 +363,7 @@ async fn timeout_is_retryable_and_panic_is_terminal(kind: BrokerKind) -> R {
         .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until_async("commit at 3", Duration::from_secs(30), || async {
+    wait_until_async("commit at 3", Duration::from_secs(90), || async {
         committed(&cluster, "tp-g", "tp").await == vec![3]
     })
     .await;
@@ -499,7 +499,7 @@ async fn graceful_shutdown_drains_and_commits(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(cfg).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("10 in flight", Duration::from_secs(30), || {
+    wait_until("10 in flight", Duration::from_secs(90), || {
         started.load(SeqCst) >= 10
     })
     .await;
@@ -553,7 +553,7 @@ async fn shutdown_deadline_reports_an_incomplete_drain(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(cfg).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("others done", Duration::from_secs(30), || {
+    wait_until("others done", Duration::from_secs(90), || {
         done.load(SeqCst) == 4
     })
     .await;
@@ -742,7 +742,7 @@ async fn long_handler_keeps_group_membership(kind: BrokerKind) -> R {
         handle.stats().processed() == 1
     })
     .await;
-    wait_until_async("committed", Duration::from_secs(10), || async {
+    wait_until_async("committed", Duration::from_secs(30), || async {
         committed(&cluster, "long-g", "long").await == vec![1]
     })
     .await;
