@@ -84,10 +84,10 @@ async fn produce(
 fn weir_config(cluster: &KafkaCluster, group: &str, topic: &str) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(cluster.bootstrap_servers(), group, &[topic]);
     c.commit_interval = Duration::from_millis(500);
-    if let Ok(v) = std::env::var("WEIR_BENCH_MAX_BUFFERED") {
-        c.max_buffered_per_partition = v.parse().expect("number");
-    }
-    c
+    // WEIR_* variables tune the Weir side for experiments (WEIR_MAX_BUFFERED_PER_PARTITION,
+    // WEIR_KAFKA_FETCH_QUEUE_BACKOFF_MS, …); the baselines use librdkafka defaults.
+    c.with_env(std::env::vars())
+        .expect("valid WEIR_* variables")
 }
 
 /// Raw rdkafka loop: rate from the first message to the n-th.
@@ -223,7 +223,7 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
     let mut cfg = weir_config(cluster, "weir-keyed", topic).ordering(Ordering::Key);
     cfg.max_in_flight = args.concurrency;
     cfg.max_in_flight_per_partition = args.concurrency;
-    cfg.max_buffered_per_partition = (args.concurrency * 20).max(2000);
+    cfg.max_buffered_per_partition = cfg.max_buffered_per_partition.max(args.concurrency * 20);
     let consumer = Consumer::builder(cfg)
         .codec(weir::StringCodec)
         .build(processor)?;
@@ -232,9 +232,14 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
     while count.load(SeqCst) < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let refetched = handle.stats().refetched_duplicates();
+    let received = handle.stats().received();
     handle.shutdown();
     let _ = run.await?;
     let (a, b) = *times.lock();
+    println!(
+        "keyed: weir received {received} messages for {n} ({refetched} re-fetched duplicates dropped)"
+    );
     let weir = n as f64 / (b.unwrap() - a.unwrap()).as_secs_f64();
     let ideal = args.concurrency as f64 / handler.as_secs_f64();
     let violations: usize = order
