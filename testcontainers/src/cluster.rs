@@ -56,8 +56,10 @@ enum Backend {
     Mock(MockHandle),
     Tansu(Mutex<TansuBroker>),
     External,
+    /// Held so that the container lives as long as the cluster value.
     #[cfg(feature = "docker")]
-    Docker(crate::docker::DockerKafka),
+    #[allow(dead_code)]
+    Docker(Box<crate::docker::DockerKafka>),
 }
 
 /// A running Kafka-protocol cluster and helpers to drive it from tests.
@@ -219,7 +221,7 @@ impl KafkaCluster {
             Ok(KafkaCluster {
                 kind: BrokerKind::Docker,
                 bootstrap: d.bootstrap.clone(),
-                backend: Backend::Docker(d),
+                backend: Backend::Docker(Box::new(d)),
             })
         }
         #[cfg(not(feature = "docker"))]
