@@ -264,6 +264,11 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let cluster = cluster(args.broker).await?;
     let mut out = match args.scenario {
         Scenario::Overhead => overhead(&args, &cluster).await?,

@@ -328,6 +328,7 @@ impl<R: RunMessage> Dispatcher<R> {
         };
         match res {
             Ok(()) => {
+                tracing::debug!(partition = %st.tp, window, paused = want_paused, "backpressure");
                 st.paused = want_paused;
                 let paused = self.parts.values().filter(|s| s.paused).count();
                 ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
