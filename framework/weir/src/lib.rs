@@ -70,7 +70,12 @@
 //! - **Revoke**: revoked partitions stop dispatching, wait up to
 //!   `revoke_deadline` for in-flight messages, commit what finished, and are
 //!   released. Messages still running at the deadline are cancelled and
-//!   processed again by the new owner (so handlers must be idempotent).
+//!   processed again by the new owner (so handlers must be idempotent). Exactly:
+//!   the commit made on revoke is the lowest unfinished offset of each revoked
+//!   partition, so every message below it has finished, and every message at or
+//!   above it (finished or not) is delivered again to the next owner. If that
+//!   commit fails (the assignment was already lost, or the broker refuses it), the
+//!   next owner starts from the previous commit: more redelivery, never a gap.
 //! - **Shutdown**: stop fetching, drain up to `shutdown_deadline`, commit, leave
 //!   the group; [`RunReport::exit_code`] says whether the drain completed.
 //! - **Failures**: retryable errors are retried in place ([`RetryPolicy`]);
