@@ -729,18 +729,18 @@ async fn long_handler_keeps_group_membership(kind: BrokerKind) -> R {
         let r = r.clone();
         async move {
             r.fetch_add(1, SeqCst);
-            tokio::time::sleep(Duration::from_secs(9)).await;
+            tokio::time::sleep(Duration::from_secs(12)).await;
             Ok(())
         }
     });
     let mut cfg = config(&cluster, "long-g", &["long"]);
     cfg.kafka
-        .insert("max.poll.interval.ms".into(), "7000".into());
+        .insert("max.poll.interval.ms".into(), "10000".into());
     cfg.revoke_deadline = Duration::from_secs(2);
     let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_until("processed", Duration::from_secs(40), || {
+    wait_until("processed", Duration::from_secs(90), || {
         handle.stats().processed() == 1
     })
     .await;

@@ -392,6 +392,11 @@ impl<R: RunMessage> Dispatcher<R> {
         if self.revokes.is_empty() {
             return;
         }
+        // An interval commit still under way could reach the broker after the
+        // revoke's commit and move the position back: answer once it is done.
+        if self.commit_pending.is_some() && !force {
+            return;
+        }
         let now = Instant::now();
         let mut i = 0;
         while i < self.revokes.len() {
