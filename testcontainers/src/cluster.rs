@@ -32,12 +32,17 @@ pub enum BrokerKind {
 impl BrokerKind {
     /// Reads `WEIR_TEST_BROKER` (default `mock`).
     pub fn from_env() -> Result<Self, TestkitError> {
-        match std::env::var("WEIR_TEST_BROKER").as_deref() {
-            Err(_) | Ok("") | Ok("mock") => Ok(BrokerKind::Mock),
-            Ok("tansu") => Ok(BrokerKind::Tansu),
-            Ok("external") => Ok(BrokerKind::External),
-            Ok("docker") => Ok(BrokerKind::Docker),
-            Ok(other) => Err(TestkitError::UnknownBroker(other.to_string())),
+        Self::parse(std::env::var("WEIR_TEST_BROKER").ok().as_deref())
+    }
+
+    /// Parses a `WEIR_TEST_BROKER` value (`None` or empty: mock).
+    pub fn parse(value: Option<&str>) -> Result<Self, TestkitError> {
+        match value {
+            None | Some("") | Some("mock") => Ok(BrokerKind::Mock),
+            Some("tansu") => Ok(BrokerKind::Tansu),
+            Some("external") => Ok(BrokerKind::External),
+            Some("docker") => Ok(BrokerKind::Docker),
+            Some(other) => Err(TestkitError::UnknownBroker(other.to_string())),
         }
     }
 

@@ -386,11 +386,29 @@ async fn mock_fault_injection_broker_down_up() -> R {
 }
 
 #[test]
-fn unknown_backend_is_a_clear_error() {
-    // SAFETY of env mutation: this test binary reads WEIR_TEST_BROKER only here.
-    let e = match std::env::var("WEIR_TEST_BROKER") {
-        Ok(_) => return,
-        Err(_) => weir_testkit::TestkitError::UnknownBroker("kafak".into()),
-    };
-    assert!(e.to_string().contains("mock, tansu, external, docker"));
+fn broker_names_parse_and_unknown_ones_are_clear_errors() {
+    assert_eq!(BrokerKind::parse(None).unwrap(), BrokerKind::Mock);
+    assert_eq!(BrokerKind::parse(Some("")).unwrap(), BrokerKind::Mock);
+    for kind in [
+        BrokerKind::Mock,
+        BrokerKind::Tansu,
+        BrokerKind::External,
+        BrokerKind::Docker,
+    ] {
+        assert_eq!(BrokerKind::parse(Some(kind.name())).unwrap(), kind);
+    }
+    let e = BrokerKind::parse(Some("kafak")).unwrap_err().to_string();
+    assert!(
+        e.contains("kafak") && e.contains("mock, tansu, external, docker"),
+        "{e}"
+    );
+}
+
+#[test]
+fn external_without_bootstrap_is_a_clear_error() {
+    if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_some() {
+        return; // a real cluster is configured: nothing to check here
+    }
+    let e = KafkaCluster::external().unwrap_err().to_string();
+    assert!(e.contains("KAFKA_BOOTSTRAP_SERVERS"), "{e}");
 }
