@@ -48,7 +48,6 @@ pub(crate) enum Event {
 pub(crate) struct WeirContext {
     events: UnboundedSender<Event>,
     batch: Mutex<Vec<RawMessage>>,
-    topics: Mutex<HashMap<String, Arc<str>>>,
     revoke_wait: Duration,
     pub(crate) closing: AtomicBool,
     stats: Arc<ConsumerStats>,
@@ -65,22 +64,11 @@ impl WeirContext {
         WeirContext {
             events,
             batch: Mutex::new(Vec::with_capacity(BATCH)),
-            topics: Mutex::new(HashMap::new()),
             revoke_wait,
             closing: AtomicBool::new(false),
             stats,
             group_id,
         }
-    }
-
-    fn intern(&self, topic: &str) -> Arc<str> {
-        let mut t = self.topics.lock();
-        if let Some(a) = t.get(topic) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(topic);
-        t.insert(topic.to_string(), a.clone());
-        a
     }
 
     fn push(&self, m: RawMessage) {
@@ -268,7 +256,35 @@ impl ConsumerContext for WeirContext {
     }
 }
 
-fn convert(ctx: &WeirContext, m: &BorrowedMessage<'_>) -> RawMessage {
+/// Topic names shared as `Arc<str>`; owned by the poll thread, so no lock.
+/// Consecutive messages usually share a topic: that case is a string compare.
+#[derive(Default)]
+struct Topics {
+    last: Option<Arc<str>>,
+    all: HashMap<String, Arc<str>>,
+}
+
+impl Topics {
+    fn intern(&mut self, topic: &str) -> Arc<str> {
+        if let Some(last) = &self.last
+            && &**last == topic
+        {
+            return last.clone();
+        }
+        let a = match self.all.get(topic) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(topic);
+                self.all.insert(topic.to_string(), a.clone());
+                a
+            }
+        };
+        self.last = Some(a.clone());
+        a
+    }
+}
+
+fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessage {
     let headers = match m.headers() {
         None => Headers::default(),
         Some(hs) => Headers(
@@ -281,7 +297,7 @@ fn convert(ctx: &WeirContext, m: &BorrowedMessage<'_>) -> RawMessage {
         ),
     };
     RawMessage {
-        topic: ctx.intern(m.topic()),
+        topic: topics.intern(m.topic()),
         partition: m.partition(),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis(),
@@ -296,16 +312,17 @@ fn convert(ctx: &WeirContext, m: &BorrowedMessage<'_>) -> RawMessage {
 /// final rebalance callbacks) happens on this thread.
 pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
     let ctx = consumer.context().clone();
+    let mut topics = Topics::default();
     while !stop.load(Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => ctx.on_poll_error(e),
             Some(Ok(m)) => {
-                ctx.push(convert(&ctx, &m));
+                ctx.push(convert(&mut topics, &m));
                 drop(m);
                 for _ in 1..BATCH {
                     match consumer.poll(Duration::ZERO) {
-                        Some(Ok(m)) => ctx.push(convert(&ctx, &m)),
+                        Some(Ok(m)) => ctx.push(convert(&mut topics, &m)),
                         Some(Err(e)) => {
                             ctx.on_poll_error(e);
                             break;
