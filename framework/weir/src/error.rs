@@ -13,6 +13,12 @@ pub enum ErrorKind {
     Retryable,
     /// A bug or poison input: retrying gives the same result. Goes to the failure sink at once.
     Terminal,
+    /// A dependency every message needs (the database, the idempotency store) is
+    /// down. Not the message's fault: it is retried in place with capped backoff,
+    /// without an attempt limit, until the dependency returns or the runtime stops
+    /// waiting (revoke, shutdown). It never reaches the failure sink, so an outage
+    /// does not flood the DLQ; the partition simply stops advancing.
+    Unavailable,
 }
 
 /// A processing failure, classified as [`ErrorKind::Retryable`] or
@@ -43,6 +49,15 @@ impl ProcessError {
         }
     }
 
+    /// A dependency is down (see [`ErrorKind::Unavailable`]). Class `"unavailable"` unless set.
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        ProcessError {
+            kind: ErrorKind::Unavailable,
+            class: Cow::Borrowed("unavailable"),
+            source: source.into(),
+        }
+    }
+
     /// Sets the error class: a short, low-cardinality name such as `"http_503"`.
     pub fn with_class(mut self, class: impl Into<Cow<'static, str>>) -> Self {
         self.class = class.into();
@@ -57,6 +72,11 @@ impl ProcessError {
     /// True for [`ErrorKind::Retryable`].
     pub fn is_retryable(&self) -> bool {
         self.kind == ErrorKind::Retryable
+    }
+
+    /// True for [`ErrorKind::Unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
     }
 
     /// The error class.
@@ -85,6 +105,7 @@ impl fmt::Display for ProcessError {
         let kind = match self.kind {
             ErrorKind::Retryable => "retryable",
             ErrorKind::Terminal => "terminal",
+            ErrorKind::Unavailable => "unavailable",
         };
         write!(f, "{kind} error [{}]: {}", self.class, self.source)
     }

@@ -87,9 +87,11 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod failure;
+pub mod id;
 pub mod message;
 pub mod offsets;
 pub mod processor;
+pub mod producer;
 mod runtime;
 pub mod scheduler;
 pub mod stats;
@@ -108,9 +110,13 @@ pub use failure::{Disposition, Failure, FailureSink, LogAndSkip, StopPartition};
 #[doc(inline)]
 pub use message::{Header, Headers, Message, MessageError, RawMessage, TopicPartition};
 #[doc(inline)]
+pub use id::{MESSAGE_ID_HEADER, new_message_id};
+#[doc(inline)]
 pub use offsets::{NextOffset, OffsetTracker};
 #[doc(inline)]
 pub use processor::{Processor, ProcessorFn, processor_fn};
+#[doc(inline)]
+pub use producer::{Delivery, ProduceError, Producer, Record};
 pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, HaltedPartition, RunReport};
 #[doc(inline)]
 pub use scheduler::{KeyScheduler, Lane, Ordering};

@@ -111,6 +111,12 @@ impl RawMessage {
     pub fn coordinates(&self) -> String {
         format!("{}/{}@{}", self.topic, self.partition, self.offset)
     }
+
+    /// The producer-assigned message ID (the [`MESSAGE_ID_HEADER`](crate::id::MESSAGE_ID_HEADER)
+    /// header), if present and valid UTF-8. Every message Weir produces has one.
+    pub fn message_id(&self) -> Option<&str> {
+        self.headers.get_str(crate::id::MESSAGE_ID_HEADER).ok().flatten()
+    }
 }
 
 /// Problems with a message's envelope (key, headers) found by the accessors.
@@ -234,6 +240,14 @@ impl<T> Message<T> {
     /// its future is dropped soon after either way.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// The producer-assigned message ID, if the producer set one (Weir's
+    /// producers always do). Use it as the idempotency key of outbound calls
+    /// (`Idempotency-Key: <id>` on a payment API, for instance): a redelivery
+    /// of the same message carries the same ID, so the third party de-duplicates it.
+    pub fn message_id(&self) -> Option<&str> {
+        self.raw.message_id()
     }
 
     /// A stable identity: `topic/partition@offset`. Weaker than a producer-assigned ID

@@ -69,11 +69,27 @@ where
 
     async fn run_attempts(&self, raw: &Arc<RawMessage>, cancel: &CancellationToken) -> Outcome {
         let mut attempt = 1;
+        let mut outage: u32 = 0;
         loop {
             match self.attempt(raw, attempt, cancel).await {
                 Ok(()) => {
                     ConsumerStats::add(&self.stats.processed, 1);
                     return Outcome::Finished;
+                }
+                Err(e) if e.is_unavailable() => {
+                    // A dependency is down: wait for it without spending the
+                    // message's attempts; the partition stops advancing meanwhile.
+                    outage = outage.saturating_add(1);
+                    ConsumerStats::add(&self.stats.unavailable, 1);
+                    let delay = self.retry.backoff(outage.min(32));
+                    if outage == 1 || outage.is_multiple_of(20) {
+                        tracing::warn!(
+                            topic = %raw.topic, partition = raw.partition, offset = raw.offset,
+                            tries = outage, class = e.class(), error = %e, ?delay,
+                            "dependency unavailable; retrying in place until it returns"
+                        );
+                    }
+                    tokio::time::sleep(delay).await;
                 }
                 Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
                     ConsumerStats::add(&self.stats.retries, 1);
