@@ -64,10 +64,31 @@ impl PostgresDb {
         &self.name
     }
 
+    /// The connection URL with `host:port` replaced by `addr` (for a [`TcpProxy`](crate::TcpProxy) in front).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        replace_host_port(&self.url, &addr.to_string())
+    }
+
     /// A connection pool to it.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Replaces the `host:port` of a `postgres://user@host:port/db` URL.
+fn replace_host_port(url: &str, host_port: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    let auth = &rest[..auth_end];
+    let userinfo = auth.rfind('@').map(|i| &auth[..=i]).unwrap_or("");
+    format!(
+        "{}{}{}{}",
+        &url[..scheme_end],
+        userinfo,
+        host_port,
+        &rest[auth_end..]
+    )
 }
 
 /// Replaces the database path of a `postgres://` URL.
@@ -146,7 +167,22 @@ impl SqliteDb {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_database;
+    use super::{replace_database, replace_host_port};
+
+    #[test]
+    fn replaces_host_and_port() {
+        assert_eq!(
+            replace_host_port(
+                "postgres://postgres@127.0.0.1:5432/db?x=1",
+                "127.0.0.1:6000"
+            ),
+            "postgres://postgres@127.0.0.1:6000/db?x=1"
+        );
+        assert_eq!(
+            replace_host_port("postgres://h/db", "a:1"),
+            "postgres://a:1/db"
+        );
+    }
 
     #[test]
     fn replaces_database_in_url() {

@@ -32,12 +32,14 @@ mod db;
 mod docker;
 mod error;
 mod mock;
+mod proxy;
 mod tansu;
 
 pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord, produce_with};
 pub use db::{PostgresDb, SqliteDb};
 pub use error::TestkitError;
 pub use mock::MockFaults;
+pub use proxy::TcpProxy;
 pub use tansu::{TansuBroker, TansuStorage};
 
 /// Installs a `tracing` subscriber for tests once (honours `RUST_LOG`, default `warn`).

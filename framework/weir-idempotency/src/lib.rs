@@ -84,7 +84,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use memory::{InMemoryStore, MemoryTx};
 pub use processor::{
-    IdError, IdSource, IdempotencyStats, Idempotent, Transactional, TxProcessor,
+    ExtractFn, IdError, IdSource, IdempotencyStats, Idempotent, Transactional, TxProcessor,
 };
 #[cfg(feature = "postgres")]
 pub use sql::PostgresStore;
@@ -113,7 +113,9 @@ pub fn spawn_retention<S: IdempotencyStore>(
                     metrics::counter!("weir_idempotency_markers_purged_total").increment(n);
                     tracing::debug!(purged = n, ?window, "idempotency retention ran");
                 }
-                Err(e) => tracing::warn!(error = %e, "idempotency retention failed; retrying next tick"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency retention failed; retrying next tick")
+                }
             }
         }
     })

@@ -242,13 +242,19 @@ mod tests {
             };
             s.commit(tx).await.unwrap();
         }
-        assert_eq!(s.purge_older_than(Duration::from_secs(60)).await.unwrap(), 0);
+        assert_eq!(
+            s.purge_older_than(Duration::from_secs(60)).await.unwrap(),
+            0
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
         let Claim::Fresh(tx) = s.claim(key("c")).await.unwrap() else {
             panic!()
         };
         s.commit(tx).await.unwrap();
-        assert_eq!(s.purge_older_than(Duration::from_millis(20)).await.unwrap(), 2);
+        assert_eq!(
+            s.purge_older_than(Duration::from_millis(20)).await.unwrap(),
+            2
+        );
         assert!(s.is_processed("g", "c").await.unwrap());
         assert!(!s.is_processed("g", "a").await.unwrap());
     }

@@ -11,6 +11,9 @@ use weir::{Message, ProcessError, Processor};
 
 use crate::store::{Claim, IdempotencyStore, MarkerKey};
 
+/// A function reading a message ID from a decoded message.
+pub type ExtractFn<T> = Arc<dyn Fn(&Message<T>) -> Option<String> + Send + Sync>;
+
 /// Where a message's identity comes from.
 pub enum IdSource<T> {
     /// A header (UTF-8), by default [`MESSAGE_ID_HEADER`], optionally falling back to
@@ -27,7 +30,7 @@ pub enum IdSource<T> {
     /// id), optionally falling back to the coordinates when it returns `None`.
     Custom {
         /// The extractor.
-        extract: Arc<dyn Fn(&Message<T>) -> Option<String> + Send + Sync>,
+        extract: ExtractFn<T>,
         /// Use the coordinates when it returns `None`.
         fallback_to_coordinates: bool,
     },
@@ -130,9 +133,10 @@ impl<T> IdSource<T> {
                 name,
                 fallback_to_coordinates,
             } => {
-                let v = msg.headers().get(name).map(|b| {
-                    std::str::from_utf8(b).map_err(|_| invalid_id("is not valid UTF-8"))
-                });
+                let v = msg
+                    .headers()
+                    .get(name)
+                    .map(|b| std::str::from_utf8(b).map_err(|_| invalid_id("is not valid UTF-8")));
                 (v.transpose()?.map(Cow::Borrowed), *fallback_to_coordinates)
             }
             IdSource::Custom {
@@ -142,7 +146,9 @@ impl<T> IdSource<T> {
         };
         match primary {
             Some(id) if id.is_empty() => Err(invalid_id("is empty")),
-            Some(id) if id.len() > MAX_MESSAGE_ID_LEN => Err(invalid_id("is longer than 255 bytes")),
+            Some(id) if id.len() > MAX_MESSAGE_ID_LEN => {
+                Err(invalid_id("is longer than 255 bytes"))
+            }
             Some(id) => Ok(id),
             None if fallback => Ok(Cow::Owned(msg.coordinates())),
             None => Err(ProcessError::terminal(IdError(

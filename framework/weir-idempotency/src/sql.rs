@@ -30,11 +30,7 @@ fn classify(backend: &'static str, e: sqlx::Error) -> StoreError {
             match backend {
                 // 08xxx connection exception, 57P01-03 shutdown / cannot connect now,
                 // 53300 too many connections.
-                "postgres" => {
-                    code.starts_with("08")
-                        || code.starts_with("57P0")
-                        || code == "53300"
-                }
+                "postgres" => code.starts_with("08") || code.starts_with("57P0") || code == "53300",
                 // SQLITE_IOERR (10), SQLITE_CANTOPEN (14) and their extended codes.
                 _ => {
                     let n: i64 = code.parse().unwrap_or(0);
@@ -99,11 +95,12 @@ mod pg {
                 .connect(url)
                 .await
                 .map_err(|e| match classify(BACKEND, e) {
-                    StoreError::Unavailable { message, .. }
-                    | StoreError::Query { message, .. } => StoreError::Unavailable {
-                        backend: BACKEND,
-                        message: format!("connecting to {}: {message}", redact(url)),
-                    },
+                    StoreError::Unavailable { message, .. } | StoreError::Query { message, .. } => {
+                        StoreError::Unavailable {
+                            backend: BACKEND,
+                            message: format!("connecting to {}: {message}", redact(url)),
+                        }
+                    }
                     other => other,
                 })?;
             Ok(PostgresStore { pool })
@@ -256,7 +253,7 @@ mod lite {
     fn now_ms() -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| millis(d))
+            .map(millis)
             .unwrap_or(0)
     }
 

@@ -38,7 +38,9 @@ pub enum StoreError {
     /// The store cannot be reached (connection refused or lost, pool timed out,
     /// server shutting down). Processing waits for it; see
     /// [`weir::ErrorKind::Unavailable`].
-    #[error("idempotency store ({backend}) unavailable: {message} (check the database is up and reachable)")]
+    #[error(
+        "idempotency store ({backend}) unavailable: {message} (check the database is up and reachable)"
+    )]
     Unavailable {
         /// `postgres`, `sqlite` or `memory`.
         backend: &'static str,
@@ -55,7 +57,9 @@ pub enum StoreError {
         message: String,
     },
     /// The schema could not be created.
-    #[error("idempotency store ({backend}) migration failed: {message} (does the user have CREATE rights?)")]
+    #[error(
+        "idempotency store ({backend}) migration failed: {message} (does the user have CREATE rights?)"
+    )]
     Migration {
         /// `postgres` or `sqlite`.
         backend: &'static str,
@@ -113,6 +117,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Deletes markers processed more than `age` ago; returns how many.
-    fn purge_older_than(&self, age: Duration)
-    -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn purge_older_than(
+        &self,
+        age: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

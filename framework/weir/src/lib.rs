@@ -108,9 +108,9 @@ pub use error::{ConfigError, ErrorKind, ProcessError, WeirError};
 #[doc(inline)]
 pub use failure::{Disposition, Failure, FailureSink, LogAndSkip, StopPartition};
 #[doc(inline)]
-pub use message::{Header, Headers, Message, MessageError, RawMessage, TopicPartition};
-#[doc(inline)]
 pub use id::{MESSAGE_ID_HEADER, new_message_id};
+#[doc(inline)]
+pub use message::{Header, Headers, Message, MessageError, RawMessage, TopicPartition};
 #[doc(inline)]
 pub use offsets::{NextOffset, OffsetTracker};
 #[doc(inline)]

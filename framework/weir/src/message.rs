@@ -115,7 +115,10 @@ impl RawMessage {
     /// The producer-assigned message ID (the [`MESSAGE_ID_HEADER`](crate::id::MESSAGE_ID_HEADER)
     /// header), if present and valid UTF-8. Every message Weir produces has one.
     pub fn message_id(&self) -> Option<&str> {
-        self.headers.get_str(crate::id::MESSAGE_ID_HEADER).ok().flatten()
+        self.headers
+            .get_str(crate::id::MESSAGE_ID_HEADER)
+            .ok()
+            .flatten()
     }
 }
 

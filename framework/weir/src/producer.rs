@@ -217,9 +217,16 @@ impl Producer {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &config.brokers);
         for (k, v) in &config.kafka {
-            if ["security.", "sasl.", "ssl.", "client.", "socket.", "broker."]
-                .iter()
-                .any(|p| k.starts_with(p))
+            if [
+                "security.",
+                "sasl.",
+                "ssl.",
+                "client.",
+                "socket.",
+                "broker.",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p))
             {
                 c.set(k, v);
             }
@@ -267,8 +274,7 @@ impl Producer {
                 value: h.value.as_deref(),
             });
         }
-        let mut fr: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&record.topic).headers(headers);
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
         if let Some(k) = record.key.as_deref() {
             fr = fr.key(k);
         }
@@ -320,11 +326,20 @@ mod tests {
     fn keeps_a_given_id_and_assigns_one_otherwise() {
         let mut r = Record::to("t").message_id("abc");
         assert_eq!(r.ensure_message_id().unwrap(), "abc");
-        assert_eq!(r.headers.iter().filter(|h| h.key == MESSAGE_ID_HEADER).count(), 1);
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|h| h.key == MESSAGE_ID_HEADER)
+                .count(),
+            1
+        );
 
         let mut r = Record::to("t");
         let id = r.ensure_message_id().unwrap();
-        assert_eq!(r.headers.get_str(MESSAGE_ID_HEADER).unwrap(), Some(id.as_str()));
+        assert_eq!(
+            r.headers.get_str(MESSAGE_ID_HEADER).unwrap(),
+            Some(id.as_str())
+        );
         // Idempotent: a second call keeps the same id.
         assert_eq!(r.ensure_message_id().unwrap(), id);
     }
