@@ -34,7 +34,7 @@ broker_tests!(
     failed_transaction_leaves_nothing_and_retry_applies_once,
 );
 
-mod sqlite {
+mod more {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn crash_between_effect_and_commit_sqlite_mock() -> crate::common::R {
         crate::common::init();
@@ -45,7 +45,13 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn zombie_and_successor_yield_one_effect_mock() -> crate::common::R {
         crate::common::init();
-        super::zombie_and_successor_yield_one_effect().await
+        super::zombie_and_successor_yield_one_effect(weir_testkit::BrokerKind::Mock).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zombie_and_successor_yield_one_effect_tansu() -> crate::common::R {
+        crate::common::init();
+        super::zombie_and_successor_yield_one_effect(weir_testkit::BrokerKind::Tansu).await
     }
 }
 
@@ -383,8 +389,8 @@ async fn crash_between_effect_and_commit(kind: BrokerKind, db: Db) -> R {
 
 /// A zombie (SIGSTOPped while holding a claim with its effect written, evicted
 /// from the group) and its successor process the same message concurrently.
-async fn zombie_and_successor_yield_one_effect() -> R {
-    let cluster = common::cluster(BrokerKind::Mock).await?;
+async fn zombie_and_successor_yield_one_effect(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
     cluster.create_topic(TOPIC, 1).await?;
     produce_payments(&cluster, 20, 0).await?;
     let dbx = Db2::new(Db::Postgres).await?;
