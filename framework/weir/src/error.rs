@@ -165,7 +165,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+    /// A value is invalid: `key` names it, `problem` says what to fix.
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             problem: problem.into(),

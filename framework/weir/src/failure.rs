@@ -18,7 +18,8 @@ pub struct Failure<'a> {
     pub message: &'a RawMessage,
     /// The last error.
     pub error: &'a ProcessError,
-    /// Attempts made.
+    /// The delivery attempt that failed last, counting earlier deliveries
+    /// through retry tiers (1 = the first delivery's first try).
     pub attempts: u32,
     /// The consumer group.
     pub group_id: &'a str,

@@ -92,6 +92,7 @@ pub mod message;
 pub mod offsets;
 pub mod processor;
 pub mod producer;
+pub mod retry;
 mod runtime;
 pub mod scheduler;
 pub mod stats;

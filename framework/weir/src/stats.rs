@@ -14,6 +14,7 @@ pub struct ConsumerStats {
     pub(crate) panics: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    pub(crate) delayed: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
@@ -46,6 +47,7 @@ getters! {
     panics: "Handler panics caught.",
     decode_errors: "Payloads the codec could not decode.",
     in_flight: "Messages being processed now.",
+    delayed: "Messages from retry tiers held until their due time.",
     max_in_flight: "Highest in-flight count seen.",
     commits: "Offset commits that succeeded.",
     commit_failures: "Offset commits that failed.",
@@ -60,6 +62,10 @@ getters! {
 impl ConsumerStats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
     }
 
     pub(crate) fn set(counter: &AtomicU64, n: u64) {

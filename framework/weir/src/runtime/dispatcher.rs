@@ -58,6 +58,9 @@ struct PartitionState {
     tracker: OffsetTracker,
     lanes: KeyScheduler<RawMessage>,
     ready: VecDeque<(Lane, RawMessage)>,
+    /// Messages not due yet (retry tiers), in offset order: the partition's
+    /// processing is gated on the head's due time (FIFO, like the tier itself).
+    delayed: VecDeque<(Instant, RawMessage)>,
     in_flight: usize,
     in_runnable: bool,
     paused: bool,
@@ -91,6 +94,10 @@ pub(crate) struct Dispatcher<R> {
     group_id: Arc<str>,
     /// The interval commit under way, if any: (partition epoch, position) pairs and the result.
     commit_pending: Option<tokio::task::JoinHandle<CommitResult>>,
+    /// Messages held in `delayed` queues across partitions.
+    delayed_total: usize,
+    /// Earliest due time among the delayed queues' heads.
+    next_due: Option<Instant>,
 }
 
 type CommitResult = (Vec<(u64, NextOffset)>, rdkafka::error::KafkaResult<()>);
@@ -123,6 +130,8 @@ impl<R: RunMessage> Dispatcher<R> {
             stop_poller,
             group_id,
             commit_pending: None,
+            delayed_total: 0,
+            next_due: None,
         }
     }
 
@@ -163,8 +172,10 @@ impl<R: RunMessage> Dispatcher<R> {
                     self.on_commit_done(done);
                 }
                 _ = tokio::time::sleep_until(revoke_deadline.unwrap_or_else(Instant::now)), if revoke_deadline.is_some() => {}
+                _ = tokio::time::sleep_until(self.next_due.unwrap_or_else(Instant::now)), if self.next_due.is_some() => {}
             }
             self.finish_revokes(false);
+            self.release_due();
             self.dispatch_ready();
         }
         let report = self.shut_down(&mut events).await;
@@ -206,15 +217,67 @@ impl<R: RunMessage> Dispatcher<R> {
             ConsumerStats::add(&self.stats.refetched_duplicates, 1);
             return;
         }
-        let lane = Lane::of(self.limits.ordering, m.key.as_deref());
+        let due = crate::retry::due_at(&m);
+        if due.is_some() || !st.delayed.is_empty() {
+            let at = due.unwrap_or_else(Instant::now);
+            if st.delayed.is_empty() {
+                self.next_due = Some(self.next_due.map_or(at, |d| d.min(at)));
+            }
+            st.delayed.push_back((at, m));
+            self.delayed_total += 1;
+            ConsumerStats::add(&self.stats.delayed, 1);
+        } else {
+            Self::enqueue(self.limits.ordering, &mut self.runnable, epoch, st, m);
+        }
+        self.check_pause(epoch);
+    }
+
+    fn enqueue(
+        ordering: Ordering,
+        runnable: &mut VecDeque<u64>,
+        epoch: u64,
+        st: &mut PartitionState,
+        m: RawMessage,
+    ) {
+        let lane = Lane::of(ordering, m.key.as_deref());
         if let Some(m) = st.lanes.admit(lane, m) {
             st.ready.push_back((lane, m));
             if !st.in_runnable {
                 st.in_runnable = true;
-                self.runnable.push_back(epoch);
+                runnable.push_back(epoch);
             }
         }
-        self.check_pause(epoch);
+    }
+
+    /// Moves delayed messages whose due time has come to their lanes, and
+    /// computes the next wake-up. The dispatcher sleeps until then: no handler
+    /// sleeps, nothing polls in a loop, and the poll thread keeps the member alive.
+    fn release_due(&mut self) {
+        if self.delayed_total == 0 {
+            self.next_due = None;
+            return;
+        }
+        let now = Instant::now();
+        if self.next_due.is_some_and(|d| d > now) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for (&epoch, st) in self.parts.iter_mut() {
+            if st.revoking || st.halted.is_some() {
+                continue;
+            }
+            while let Some((at, _)) = st.delayed.front() {
+                if *at > now {
+                    next = Some(next.map_or(*at, |n| n.min(*at)));
+                    break;
+                }
+                let (_, m) = st.delayed.pop_front().expect("front exists");
+                self.delayed_total -= 1;
+                ConsumerStats::sub(&self.stats.delayed, 1);
+                Self::enqueue(self.limits.ordering, &mut self.runnable, epoch, st, m);
+            }
+        }
+        self.next_due = next;
     }
 
     fn dispatch_ready(&mut self) {
@@ -339,8 +402,11 @@ impl<R: RunMessage> Dispatcher<R> {
 
     fn assign(&mut self, tps: Vec<TopicPartition>) {
         for tp in tps {
-            if let Some(old) = self.by_tp.remove(&tp) {
-                self.parts.remove(&old);
+            if let Some(old) = self.by_tp.remove(&tp)
+                && let Some(st) = self.parts.remove(&old)
+            {
+                self.delayed_total -= st.delayed.len();
+                ConsumerStats::sub(&self.stats.delayed, st.delayed.len() as u64);
             }
             let epoch = self.next_epoch;
             self.next_epoch += 1;
@@ -352,6 +418,7 @@ impl<R: RunMessage> Dispatcher<R> {
                     tracker: OffsetTracker::new(),
                     lanes: KeyScheduler::new(),
                     ready: VecDeque::new(),
+                    delayed: VecDeque::new(),
                     in_flight: 0,
                     in_runnable: false,
                     paused: false,
@@ -372,10 +439,13 @@ impl<R: RunMessage> Dispatcher<R> {
                 && let Some(st) = self.parts.get_mut(epoch)
             {
                 st.revoking = true;
-                let dropped = st.ready.len() + st.lanes.queued();
+                let dropped = st.ready.len() + st.lanes.queued() + st.delayed.len();
                 ConsumerStats::add(&self.stats.dropped_on_revoke, dropped as u64);
                 st.ready.clear();
                 st.lanes.clear();
+                self.delayed_total -= st.delayed.len();
+                ConsumerStats::sub(&self.stats.delayed, st.delayed.len() as u64);
+                st.delayed.clear();
             }
         }
         self.revokes.push(PendingRevoke {
@@ -511,7 +581,10 @@ impl<R: RunMessage> Dispatcher<R> {
         for st in self.parts.values_mut() {
             st.ready.clear();
             st.lanes.clear();
+            st.delayed.clear();
         }
+        self.delayed_total = 0;
+        ConsumerStats::set(&self.stats.delayed, 0);
         self.runnable.clear();
         let deadline = Instant::now() + self.limits.shutdown_deadline;
         while self.in_flight > 0 {

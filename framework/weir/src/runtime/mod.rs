@@ -18,6 +18,7 @@ use crate::error::WeirError;
 use crate::failure::{FailureSink, StopPartition};
 use crate::message::{RawMessage, TopicPartition};
 use crate::processor::Processor;
+use crate::retry::RetryTopics;
 use crate::stats::ConsumerStats;
 
 use dispatcher::{Dispatcher, Limits, RunMessage};
@@ -92,6 +93,7 @@ pub struct ConsumerBuilder<C> {
     codec: C,
     sink: Arc<dyn FailureSink>,
     shutdown: CancellationToken,
+    retry_topics: Option<RetryTopics>,
 }
 
 impl<C> std::fmt::Debug for ConsumerBuilder<C> {
@@ -110,7 +112,17 @@ impl<C: Codec> ConsumerBuilder<C> {
             codec,
             sink: self.sink,
             shutdown: self.shutdown,
+            retry_topics: self.retry_topics,
         }
+    }
+
+    /// Retry tiers and a DLQ ([`crate::retry`]): subscribes to the tier topics
+    /// too, creates missing tier/DLQ topics at start (unless told not to), and
+    /// replaces the failure sink. In-place attempts per delivery come from
+    /// [`RetryTopics::in_place_attempts`] (default 1).
+    pub fn retry_topics(mut self, retry: RetryTopics) -> Self {
+        self.retry_topics = Some(retry);
+        self
     }
 
     /// Where messages that failed for good go (default [`StopPartition`]).
@@ -126,8 +138,15 @@ impl<C: Codec> ConsumerBuilder<C> {
     }
 
     /// Validates the config and returns a consumer ready to [`run`](Consumer::run).
-    pub fn build<P: Processor<C::Value>>(self, processor: P) -> Result<Consumer<C, P>, WeirError> {
+    pub fn build<P: Processor<C::Value>>(
+        mut self,
+        processor: P,
+    ) -> Result<Consumer<C, P>, WeirError> {
         self.config.validate()?;
+        if let Some(rt) = &self.retry_topics {
+            rt.validate()?;
+            self.config.retry.max_attempts = rt.in_place_attempts;
+        }
         Ok(Consumer {
             config: self.config,
             codec: self.codec,
@@ -135,6 +154,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             sink: self.sink,
             shutdown: self.shutdown,
             stats: Arc::new(ConsumerStats::default()),
+            retry_topics: self.retry_topics,
         })
     }
 }
@@ -149,6 +169,7 @@ pub struct Consumer<C, P> {
     sink: Arc<dyn FailureSink>,
     shutdown: CancellationToken,
     stats: Arc<ConsumerStats>,
+    retry_topics: Option<RetryTopics>,
 }
 
 impl<C, P> std::fmt::Debug for Consumer<C, P> {
@@ -167,6 +188,7 @@ impl Consumer<BytesCodec, ()> {
             codec: BytesCodec,
             sink: Arc::new(StopPartition),
             shutdown: CancellationToken::new(),
+            retry_topics: None,
         }
     }
 }
@@ -236,9 +258,10 @@ where
             config,
             codec,
             processor,
-            sink,
+            mut sink,
             shutdown,
             stats,
+            retry_topics,
         } = self;
         let group_id: Arc<str> = Arc::from(config.group_id.as_str());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -257,7 +280,26 @@ where
         })?;
         let consumer = Arc::new(consumer);
         check_topics(&consumer, &config).await?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        let mut topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        let tier_topics: Vec<String> = match &retry_topics {
+            Some(rt) => {
+                let partitions = crate::retry::ensure_topics(&config, rt).await?;
+                let producer = crate::producer::Producer::for_consumer(&config)?;
+                sink = Arc::new(crate::retry::RetrySink::new(
+                    rt.clone(),
+                    &config.topics,
+                    partitions,
+                    producer,
+                ));
+                config
+                    .topics
+                    .iter()
+                    .flat_map(|t| rt.retry_topics_of(t))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        topics.extend(tier_topics.iter().map(String::as_str));
         consumer
             .subscribe(&topics)
             .map_err(|source| WeirError::Kafka {

@@ -68,10 +68,12 @@ where
     }
 
     async fn run_attempts(&self, raw: &Arc<RawMessage>, cancel: &CancellationToken) -> Outcome {
+        // A message redelivered by a retry tier carries its delivery attempt.
+        let base = crate::retry::delivery_attempt(raw);
         let mut attempt = 1;
         let mut outage: u32 = 0;
         loop {
-            match self.attempt(raw, attempt, cancel).await {
+            match self.attempt(raw, base + attempt - 1, cancel).await {
                 Ok(()) => {
                     ConsumerStats::add(&self.stats.processed, 1);
                     return Outcome::Finished;
@@ -106,7 +108,7 @@ where
                     let failure = Failure {
                         message: raw,
                         error: &e,
-                        attempts: attempt,
+                        attempts: base + attempt - 1,
                         group_id: &self.group_id,
                     };
                     return match self.sink.on_failure(failure).await {

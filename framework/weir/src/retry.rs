@@ -1,0 +1,873 @@
+//! Retry topics with backoff tiers, and the dead-letter queue.
+//!
+//! A retryable failure is not retried by sleeping in the handler (which blocks
+//! the partition and risks `max.poll.interval.ms`): the message is published to
+//! a **tier topic** (`orders.retry.10s`) with a due time, and the source offset
+//! counts as finished once the broker acknowledged that copy. The same
+//! consumer also reads the tier topics; a tier partition's messages are held,
+//! in offset order, until their due time (the dispatcher sleeps until the head
+//! is due; the fetcher pauses only when the buffer is full), then go through the
+//! same processor with [`Message::attempt`](crate::Message::attempt) counting
+//! every delivery. After the last tier, on a terminal error or an undecodable
+//! payload, the message goes to the **DLQ** (`orders.dlq`) with the reason.
+//! Nothing loops forever: a copy whose retry headers are missing or corrupt
+//! goes to the DLQ too.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), weir::WeirError> {
+//! use std::time::Duration;
+//! use weir::retry::RetryTopics;
+//! use weir::{Consumer, ConsumerConfig, processor_fn, Message, ProcessError};
+//!
+//! let config = ConsumerConfig::new("kafka:9092", "billing", &["orders"]);
+//! let retry = RetryTopics::tiers([Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(60)]);
+//! let consumer = Consumer::builder(config)
+//!     .retry_topics(retry)          // subscribes to orders.retry.{1s,10s,1m}, DLQ orders.dlq
+//!     .build(processor_fn(|msg: Message<Option<bytes::Bytes>>| async move {
+//!         let _ = msg.attempt();    // 1 on the first delivery, 2 from orders.retry.1s, …
+//!         Ok::<_, ProcessError>(())
+//!     }))?;
+//! consumer.run_until_signal().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Ordering.** A retried message leaves its key's order: later messages of the
+//! same key are processed while it waits in a tier. Use in-place retries
+//! ([`RetryPolicy`](crate::RetryPolicy)) for keys whose order matters more than
+//! the partition's progress.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::error::{ErrorKind, ProcessError};
+use crate::failure::{Disposition, Failure, FailureSink};
+use crate::id::MESSAGE_ID_HEADER;
+use crate::message::{Header, Headers, RawMessage};
+use crate::producer::{Producer, Record};
+
+/// Header names Weir writes on retry-tier and DLQ copies.
+pub mod headers {
+    /// Topic the message was first consumed from.
+    pub const ORIGINAL_TOPIC: &str = "weir-original-topic";
+    /// Its partition there.
+    pub const ORIGINAL_PARTITION: &str = "weir-original-partition";
+    /// Its offset there.
+    pub const ORIGINAL_OFFSET: &str = "weir-original-offset";
+    /// Its timestamp there (epoch ms), if it had one.
+    pub const ORIGINAL_TIMESTAMP: &str = "weir-original-timestamp";
+    /// The delivery attempt this copy is (2 for the first retry).
+    pub const ATTEMPT: &str = "weir-attempt";
+    /// Not to be processed before this time (epoch ms).
+    pub const DUE_MS: &str = "weir-due-ms";
+    /// Class of the last error (`timeout`, `http_503`, `decode`…).
+    pub const ERROR_CLASS: &str = "weir-error-class";
+    /// The last error's message, truncated to 512 bytes.
+    pub const ERROR_MESSAGE: &str = "weir-error-message";
+    /// When the first delivery failed (epoch ms).
+    pub const FIRST_FAILURE_MS: &str = "weir-first-failure-ms";
+    /// Why the message is in the DLQ: `terminal`, `retries_exhausted` or `invalid_retry_headers`.
+    pub const DLQ_REASON: &str = "weir-dlq-reason";
+    /// The consumer group that gave up on it.
+    pub const FAILED_GROUP: &str = "weir-failed-group";
+    /// When it was sent to the DLQ (epoch ms).
+    pub const DLQ_AT_MS: &str = "weir-dlq-at-ms";
+    /// On a replayed copy: the DLQ coordinates it came from (`topic/partition@offset`).
+    pub const REPLAYED_FROM: &str = "weir-replayed-from";
+
+    /// Headers describing one failure; replaced (not duplicated) on each hop and
+    /// removed by a DLQ replay.
+    pub const FAILURE_STATE: &[&str] = &[
+        ATTEMPT,
+        DUE_MS,
+        ERROR_CLASS,
+        ERROR_MESSAGE,
+        DLQ_REASON,
+        FAILED_GROUP,
+        DLQ_AT_MS,
+    ];
+}
+
+/// Longest error message copied into [`headers::ERROR_MESSAGE`].
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
+
+/// Longest hold the dispatcher honours for a due time (a corrupt header must
+/// not park a partition for years).
+const MAX_HOLD: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn header_i64(h: &Headers, name: &str) -> Option<i64> {
+    h.get_str(name).ok().flatten()?.trim().parse().ok()
+}
+
+/// The delivery attempt a message starts at: its [`headers::ATTEMPT`], else 1.
+pub(crate) fn delivery_attempt(m: &RawMessage) -> u32 {
+    header_i64(&m.headers, headers::ATTEMPT)
+        .and_then(|a| u32::try_from(a).ok())
+        .filter(|a| *a >= 1)
+        .unwrap_or(1)
+}
+
+/// When a message becomes due, if its [`headers::DUE_MS`] is in the future.
+pub(crate) fn due_at(m: &RawMessage) -> Option<Instant> {
+    let due = header_i64(&m.headers, headers::DUE_MS)?;
+    let wait = due - now_ms();
+    if wait <= 0 {
+        return None;
+    }
+    let wait = Duration::from_millis(wait as u64);
+    if wait > MAX_HOLD {
+        tracing::warn!(
+            topic = %m.topic, partition = m.partition, offset = m.offset,
+            "due time more than 7 days ahead; holding for 7 days"
+        );
+    }
+    Some(Instant::now() + wait.min(MAX_HOLD))
+}
+
+/// How the delay of each retry is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backoff {
+    /// One tier per delay, in order: `[1s, 10s, 1m]` retries three times.
+    Tiers(Vec<Duration>),
+    /// `base * factor^n`, capped at `max_delay`, for `max_attempts - 1` retries.
+    /// Delays that hit the cap share one topic.
+    Exponential {
+        /// First retry's delay.
+        base: Duration,
+        /// Growth per retry.
+        factor: f64,
+        /// Cap.
+        max_delay: Duration,
+        /// Deliveries in all, including the first (so `max_attempts - 1` retries).
+        max_attempts: u32,
+    },
+}
+
+impl Backoff {
+    /// The delay of each retry, in order.
+    pub fn delays(&self) -> Vec<Duration> {
+        match self {
+            Backoff::Tiers(t) => t.clone(),
+            Backoff::Exponential {
+                base,
+                factor,
+                max_delay,
+                max_attempts,
+            } => (0..max_attempts.saturating_sub(1))
+                .map(|n| {
+                    let d = base.as_secs_f64() * factor.powi(n.min(64) as i32);
+                    Duration::from_millis((d.min(max_delay.as_secs_f64()) * 1000.0).round() as u64)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Formats a delay for a topic name: `500ms`, `1s`, `10m`, `2h`.
+pub fn delay_label(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms > 0 && ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms > 0 && ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms > 0 && ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Retry-topic configuration. Build with [`RetryTopics::tiers`] or
+/// [`RetryTopics::exponential`], adjust, and pass to
+/// [`ConsumerBuilder::retry_topics`](crate::ConsumerBuilder::retry_topics).
+#[derive(Debug, Clone)]
+pub struct RetryTopics {
+    /// Delay policy.
+    pub backoff: Backoff,
+    /// Randomise each due time by up to this fraction of its delay (0.0 to 1.0;
+    /// default 0.1), so a burst of failures does not return as a burst.
+    pub jitter: f64,
+    /// Tier topic name pattern; `{topic}` and `{delay}` are replaced. Default `{topic}.retry.{delay}`.
+    pub retry_topic_pattern: String,
+    /// DLQ topic name pattern; `{topic}` is replaced. Default `{topic}.dlq`.
+    pub dlq_topic_pattern: String,
+    /// Create missing tier and DLQ topics at start with the source's partition
+    /// count (default true); when false, missing topics are a start-up error.
+    pub create_topics: bool,
+    /// Replication factor for created topics; `None` uses the broker default.
+    pub replication_factor: Option<i32>,
+    /// In-place attempts on each delivery before the message moves to the next
+    /// tier (default 1: a retryable failure goes straight to the tier).
+    pub in_place_attempts: u32,
+}
+
+impl RetryTopics {
+    /// Fixed tiers, one topic each.
+    pub fn tiers(delays: impl IntoIterator<Item = Duration>) -> Self {
+        Self::with_backoff(Backoff::Tiers(delays.into_iter().collect()))
+    }
+
+    /// Exponential delays (`base * factor^n` capped at `max_delay`) for
+    /// `max_attempts` deliveries in all.
+    pub fn exponential(
+        base: Duration,
+        factor: f64,
+        max_delay: Duration,
+        max_attempts: u32,
+    ) -> Self {
+        Self::with_backoff(Backoff::Exponential {
+            base,
+            factor,
+            max_delay,
+            max_attempts,
+        })
+    }
+
+    fn with_backoff(backoff: Backoff) -> Self {
+        RetryTopics {
+            backoff,
+            jitter: 0.1,
+            retry_topic_pattern: "{topic}.retry.{delay}".into(),
+            dlq_topic_pattern: "{topic}.dlq".into(),
+            create_topics: true,
+            replication_factor: None,
+            in_place_attempts: 1,
+        }
+    }
+
+    /// No retry tiers: failures go to the DLQ at once.
+    pub fn dlq_only() -> Self {
+        Self::tiers([])
+    }
+
+    /// Sets the jitter fraction.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Sets the tier and DLQ name patterns.
+    pub fn topic_patterns(mut self, retry: impl Into<String>, dlq: impl Into<String>) -> Self {
+        self.retry_topic_pattern = retry.into();
+        self.dlq_topic_pattern = dlq.into();
+        self
+    }
+
+    /// Validates that the topics exist instead of creating them.
+    pub fn require_existing_topics(mut self) -> Self {
+        self.create_topics = false;
+        self
+    }
+
+    /// The tier topic of `source` for `delay`.
+    pub fn retry_topic(&self, source: &str, delay: Duration) -> String {
+        self.retry_topic_pattern
+            .replace("{topic}", source)
+            .replace("{delay}", &delay_label(delay))
+    }
+
+    /// The DLQ topic of `source`.
+    pub fn dlq_topic(&self, source: &str) -> String {
+        self.dlq_topic_pattern.replace("{topic}", source)
+    }
+
+    /// Every tier topic of `source`, without duplicates, in tier order.
+    pub fn retry_topics_of(&self, source: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for d in self.backoff.delays() {
+            let t = self.retry_topic(source, d);
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Checks the configuration; the message says what to fix.
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        let bad = |k: &str, p: &str| Err(crate::ConfigError::invalid(k, p));
+        if !self.retry_topic_pattern.contains("{topic}")
+            || !self.retry_topic_pattern.contains("{delay}")
+        {
+            return bad("retry_topic_pattern", "must contain {topic} and {delay}");
+        }
+        if !self.dlq_topic_pattern.contains("{topic}") {
+            return bad("dlq_topic_pattern", "must contain {topic}");
+        }
+        if self.backoff.delays().iter().any(|d| d.is_zero()) {
+            return bad("retry tiers", "every delay must be above zero");
+        }
+        if self.in_place_attempts == 0 {
+            return bad("in_place_attempts", "must be at least 1");
+        }
+        if let Backoff::Exponential { factor, .. } = self.backoff
+            && !(factor.is_finite() && factor >= 1.0)
+        {
+            return bad("retry factor", "must be a finite number >= 1");
+        }
+        Ok(())
+    }
+}
+
+/// Where a failed message goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    Retry {
+        topic: String,
+        delay: Duration,
+        next_attempt: u32,
+    },
+    Dlq {
+        topic: String,
+        reason: &'static str,
+    },
+}
+
+/// Tier topic name -> source topic.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicMap {
+    tier_sources: HashMap<String, String>,
+    pub(crate) partitions: HashMap<String, i32>,
+}
+
+/// The failure sink that implements retry tiers and the DLQ.
+pub(crate) struct RetrySink {
+    cfg: RetryTopics,
+    delays: Vec<Duration>,
+    map: TopicMap,
+    producer: Producer,
+}
+
+impl RetrySink {
+    pub(crate) fn new(
+        cfg: RetryTopics,
+        sources: &[String],
+        partitions: HashMap<String, i32>,
+        producer: Producer,
+    ) -> Self {
+        let mut tier_sources = HashMap::new();
+        for s in sources {
+            for t in cfg.retry_topics_of(s) {
+                tier_sources.insert(t, s.clone());
+            }
+        }
+        RetrySink {
+            delays: cfg.backoff.delays(),
+            cfg,
+            map: TopicMap {
+                tier_sources,
+                partitions,
+            },
+            producer,
+        }
+    }
+
+    /// Decides the next hop of a failed delivery.
+    pub(crate) fn route(&self, msg: &RawMessage, error: &ProcessError, attempt: u32) -> Route {
+        let in_tier = self.map.tier_sources.get(&*msg.topic);
+        let source = match in_tier {
+            Some(s) => s.clone(),
+            None => msg.topic.to_string(),
+        };
+        let dlq = |reason| Route::Dlq {
+            topic: self.cfg.dlq_topic(&source),
+            reason,
+        };
+        // A copy from a tier must say which attempt it is; otherwise it could
+        // loop through the tiers forever.
+        if in_tier.is_some() && header_i64(&msg.headers, headers::ATTEMPT).is_none_or(|a| a < 2) {
+            return dlq("invalid_retry_headers");
+        }
+        match error.kind() {
+            ErrorKind::Terminal => dlq("terminal"),
+            // Never routed here (the runner waits), but be safe.
+            ErrorKind::Unavailable | ErrorKind::Retryable => {
+                let idx = attempt.saturating_sub(1) as usize;
+                match self.delays.get(idx) {
+                    Some(&delay) => Route::Retry {
+                        topic: self.cfg.retry_topic(&source, delay),
+                        delay,
+                        next_attempt: attempt + 1,
+                    },
+                    None => dlq("retries_exhausted"),
+                }
+            }
+        }
+    }
+
+    /// The copy to publish for `route`.
+    pub(crate) fn record(&self, f: &Failure<'_>, route: &Route, now: i64) -> Record {
+        let m = f.message;
+        let mut hs: Vec<Header> = m
+            .headers
+            .iter()
+            .filter(|h| !headers::FAILURE_STATE.contains(&h.key.as_str()))
+            .cloned()
+            .collect();
+        let mut out = Headers(Vec::new());
+        std::mem::swap(&mut out.0, &mut hs);
+        let has = |name: &str| out.get(name).is_some();
+        let mut add: Vec<(&str, String)> = Vec::new();
+        if !has(MESSAGE_ID_HEADER) {
+            // The identity the idempotency layer gave the original (its
+            // coordinates) stays its identity on every copy.
+            add.push((MESSAGE_ID_HEADER, m.coordinates()));
+        }
+        if !has(headers::ORIGINAL_TOPIC) {
+            add.push((headers::ORIGINAL_TOPIC, m.topic.to_string()));
+            add.push((headers::ORIGINAL_PARTITION, m.partition.to_string()));
+            add.push((headers::ORIGINAL_OFFSET, m.offset.to_string()));
+            if let Some(ts) = m.timestamp_ms {
+                add.push((headers::ORIGINAL_TIMESTAMP, ts.to_string()));
+            }
+        }
+        if !has(headers::FIRST_FAILURE_MS) {
+            add.push((headers::FIRST_FAILURE_MS, now.to_string()));
+        }
+        add.push((headers::ERROR_CLASS, f.error.class().to_string()));
+        add.push((
+            headers::ERROR_MESSAGE,
+            truncate(&f.error.to_string(), MAX_ERROR_MESSAGE_BYTES),
+        ));
+        let topic = match route {
+            Route::Retry {
+                topic,
+                delay,
+                next_attempt,
+            } => {
+                let jitter = if self.cfg.jitter > 0.0 {
+                    delay.as_secs_f64() * self.cfg.jitter * rand::random_range(0.0..1.0)
+                } else {
+                    0.0
+                };
+                let due = now + delay.as_millis() as i64 + (jitter * 1000.0) as i64;
+                add.push((headers::ATTEMPT, next_attempt.to_string()));
+                add.push((headers::DUE_MS, due.to_string()));
+                topic
+            }
+            Route::Dlq { topic, reason } => {
+                add.push((headers::ATTEMPT, f.attempts.to_string()));
+                add.push((headers::DLQ_REASON, (*reason).to_string()));
+                add.push((headers::FAILED_GROUP, f.group_id.to_string()));
+                add.push((headers::DLQ_AT_MS, now.to_string()));
+                topic
+            }
+        };
+        for (k, v) in add {
+            out.push(k, Bytes::from(v));
+        }
+        let mut r = Record::to(topic.clone());
+        r.key = m.key.clone();
+        r.payload = m.payload.clone();
+        r.headers = out;
+        // Same partition number as the source keeps a key's copies together.
+        let original_partition = header_i64(&m.headers, headers::ORIGINAL_PARTITION)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(m.partition);
+        if let Some(&n) = self.map.partitions.get(topic)
+            && n > 0
+        {
+            r.partition = Some(original_partition.rem_euclid(n));
+        }
+        r
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+impl FailureSink for RetrySink {
+    fn on_failure<'a>(&'a self, f: Failure<'a>) -> BoxFuture<'a, Disposition> {
+        Box::pin(async move {
+            let route = self.route(f.message, f.error, f.attempts);
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let record = self.record(&f, &route, now_ms());
+                match self.producer.send(record).await {
+                    Ok(d) => {
+                        match &route {
+                            Route::Retry {
+                                delay,
+                                next_attempt,
+                                ..
+                            } => tracing::debug!(
+                                group = f.group_id, topic = %f.message.topic, partition = f.message.partition,
+                                offset = f.message.offset, to = %d.topic, to_partition = d.partition, to_offset = d.offset,
+                                ?delay, next_attempt, class = f.error.class(), "sent to retry tier"
+                            ),
+                            Route::Dlq { reason, .. } => tracing::warn!(
+                                group = f.group_id, topic = %f.message.topic, partition = f.message.partition,
+                                offset = f.message.offset, to = %d.topic, to_partition = d.partition, to_offset = d.offset,
+                                reason, attempts = f.attempts, class = f.error.class(), error = %f.error,
+                                "sent to the DLQ"
+                            ),
+                        }
+                        return Disposition::Handled;
+                    }
+                    Err(e) if e.is_retryable() => {
+                        // The broker is unwell: keep the message (its offset stays
+                        // unfinished) and try again; revoke/shutdown deadlines
+                        // cancel this wait.
+                        tracing::warn!(
+                            group = f.group_id, topic = %f.message.topic, partition = f.message.partition,
+                            offset = f.message.offset, error = %e, ?backoff,
+                            "publishing to the retry tier / DLQ failed; retrying"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            group = f.group_id, topic = %f.message.topic, partition = f.message.partition,
+                            offset = f.message.offset, error = %e,
+                            "cannot publish to the retry tier / DLQ; partition halted at this message"
+                        );
+                        return Disposition::Stop;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Makes sure every tier and DLQ topic of `sources` exists (creating missing
+/// ones with the source's partition count when configured) and returns the
+/// partition count of each.
+pub(crate) async fn ensure_topics(
+    config: &crate::ConsumerConfig,
+    rt: &RetryTopics,
+) -> Result<HashMap<String, i32>, crate::WeirError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+    let kafka_err = |context: String| {
+        move |source: rdkafka::error::KafkaError| crate::WeirError::Kafka { context, source }
+    };
+    let mut cc = config.client_config();
+    cc.remove("group.id");
+    let meta_client: BaseConsumer = cc
+        .create()
+        .map_err(kafka_err("creating a metadata client".into()))?;
+    let meta_client = Arc::new(meta_client);
+    let partitions_of = |topic: String| {
+        let c = meta_client.clone();
+        async move {
+            tokio::task::spawn_blocking(
+                move || -> Result<Option<i32>, rdkafka::error::KafkaError> {
+                    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+                    Ok(md
+                        .topics()
+                        .first()
+                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                        .map(|t| t.partitions().len() as i32))
+                },
+            )
+            .await
+            .map_err(|e| crate::WeirError::Internal(e.to_string()))?
+            .map_err(kafka_err("fetching topic metadata".into()))
+        }
+    };
+
+    let mut counts = HashMap::new();
+    for source in &config.topics {
+        let n =
+            partitions_of(source.clone())
+                .await?
+                .ok_or_else(|| crate::WeirError::UnknownTopic {
+                    topic: source.clone(),
+                    brokers: config.brokers.clone(),
+                })?;
+        let mut wanted = rt.retry_topics_of(source);
+        wanted.push(rt.dlq_topic(source));
+        let mut missing = Vec::new();
+        for t in wanted {
+            match partitions_of(t.clone()).await? {
+                Some(p) => {
+                    counts.insert(t, p);
+                }
+                None => missing.push(t),
+            }
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        if !rt.create_topics {
+            return Err(crate::WeirError::UnknownTopic {
+                topic: missing.join(", "),
+                brokers: config.brokers.clone(),
+            });
+        }
+        let admin: AdminClient<DefaultClientContext> = cc
+            .create()
+            .map_err(kafka_err("creating an admin client".into()))?;
+        let rf = rt.replication_factor.unwrap_or(-1);
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| NewTopic::new(t, n, TopicReplication::Fixed(rf)))
+            .collect();
+        let results = admin
+            .create_topics(
+                &new,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .map_err(kafka_err(format!("creating retry/DLQ topics {missing:?}")))?;
+        for r in results {
+            match r {
+                Ok(t) => tracing::info!(topic = %t, partitions = n, "created retry/DLQ topic"),
+                Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    tracing::debug!(topic = %t, "retry/DLQ topic created concurrently")
+                }
+                Err((t, code)) => {
+                    return Err(crate::WeirError::Kafka {
+                        context: format!(
+                            "creating retry/DLQ topic `{t}` with {n} partitions (create it yourself, or grant CREATE and set replication_factor)"
+                        ),
+                        source: rdkafka::error::KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        // Wait until the metadata shows them.
+        for t in missing {
+            let start = std::time::Instant::now();
+            loop {
+                if let Some(p) = partitions_of(t.clone()).await? {
+                    counts.insert(t, p);
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(15) {
+                    return Err(crate::WeirError::UnknownTopic {
+                        topic: t,
+                        brokers: config.brokers.clone(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(topic: &str, hs: &[(&str, &str)]) -> RawMessage {
+        let mut h = Headers::default();
+        for (k, v) in hs {
+            h.push(*k, v.to_string());
+        }
+        RawMessage {
+            topic: topic.into(),
+            partition: 2,
+            offset: 41,
+            timestamp_ms: Some(1_700_000_000_000),
+            key: Some(Bytes::from_static(b"k")),
+            payload: Some(Bytes::from_static(b"p")),
+            headers: h,
+        }
+    }
+
+    fn sink(cfg: RetryTopics) -> RetrySink {
+        let producer = Producer::new("127.0.0.1:1").unwrap();
+        let mut parts = HashMap::new();
+        for t in cfg.retry_topics_of("orders") {
+            parts.insert(t, 4);
+        }
+        parts.insert(cfg.dlq_topic("orders"), 4);
+        RetrySink::new(cfg, &["orders".to_string()], parts, producer)
+    }
+
+    #[test]
+    fn labels_and_names() {
+        assert_eq!(delay_label(Duration::from_millis(500)), "500ms");
+        assert_eq!(delay_label(Duration::from_secs(1)), "1s");
+        assert_eq!(delay_label(Duration::from_secs(90)), "90s");
+        assert_eq!(delay_label(Duration::from_secs(600)), "10m");
+        assert_eq!(delay_label(Duration::from_secs(7200)), "2h");
+        let r = RetryTopics::tiers([Duration::from_secs(1), Duration::from_secs(10)]);
+        assert_eq!(
+            r.retry_topics_of("orders"),
+            ["orders.retry.1s", "orders.retry.10s"]
+        );
+        assert_eq!(r.dlq_topic("orders"), "orders.dlq");
+    }
+
+    #[test]
+    fn exponential_delays_cap_and_share_topics() {
+        let r = RetryTopics::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(5), 6);
+        assert_eq!(
+            r.backoff.delays(),
+            [1, 2, 4, 5, 5].map(Duration::from_secs).to_vec()
+        );
+        assert_eq!(
+            r.retry_topics_of("o").len(),
+            4,
+            "capped delays share a topic"
+        );
+    }
+
+    #[test]
+    fn routes_through_tiers_then_dlq() {
+        let s = sink(RetryTopics::tiers([
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        ]));
+        let e = ProcessError::retryable(std::io::Error::other("503"));
+        let m = raw("orders", &[]);
+        assert_eq!(
+            s.route(&m, &e, 1),
+            Route::Retry {
+                topic: "orders.retry.1s".into(),
+                delay: Duration::from_secs(1),
+                next_attempt: 2
+            }
+        );
+        let m2 = raw("orders.retry.1s", &[(headers::ATTEMPT, "2")]);
+        assert_eq!(
+            s.route(&m2, &e, 2),
+            Route::Retry {
+                topic: "orders.retry.10s".into(),
+                delay: Duration::from_secs(10),
+                next_attempt: 3
+            }
+        );
+        let m3 = raw("orders.retry.10s", &[(headers::ATTEMPT, "3")]);
+        assert_eq!(
+            s.route(&m3, &e, 3),
+            Route::Dlq {
+                topic: "orders.dlq".into(),
+                reason: "retries_exhausted"
+            }
+        );
+        let t = ProcessError::terminal(std::io::Error::other("bad"));
+        assert_eq!(
+            s.route(&m, &t, 1),
+            Route::Dlq {
+                topic: "orders.dlq".into(),
+                reason: "terminal"
+            }
+        );
+        // A tier copy without a valid attempt header cannot loop.
+        for bad in [
+            vec![],
+            vec![(headers::ATTEMPT, "x")],
+            vec![(headers::ATTEMPT, "1")],
+        ] {
+            let m = raw("orders.retry.1s", &bad);
+            assert_eq!(
+                s.route(&m, &e, 1),
+                Route::Dlq {
+                    topic: "orders.dlq".into(),
+                    reason: "invalid_retry_headers"
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn copies_carry_origin_and_failure_headers() {
+        let s = sink(RetryTopics::tiers([Duration::from_secs(1)]).jitter(0.0));
+        let e =
+            ProcessError::retryable(std::io::Error::other("x".repeat(2000))).with_class("http_503");
+        let m = raw("orders", &[("traceparent", "00-abc-def-01")]);
+        let f = Failure {
+            message: &m,
+            error: &e,
+            attempts: 1,
+            group_id: "g",
+        };
+        let route = s.route(&m, &e, 1);
+        let r = s.record(&f, &route, 1000);
+        assert_eq!(r.topic, "orders.retry.1s");
+        assert_eq!(r.partition, Some(2));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        let h = &r.headers;
+        assert_eq!(h.get_str("traceparent").unwrap(), Some("00-abc-def-01"));
+        assert_eq!(h.get_str(MESSAGE_ID_HEADER).unwrap(), Some("orders/2@41"));
+        assert_eq!(h.get_str(headers::ORIGINAL_TOPIC).unwrap(), Some("orders"));
+        assert_eq!(h.get_str(headers::ORIGINAL_PARTITION).unwrap(), Some("2"));
+        assert_eq!(h.get_str(headers::ORIGINAL_OFFSET).unwrap(), Some("41"));
+        assert_eq!(
+            h.get_str(headers::ORIGINAL_TIMESTAMP).unwrap(),
+            Some("1700000000000")
+        );
+        assert_eq!(h.get_str(headers::ATTEMPT).unwrap(), Some("2"));
+        assert_eq!(h.get_str(headers::DUE_MS).unwrap(), Some("2000"));
+        assert_eq!(h.get_str(headers::ERROR_CLASS).unwrap(), Some("http_503"));
+        assert!(h.get(headers::ERROR_MESSAGE).unwrap().len() <= MAX_ERROR_MESSAGE_BYTES + 3);
+        assert_eq!(h.get_str(headers::FIRST_FAILURE_MS).unwrap(), Some("1000"));
+
+        // The next hop keeps origin and first failure, replaces the failure state.
+        let mut m2 = raw("orders.retry.1s", &[]);
+        m2.headers = r.headers.clone();
+        m2.partition = 2;
+        let f2 = Failure {
+            message: &m2,
+            error: &e,
+            attempts: 2,
+            group_id: "g",
+        };
+        let route2 = s.route(&m2, &e, 2);
+        let r2 = s.record(&f2, &route2, 5000);
+        assert_eq!(r2.topic, "orders.dlq");
+        let h2 = &r2.headers;
+        assert_eq!(h2.get_str(headers::ORIGINAL_OFFSET).unwrap(), Some("41"));
+        assert_eq!(h2.get_str(headers::FIRST_FAILURE_MS).unwrap(), Some("1000"));
+        assert_eq!(
+            h2.get_str(headers::DLQ_REASON).unwrap(),
+            Some("retries_exhausted")
+        );
+        assert_eq!(h2.get_str(headers::FAILED_GROUP).unwrap(), Some("g"));
+        assert_eq!(h2.iter().filter(|h| h.key == headers::ATTEMPT).count(), 1);
+        assert_eq!(h2.iter().filter(|h| h.key == headers::DUE_MS).count(), 0);
+        assert_eq!(h2.iter().filter(|h| h.key == MESSAGE_ID_HEADER).count(), 1);
+    }
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        let s = "é".repeat(400);
+        let t = truncate(&s, 511);
+        assert!(t.len() <= 514);
+        assert!(t.ends_with('…'));
+    }
+
+    #[test]
+    fn attempt_and_due_headers_are_parsed_defensively() {
+        assert_eq!(delivery_attempt(&raw("t", &[])), 1);
+        assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "3")])), 3);
+        assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "-4")])), 1);
+        assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "zz")])), 1);
+        assert!(
+            due_at(&raw("t", &[(headers::DUE_MS, "12")])).is_none(),
+            "past"
+        );
+        let soon = (now_ms() + 60_000).to_string();
+        assert!(due_at(&raw("t", &[(headers::DUE_MS, &soon)])).is_some());
+        assert!(due_at(&raw("t", &[(headers::DUE_MS, "garbage")])).is_none());
+        let far = i64::MAX.to_string();
+        let at = due_at(&raw("t", &[(headers::DUE_MS, &far)])).unwrap();
+        assert!(at <= Instant::now() + MAX_HOLD);
+    }
+}

@@ -1,0 +1,378 @@
+//! Retry tiers and the DLQ against real brokers (mock cluster and tansu).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use weir::retry::{RetryTopics, headers};
+use weir::{Consumer, JsonCodec, Message, ProcessError, StringCodec, processor_fn};
+use weir_testkit::{BrokerKind, TestRecord};
+
+use common::{R, wait_until};
+
+/// librdkafka's mock cluster does not implement CreateTopics: create the tier
+/// and DLQ topics up front there (tansu exercises Weir's own creation).
+async fn pre_create(
+    cluster: &weir_testkit::KafkaCluster,
+    kind: BrokerKind,
+    rt: &RetryTopics,
+    source: &str,
+    n: i32,
+) -> R {
+    if kind == BrokerKind::Mock {
+        for t in rt.retry_topics_of(source) {
+            cluster.create_topic(&t, n).await?;
+        }
+        cluster.create_topic(&rt.dlq_topic(source), n).await?;
+    }
+    Ok(())
+}
+
+broker_tests!(
+    transient_failures_walk_the_tiers_in_order,
+    poison_and_exhausted_messages_land_in_the_dlq,
+    shutdown_mid_wait_keeps_the_retry,
+);
+
+#[derive(Debug, Clone)]
+struct Seen {
+    payload: String,
+    attempt: u32,
+    topic: String,
+    lateness_ms: Option<i64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn percentile(v: &mut [i64], p: f64) -> i64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Message `m{i}` fails transiently `i % 4` times, then succeeds.
+async fn transient_failures_walk_the_tiers_in_order(kind: BrokerKind) -> R {
+    const N: usize = 40;
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("orders", 2).await?;
+    cluster
+        .produce(
+            "orders",
+            (0..N).map(|i| {
+                TestRecord::keyed(format!("k{}", i % 7), format!("m{i}"))
+                    .header("traceparent", "00-t-s-01")
+            }),
+        )
+        .await?;
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let s = seen.clone();
+    let processor = processor_fn(move |msg: Message<String>| {
+        let s = s.clone();
+        async move {
+            let i: u32 = msg.value().trim_start_matches('m').parse().unwrap();
+            let lateness_ms = msg
+                .headers()
+                .get_str(headers::DUE_MS)
+                .ok()
+                .flatten()
+                .map(|d| now_ms() - d.parse::<i64>().unwrap());
+            assert_eq!(
+                msg.headers().get_str("traceparent").unwrap(),
+                Some("00-t-s-01")
+            );
+            s.lock().push(Seen {
+                payload: msg.value().clone(),
+                attempt: msg.attempt(),
+                topic: msg.topic().to_string(),
+                lateness_ms,
+            });
+            if msg.attempt() <= i % 4 {
+                return Err(
+                    ProcessError::retryable(std::io::Error::other("flaky")).with_class("flaky")
+                );
+            }
+            Ok(())
+        }
+    });
+    let tiers = [300, 600, 900].map(Duration::from_millis);
+    let rt = RetryTopics::tiers(tiers).jitter(0.0);
+    pre_create(&cluster, kind, &rt, "orders", 2).await?;
+    let cfg = common::config(&cluster, "tiers", &["orders"]);
+    let consumer = Consumer::builder(cfg)
+        .codec(StringCodec)
+        .retry_topics(rt)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    let expected: usize = (0..N).map(|i| i % 4 + 1).sum();
+    wait_until("every delivery", Duration::from_secs(60), || {
+        seen.lock().len() >= expected
+    })
+    .await;
+    // Commits on tier topics catch up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.shutdown();
+    let report = run.await??;
+    assert!(report.drained && report.halted.is_empty(), "{report:?}");
+
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), expected, "no extra deliveries");
+    let mut by_msg: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
+    for s in &seen {
+        by_msg.entry(s.payload.clone()).or_default().push(s.clone());
+    }
+    let names = [
+        "orders",
+        "orders.retry.300ms",
+        "orders.retry.600ms",
+        "orders.retry.900ms",
+    ];
+    let mut lateness = Vec::new();
+    for (payload, ds) in &by_msg {
+        let i: usize = payload.trim_start_matches('m').parse()?;
+        let k = i % 4;
+        let attempts: Vec<u32> = ds.iter().map(|d| d.attempt).collect();
+        assert_eq!(
+            attempts,
+            (1..=k as u32 + 1).collect::<Vec<_>>(),
+            "{payload}: attempts in order"
+        );
+        for (j, d) in ds.iter().enumerate() {
+            assert_eq!(
+                d.topic,
+                names[j],
+                "{payload}: delivery {} from tier {j}",
+                j + 1
+            );
+            if j > 0 {
+                let l = d.lateness_ms.expect("tier copies carry a due time");
+                assert!(l >= -2, "{payload}: processed {l} ms before its due time");
+                lateness.push(l);
+            }
+        }
+    }
+    let p50 = percentile(&mut lateness, 0.5);
+    let p99 = percentile(&mut lateness, 0.99);
+    eprintln!(
+        "{kind:?}: {} redeliveries, lateness p50 {p50} ms, p99 {p99} ms",
+        lateness.len()
+    );
+    assert!(
+        p99 < 2000,
+        "redeliveries not much later than due: p99 {p99} ms"
+    );
+    assert!(
+        cluster.read_to_end("orders.dlq").await?.is_empty(),
+        "nothing in the DLQ"
+    );
+    // Every source and tier offset is committed.
+    for t in names {
+        let mut high = Vec::new();
+        for p in 0..cluster.partition_count(t).await? {
+            high.push(cluster.watermarks(t, p).await?.1);
+        }
+        let committed = common::committed(&cluster, "tiers", t).await;
+        assert_eq!(
+            committed.iter().map(|c| c.max(&0)).sum::<i64>(),
+            high.iter().sum::<i64>(),
+            "{t} fully committed"
+        );
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct Order {
+    id: u32,
+}
+
+async fn poison_and_exhausted_messages_land_in_the_dlq(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("orders", 1).await?;
+    let mut recs: Vec<TestRecord> = (0..30)
+        .map(|i| TestRecord::keyed("k", format!(r#"{{"id":{i}}}"#)))
+        .collect();
+    recs[5] = TestRecord::keyed("k", "{not json").header(weir::MESSAGE_ID_HEADER, "poison-5");
+    cluster.produce("orders", recs).await?;
+    let ok: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let o = ok.clone();
+    let processor = processor_fn(move |msg: Message<Order>| {
+        let o = o.clone();
+        async move {
+            match msg.value().id {
+                7 => Err(
+                    ProcessError::terminal(std::io::Error::other("order 7 is invalid"))
+                        .with_class("invalid_order"),
+                ),
+                9 => Err(ProcessError::retryable(std::io::Error::other("always 503"))
+                    .with_class("http_503")),
+                id => {
+                    o.lock().push(id);
+                    Ok(())
+                }
+            }
+        }
+    });
+    let rt = RetryTopics::tiers([200, 400].map(Duration::from_millis));
+    pre_create(&cluster, kind, &rt, "orders", 1).await?;
+    let cfg = common::config(&cluster, "dlq-g", &["orders"]);
+    let consumer = Consumer::builder(cfg)
+        .codec(JsonCodec::<Order>::new())
+        .retry_topics(rt)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    wait_until("27 good orders", Duration::from_secs(30), || {
+        ok.lock().len() >= 27
+    })
+    .await;
+    let mut dlq = Vec::new();
+    let start = std::time::Instant::now();
+    while dlq.len() < 3 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        dlq = cluster.read_to_end("orders.dlq").await?;
+    }
+    handle.shutdown();
+    let report = run.await??;
+    assert!(
+        report.halted.is_empty(),
+        "the source partition kept flowing: {report:?}"
+    );
+    assert_eq!(
+        dlq.len(),
+        3,
+        "poison, terminal and exhausted messages in the DLQ"
+    );
+    let h = |m: &weir_testkit::ReadMessage, n: &str| {
+        m.header(n)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let by_offset: BTreeMap<String, &weir_testkit::ReadMessage> = dlq
+        .iter()
+        .map(|m| (h(m, headers::ORIGINAL_OFFSET), m))
+        .collect();
+    let poison = by_offset["5"];
+    assert_eq!(h(poison, headers::DLQ_REASON), "terminal");
+    assert_eq!(h(poison, headers::ERROR_CLASS), "decode");
+    assert_eq!(h(poison, headers::ATTEMPT), "1");
+    assert_eq!(
+        h(poison, weir::MESSAGE_ID_HEADER),
+        "poison-5",
+        "message id kept"
+    );
+    assert_eq!(
+        poison.payload.as_deref(),
+        Some(&b"{not json"[..]),
+        "payload kept byte for byte"
+    );
+    let terminal = by_offset["7"];
+    assert_eq!(h(terminal, headers::DLQ_REASON), "terminal");
+    assert_eq!(h(terminal, headers::ERROR_CLASS), "invalid_order");
+    assert!(h(terminal, headers::ERROR_MESSAGE).contains("order 7 is invalid"));
+    let exhausted = by_offset["9"];
+    assert_eq!(h(exhausted, headers::DLQ_REASON), "retries_exhausted");
+    assert_eq!(h(exhausted, headers::ATTEMPT), "3");
+    assert_eq!(h(exhausted, headers::ERROR_CLASS), "http_503");
+    assert_eq!(h(exhausted, headers::ORIGINAL_TOPIC), "orders");
+    assert_eq!(h(exhausted, headers::FAILED_GROUP), "dlq-g");
+    assert_eq!(
+        h(exhausted, weir::MESSAGE_ID_HEADER),
+        "orders/0@9",
+        "coordinates identity kept across hops"
+    );
+    for m in &dlq {
+        assert_eq!(m.key.as_deref(), Some(&b"k"[..]));
+        assert!(!h(m, headers::FIRST_FAILURE_MS).is_empty());
+    }
+    assert_eq!(
+        common::committed(&cluster, "dlq-g", "orders").await,
+        vec![30]
+    );
+    Ok(())
+}
+
+/// A consumer stopped while a retry waits for its due time: the tier offset is
+/// not committed, so the next run delivers it, once, not before it is due.
+async fn shutdown_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("orders", 1).await?;
+    cluster
+        .produce("orders", [TestRecord::keyed("k", "m0")])
+        .await?;
+    let seen: Arc<Mutex<Vec<(u32, i64)>>> = Arc::default();
+    let make = |seen: Arc<Mutex<Vec<(u32, i64)>>>| {
+        processor_fn(move |msg: Message<String>| {
+            let seen = seen.clone();
+            async move {
+                let due = msg
+                    .headers()
+                    .get_str(headers::DUE_MS)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.parse::<i64>().unwrap());
+                seen.lock()
+                    .push((msg.attempt(), now_ms() - due.unwrap_or(now_ms())));
+                if msg.attempt() == 1 {
+                    return Err(ProcessError::retryable(std::io::Error::other("once")));
+                }
+                Ok(())
+            }
+        })
+    };
+    let retry = RetryTopics::tiers([Duration::from_secs(4)]).jitter(0.0);
+    pre_create(&cluster, kind, &retry, "orders", 1).await?;
+    let c1 = Consumer::builder(common::config(&cluster, "wait-g", &["orders"]))
+        .codec(StringCodec)
+        .retry_topics(retry.clone())
+        .build(make(seen.clone()))?;
+    let h1 = c1.handle();
+    let run1 = tokio::spawn(c1.run());
+    wait_until("first attempt", Duration::from_secs(30), || {
+        !seen.lock().is_empty()
+    })
+    .await;
+    wait_until("the retry is held", Duration::from_secs(30), || {
+        h1.stats().delayed() == 1
+    })
+    .await;
+    h1.shutdown();
+    let r1 = run1.await??;
+    assert!(r1.drained);
+    assert_eq!(seen.lock().len(), 1, "not delivered before its due time");
+    let held = common::committed(&cluster, "wait-g", "orders.retry.4s").await;
+    assert!(
+        held[0] <= 0,
+        "the held retry (offset 0) was not committed past: {held:?}"
+    );
+
+    let c2 = Consumer::builder(common::config(&cluster, "wait-g", &["orders"]))
+        .codec(StringCodec)
+        .retry_topics(retry)
+        .build(make(seen.clone()))?;
+    let h2 = c2.handle();
+    let run2 = tokio::spawn(c2.run());
+    wait_until("the retry after restart", Duration::from_secs(30), || {
+        seen.lock().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h2.shutdown();
+    let r2 = run2.await??;
+    assert!(r2.drained && r2.halted.is_empty(), "{r2:?}");
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), 2, "delivered once after the restart: {seen:?}");
+    assert_eq!(seen[1].0, 2);
+    assert!(seen[1].1 >= -2, "not before its due time: {seen:?}");
+    Ok(())
+}
