@@ -85,6 +85,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod failure;
 pub mod id;

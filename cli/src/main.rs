@@ -1,0 +1,466 @@
+//! `weir`: operate Weir consumers. This release has the DLQ tools:
+//!
+//! ```text
+//! weir dlq list    --topic orders.dlq [filters] [--json]
+//! weir dlq show    --topic orders.dlq --partition 0 --offset 12 [--payload]
+//! weir dlq replay  --topic orders.dlq [filters] [--to TOPIC] [--rate N] [--execute]
+//! ```
+//!
+//! Exit codes: 0 success; 2 bad usage; 3 unknown topic or message; 4 Kafka
+//! error (unreachable brokers, authorization); 1 anything else.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use weir::WeirError;
+use weir::dlq::{
+    DlqFilter, DlqMessage, ReplayOptions, counts_by_class, read_dlq, replay, replay_record,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir",
+    version,
+    about = "Operate Weir consumers: DLQ inspection and replay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Inspect and replay dead-letter topics.
+    Dlq {
+        #[command(subcommand)]
+        cmd: DlqCmd,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct Conn {
+    /// Bootstrap servers (`host:port,…`).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    brokers: Option<String>,
+    /// A Weir config file (TOML): `brokers` and the `[kafka]` properties (SASL, TLS) are used.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// A librdkafka property, `key=value` (repeatable), e.g. `-X security.protocol=SASL_SSL`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    property: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Filter {
+    /// The DLQ topic.
+    #[arg(long)]
+    topic: String,
+    /// Only this error class.
+    #[arg(long)]
+    class: Option<String>,
+    /// Only this DLQ reason (`terminal`, `retries_exhausted`, `invalid_retry_headers`).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only messages first consumed from this topic.
+    #[arg(long)]
+    original_topic: Option<String>,
+    /// Only this key (UTF-8).
+    #[arg(long)]
+    key: Option<String>,
+    /// Dead-lettered at or after (RFC 3339, e.g. 2026-11-20T10:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Dead-lettered before (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only these DLQ partitions (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<i32>>,
+    /// At most this many messages.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCmd {
+    /// Lists DLQ messages with their failure headers, and counts per error class.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filter: Filter,
+        /// One JSON object on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one DLQ message: coordinates, failure and all headers (payload only with `--payload`).
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+        /// The DLQ topic.
+        #[arg(long)]
+        topic: String,
+        /// Partition.
+        #[arg(long)]
+        partition: i32,
+        /// Offset.
+        #[arg(long)]
+        offset: i64,
+        /// Print the payload too (it may hold personal data).
+        #[arg(long)]
+        payload: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends selected DLQ messages back to their original topic (or `--to`), with
+    /// a fresh attempt count and a `weir-replayed-from` header. Dry run unless `--execute`.
+    Replay {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        filter: Filter,
+        /// Send to this topic instead of each message's original topic.
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many messages per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Really send (the default is a dry run that prints the plan).
+        #[arg(long)]
+        execute: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit codes scripts can rely on.
+mod exit {
+    pub const OTHER: u8 = 1;
+    pub const NOT_FOUND: u8 = 3;
+    pub const KAFKA: u8 = 4;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(exit::OTHER);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = match e.downcast_ref::<WeirError>() {
+                Some(WeirError::UnknownTopic { .. }) => exit::NOT_FOUND,
+                Some(WeirError::Kafka { .. } | WeirError::Fatal(_)) => exit::KAFKA,
+                _ if e.downcast_ref::<NotFound>().is_some() => exit::NOT_FOUND,
+                _ if e.downcast_ref::<weir::ProduceError>().is_some() => exit::KAFKA,
+                _ => exit::OTHER,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NotFound(String);
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NotFound {}
+
+fn client_config(conn: &Conn) -> anyhow::Result<(rdkafka::ClientConfig, String)> {
+    let mut c = rdkafka::ClientConfig::new();
+    let mut brokers = None;
+    if let Some(path) = &conn.config {
+        let cfg = weir::ConsumerConfig::from_file(path)?;
+        for (k, v) in &cfg.kafka {
+            c.set(k, v);
+        }
+        if !cfg.brokers.is_empty() {
+            brokers = Some(cfg.brokers.clone());
+        }
+    }
+    if let Some(b) = &conn.brokers {
+        brokers = Some(b.clone());
+    }
+    for p in &conn.property {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("-X `{p}`: expected key=value"))?;
+        c.set(k.trim(), v.trim());
+    }
+    let brokers = brokers.context(
+        "no brokers: pass --brokers host:port, set KAFKA_BOOTSTRAP_SERVERS, or give --config with `brokers`",
+    )?;
+    c.set("bootstrap.servers", &brokers);
+    // Fail in seconds, not minutes, when the brokers are unreachable.
+    if c.get("socket.connection.setup.timeout.ms").is_none() {
+        c.set("socket.connection.setup.timeout.ms", "5000");
+    }
+    Ok((c, brokers))
+}
+
+fn parse_time(s: &Option<String>, what: &str) -> anyhow::Result<Option<i64>> {
+    s.as_ref()
+        .map(|v| {
+            humantime::parse_rfc3339_weak(v)
+                .with_context(|| {
+                    format!("--{what} `{v}`: expected RFC 3339, e.g. 2026-11-20T10:00:00Z")
+                })
+                .map(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0)
+                })
+        })
+        .transpose()
+}
+
+fn dlq_filter(f: &Filter) -> anyhow::Result<DlqFilter> {
+    Ok(DlqFilter {
+        error_class: f.class.clone(),
+        reason: f.reason.clone(),
+        original_topic: f.original_topic.clone(),
+        key: f.key.as_ref().map(|k| k.as_bytes().to_vec()),
+        since_ms: parse_time(&f.since, "since")?,
+        until_ms: parse_time(&f.until, "until")?,
+        partitions: f.partitions.clone(),
+        at: None,
+    })
+}
+
+fn fmt_ms(ms: Option<i64>) -> String {
+    ms.and_then(|m| u64::try_from(m).ok())
+        .map(|m| {
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(m),
+            )
+            .to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+fn to_json(m: &DlqMessage, payload: bool) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "topic": &*m.raw.topic,
+        "partition": m.raw.partition,
+        "offset": m.raw.offset,
+        "message_id": m.message_id,
+        "key": m.raw.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+        "reason": m.reason,
+        "error_class": m.error_class,
+        "error_message": m.error_message,
+        "attempts": m.attempts,
+        "original_topic": m.original_topic,
+        "original_partition": m.original_partition,
+        "original_offset": m.original_offset,
+        "failed_group": m.failed_group,
+        "dlq_at_ms": m.dlq_at_ms,
+        "payload_bytes": m.raw.payload.as_ref().map(|p| p.len()),
+        "headers": m.raw.headers.iter().map(|h| serde_json::json!({
+            "key": h.key,
+            "value": h.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+        })).collect::<Vec<_>>(),
+    });
+    if payload {
+        v["payload"] = serde_json::json!(
+            m.raw
+                .payload
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        );
+    }
+    v
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), ToString::to_string)
+}
+
+fn print_table(msgs: &[DlqMessage]) {
+    println!(
+        "{:<16} {:<22} {:<18} {:>8}  {:<28} {:<38} DEAD-LETTERED",
+        "AT", "REASON", "CLASS", "ATTEMPTS", "ORIGINAL", "MESSAGE-ID"
+    );
+    for m in msgs {
+        let original = match (&m.original_topic, m.original_partition, m.original_offset) {
+            (Some(t), Some(p), Some(o)) => format!("{t}/{p}@{o}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<16} {:<22} {:<18} {:>8}  {:<28} {:<38} {}",
+            format!("{}@{}", m.raw.partition, m.raw.offset),
+            opt(&m.reason),
+            opt(&m.error_class),
+            opt(&m.attempts),
+            original,
+            opt(&m.message_id),
+            fmt_ms(m.dlq_at_ms),
+        );
+    }
+}
+
+fn print_counts(counts: &BTreeMap<String, usize>, total: usize) {
+    println!("\n{total} message(s)");
+    for (class, n) in counts {
+        println!("  {class}: {n}");
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Dlq { cmd } => match cmd {
+            DlqCmd::List { conn, filter, json } => {
+                let (client, _) = client_config(&conn)?;
+                let msgs =
+                    read_dlq(&client, &filter.topic, &dlq_filter(&filter)?, filter.limit).await?;
+                let counts = counts_by_class(&msgs);
+                if json {
+                    let v = serde_json::json!({
+                        "topic": filter.topic,
+                        "count": msgs.len(),
+                        "by_class": counts,
+                        "messages": msgs.iter().map(|m| to_json(m, false)).collect::<Vec<_>>(),
+                    });
+                    println!("{v}");
+                } else {
+                    print_table(&msgs);
+                    print_counts(&counts, msgs.len());
+                }
+                Ok(())
+            }
+            DlqCmd::Show {
+                conn,
+                topic,
+                partition,
+                offset,
+                payload,
+                json,
+            } => {
+                let (client, _) = client_config(&conn)?;
+                let f = DlqFilter {
+                    at: Some((partition, offset)),
+                    ..Default::default()
+                };
+                let msgs = read_dlq(&client, &topic, &f, Some(1)).await?;
+                let Some(m) = msgs.first() else {
+                    return Err(NotFound(format!(
+                        "no message at {topic}/{partition}@{offset} (check the partition and that the offset is between the watermarks)"
+                    ))
+                    .into());
+                };
+                if json {
+                    println!("{}", to_json(m, payload));
+                } else {
+                    let v = to_json(m, payload);
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    if !payload {
+                        println!("(payload hidden: pass --payload to print it)");
+                    }
+                }
+                Ok(())
+            }
+            DlqCmd::Replay {
+                conn,
+                filter,
+                to,
+                rate,
+                execute,
+                json,
+            } => {
+                let (client, _) = client_config(&conn)?;
+                let msgs =
+                    read_dlq(&client, &filter.topic, &dlq_filter(&filter)?, filter.limit).await?;
+                let mut plan: BTreeMap<String, usize> = BTreeMap::new();
+                let mut nowhere = Vec::new();
+                for m in &msgs {
+                    match replay_record(m, to.as_deref()) {
+                        Some(r) => *plan.entry(r.topic).or_default() += 1,
+                        None => nowhere.push(m.coordinates()),
+                    }
+                }
+                if !execute {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"dry_run": true, "selected": msgs.len(), "plan": plan, "no_destination": nowhere})
+                        );
+                    } else {
+                        println!(
+                            "dry run: {} message(s) selected from {}",
+                            msgs.len(),
+                            filter.topic
+                        );
+                        for (t, n) in &plan {
+                            println!("  would send {n} to {t}");
+                        }
+                        if !nowhere.is_empty() {
+                            println!(
+                                "  {} without an original topic (use --to): {:?}",
+                                nowhere.len(),
+                                nowhere
+                            );
+                        }
+                        println!("run again with --execute to send them");
+                    }
+                    return Ok(());
+                }
+                let producer = weir::Producer::from_client_config(client.clone())?;
+                let bar = indicatif::ProgressBar::new(msgs.len() as u64);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} {per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                let report = replay(
+                    &producer,
+                    &msgs,
+                    &ReplayOptions {
+                        to_topic: to.clone(),
+                        rate_per_s: rate,
+                    },
+                    |done, _| bar.set_position(done as u64),
+                )
+                .await?;
+                bar.finish_and_clear();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"dry_run": false, "sent": report.sent, "skipped": report.skipped})
+                    );
+                } else {
+                    println!("replayed {} message(s)", report.sent);
+                    if !report.skipped.is_empty() {
+                        println!(
+                            "skipped (no original topic; use --to): {:?}",
+                            report.skipped
+                        );
+                    }
+                }
+                Ok(())
+            }
+        },
+    }
+}

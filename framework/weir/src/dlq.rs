@@ -1,0 +1,490 @@
+//! Reading and replaying a dead-letter topic (the library behind `weir dlq`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use weir::dlq::{DlqFilter, read_dlq, replay, ReplayOptions};
+//! use weir::producer::Producer;
+//!
+//! let client = weir::dlq::client_config("kafka:9092");
+//! let filter = DlqFilter { error_class: Some("http_503".into()), ..Default::default() };
+//! let msgs = read_dlq(&client, "orders.dlq", &filter, None).await?;
+//! let producer = Producer::new("kafka:9092")?;
+//! let report = replay(&producer, &msgs, &ReplayOptions::default(), |_done, _total| {}).await?;
+//! println!("replayed {}", report.sent);
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::WeirError;
+use crate::id::MESSAGE_ID_HEADER;
+use crate::message::{Header, Headers, RawMessage};
+use crate::producer::{Producer, Record};
+use crate::retry::headers;
+
+/// A message in a DLQ, with its failure headers parsed.
+#[derive(Debug, Clone)]
+pub struct DlqMessage {
+    /// The message as stored in the DLQ.
+    pub raw: RawMessage,
+    /// `terminal`, `retries_exhausted`, `invalid_retry_headers` (or `None` if not written by Weir).
+    pub reason: Option<String>,
+    /// Class of the last error.
+    pub error_class: Option<String>,
+    /// The last error's message (truncated).
+    pub error_message: Option<String>,
+    /// Where it was first consumed.
+    pub original_topic: Option<String>,
+    /// Its partition there.
+    pub original_partition: Option<i32>,
+    /// Its offset there.
+    pub original_offset: Option<i64>,
+    /// Deliveries made before it was dead-lettered.
+    pub attempts: Option<u32>,
+    /// The group that gave up.
+    pub failed_group: Option<String>,
+    /// When it was dead-lettered (epoch ms).
+    pub dlq_at_ms: Option<i64>,
+    /// Its message ID.
+    pub message_id: Option<String>,
+}
+
+impl DlqMessage {
+    /// Parses the failure headers of `raw` (missing or malformed ones are `None`).
+    pub fn from_raw(raw: RawMessage) -> Self {
+        let s = |n: &str| raw.headers.get_str(n).ok().flatten().map(str::to_owned);
+        let i = |n: &str| s(n).and_then(|v| v.trim().parse::<i64>().ok());
+        DlqMessage {
+            reason: s(headers::DLQ_REASON),
+            error_class: s(headers::ERROR_CLASS),
+            error_message: s(headers::ERROR_MESSAGE),
+            original_topic: s(headers::ORIGINAL_TOPIC),
+            original_partition: i(headers::ORIGINAL_PARTITION).and_then(|v| i32::try_from(v).ok()),
+            original_offset: i(headers::ORIGINAL_OFFSET),
+            attempts: i(headers::ATTEMPT).and_then(|v| u32::try_from(v).ok()),
+            failed_group: s(headers::FAILED_GROUP),
+            dlq_at_ms: i(headers::DLQ_AT_MS),
+            message_id: s(MESSAGE_ID_HEADER),
+            raw,
+        }
+    }
+
+    /// `dlq-topic/partition@offset`.
+    pub fn coordinates(&self) -> String {
+        self.raw.coordinates()
+    }
+}
+
+/// Which DLQ messages to select. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct DlqFilter {
+    /// Error class equals.
+    pub error_class: Option<String>,
+    /// DLQ reason equals.
+    pub reason: Option<String>,
+    /// Original topic equals.
+    pub original_topic: Option<String>,
+    /// Key equals (bytes).
+    pub key: Option<Vec<u8>>,
+    /// Dead-lettered at or after (epoch ms; falls back to the record timestamp).
+    pub since_ms: Option<i64>,
+    /// Dead-lettered before (epoch ms).
+    pub until_ms: Option<i64>,
+    /// Only these DLQ partitions.
+    pub partitions: Option<Vec<i32>>,
+    /// Only this exact message (partition, offset).
+    pub at: Option<(i32, i64)>,
+}
+
+impl DlqFilter {
+    /// True when `m` is selected.
+    pub fn matches(&self, m: &DlqMessage) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref()
+                .is_none_or(|w| have.as_deref() == Some(w.as_str()))
+        };
+        let when = m.dlq_at_ms.or(m.raw.timestamp_ms);
+        eq(&self.error_class, &m.error_class)
+            && eq(&self.reason, &m.reason)
+            && eq(&self.original_topic, &m.original_topic)
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|k| m.raw.key.as_deref() == Some(k.as_slice()))
+            && self.since_ms.is_none_or(|s| when.is_some_and(|w| w >= s))
+            && self.until_ms.is_none_or(|u| when.is_some_and(|w| w < u))
+            && self
+                .partitions
+                .as_ref()
+                .is_none_or(|ps| ps.contains(&m.raw.partition))
+            && self
+                .at
+                .is_none_or(|(p, o)| m.raw.partition == p && m.raw.offset == o)
+    }
+}
+
+/// A client config for the DLQ tools: `bootstrap.servers` set; add SASL/TLS
+/// properties to it as needed.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+/// Reads `dlq_topic` from its low to its high watermark (as of the call) and
+/// returns the messages `filter` selects, at most `limit`. Uses no consumer
+/// group: it commits nothing and disturbs no one.
+pub async fn read_dlq(
+    client: &ClientConfig,
+    dlq_topic: &str,
+    filter: &DlqFilter,
+    limit: Option<usize>,
+) -> Result<Vec<DlqMessage>, WeirError> {
+    let mut c = client.clone();
+    c.set("group.id", "weir-dlq-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let brokers = c.get("bootstrap.servers").unwrap_or_default().to_string();
+    let consumer: BaseConsumer = c.create().map_err(|source| WeirError::Kafka {
+        context: "creating the DLQ reader".into(),
+        source,
+    })?;
+    let consumer = Arc::new(consumer);
+    let topic = dlq_topic.to_string();
+    let filter = filter.clone();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let md = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|source| WeirError::Kafka {
+                context: format!("fetching metadata of `{topic}` from {brokers} (are the brokers reachable?)"),
+                source,
+            })?;
+        let parts: Vec<i32> = match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                t.partitions().iter().map(|p| p.id()).collect()
+            }
+            _ => {
+                return Err(WeirError::UnknownTopic {
+                    topic,
+                    brokers,
+                });
+            }
+        };
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in parts {
+            if filter.partitions.as_ref().is_some_and(|ps| !ps.contains(&p)) {
+                continue;
+            }
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p, timeout)
+                .map_err(|source| WeirError::Kafka {
+                    context: format!("fetching watermarks of {topic}/{p}"),
+                    source,
+                })?;
+            let start = match filter.at {
+                Some((ap, ao)) if ap == p => ao.max(low),
+                Some(_) => continue,
+                None => low,
+            };
+            if high > start {
+                ends.insert(p, high);
+                tpl.add_partition_offset(&topic, p, Offset::Offset(start))
+                    .map_err(|source| WeirError::Kafka {
+                        context: "building the assignment".into(),
+                        source,
+                    })?;
+            }
+        }
+        if let Some((ap, _)) = filter.at
+            && !ends.contains_key(&ap)
+        {
+            return Ok(Vec::new());
+        }
+        consumer.assign(&tpl).map_err(|source| WeirError::Kafka {
+            context: format!("reading `{topic}`"),
+            source,
+        })?;
+        let topic_arc: Arc<str> = Arc::from(topic.as_str());
+        let mut out = Vec::new();
+        let mut idle = std::time::Instant::now();
+        while !ends.is_empty() {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {
+                    if idle.elapsed() > Duration::from_secs(30) {
+                        return Err(WeirError::Internal(format!(
+                            "reading `{topic}` stalled: no message for 30 s before the end offsets {ends:?}"
+                        )));
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "reading the DLQ"),
+                Some(Ok(m)) => {
+                    idle = std::time::Instant::now();
+                    let p = m.partition();
+                    let raw = RawMessage {
+                        topic: topic_arc.clone(),
+                        partition: p,
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis(),
+                        key: m.key().map(Bytes::copy_from_slice),
+                        payload: m.payload().map(Bytes::copy_from_slice),
+                        headers: Headers(
+                            m.headers()
+                                .map(|hs| {
+                                    hs.iter()
+                                        .map(|h| Header {
+                                            key: h.key.to_string(),
+                                            value: h.value.map(Bytes::copy_from_slice),
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                        ),
+                    };
+                    if let Some(&end) = ends.get(&p)
+                        && m.offset() + 1 >= end
+                    {
+                        ends.remove(&p);
+                    }
+                    let dm = DlqMessage::from_raw(raw);
+                    if filter.matches(&dm) {
+                        out.push(dm);
+                        if filter.at.is_some() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| WeirError::Internal(e.to_string()))?
+}
+
+/// Messages per error class.
+pub fn counts_by_class(msgs: &[DlqMessage]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for d in msgs {
+        *m.entry(d.error_class.clone().unwrap_or_else(|| "-".into()))
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+/// How to replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// Send to this topic instead of each message's original topic.
+    pub to_topic: Option<String>,
+    /// At most this many messages per second (`None`: as fast as acknowledged).
+    pub rate_per_s: Option<f64>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Messages sent and acknowledged.
+    pub sent: usize,
+    /// Messages skipped because their original topic is unknown and no target was given.
+    pub skipped: Vec<String>,
+}
+
+/// The record a replay sends for `m`: same key, payload and message ID, the
+/// failure state removed (a fresh attempt count), and
+/// [`headers::REPLAYED_FROM`] naming the DLQ coordinates. `None` when there is
+/// nowhere to send it (no original topic and no target).
+pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
+    let topic = to_topic
+        .map(str::to_owned)
+        .or_else(|| m.original_topic.clone())?;
+    let mut hs: Vec<Header> = m
+        .raw
+        .headers
+        .iter()
+        .filter(|h| {
+            !headers::FAILURE_STATE.contains(&h.key.as_str())
+                && h.key != headers::FIRST_FAILURE_MS
+                && h.key != headers::REPLAYED_FROM
+        })
+        .cloned()
+        .collect();
+    if !hs.iter().any(|h| h.key == MESSAGE_ID_HEADER) {
+        hs.push(Header {
+            key: MESSAGE_ID_HEADER.into(),
+            value: Some(Bytes::from(m.coordinates())),
+        });
+    }
+    hs.push(Header {
+        key: headers::REPLAYED_FROM.into(),
+        value: Some(Bytes::from(m.coordinates())),
+    });
+    let mut r = Record::to(topic.clone());
+    r.key = m.raw.key.clone();
+    r.payload = m.raw.payload.clone();
+    r.headers = Headers(hs);
+    // Back to the partition it came from, so its key's order is where it was.
+    if Some(topic.as_str()) == m.original_topic.as_deref() {
+        r.partition = m.original_partition;
+    }
+    Some(r)
+}
+
+/// Replays `msgs` (see [`replay_record`]), waiting for each acknowledgement,
+/// calling `progress(done, total)` as it goes. With an idempotent processor,
+/// replaying the same messages twice has one effect: the message ID is kept.
+pub async fn replay(
+    producer: &Producer,
+    msgs: &[DlqMessage],
+    opts: &ReplayOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ReplayReport, crate::producer::ProduceError> {
+    let mut report = ReplayReport::default();
+    let start = tokio::time::Instant::now();
+    for (i, m) in msgs.iter().enumerate() {
+        if let Some(rate) = opts.rate_per_s.filter(|r| *r > 0.0) {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        }
+        match replay_record(m, opts.to_topic.as_deref()) {
+            Some(r) => {
+                producer.send(r).await?;
+                report.sent += 1;
+            }
+            None => report.skipped.push(m.coordinates()),
+        }
+        progress(i + 1, msgs.len());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dlq_msg(hs: &[(&str, &str)]) -> DlqMessage {
+        let mut h = Headers::default();
+        for (k, v) in hs {
+            h.push(*k, v.to_string());
+        }
+        DlqMessage::from_raw(RawMessage {
+            topic: "orders.dlq".into(),
+            partition: 1,
+            offset: 9,
+            timestamp_ms: Some(5_000),
+            key: Some(Bytes::from_static(b"k")),
+            payload: Some(Bytes::from_static(b"p")),
+            headers: h,
+        })
+    }
+
+    #[test]
+    fn parses_and_filters() {
+        let m = dlq_msg(&[
+            (headers::ERROR_CLASS, "http_503"),
+            (headers::DLQ_REASON, "retries_exhausted"),
+            (headers::ORIGINAL_TOPIC, "orders"),
+            (headers::ORIGINAL_PARTITION, "3"),
+            (headers::ATTEMPT, "4"),
+            (headers::DLQ_AT_MS, "10000"),
+        ]);
+        assert_eq!(m.attempts, Some(4));
+        assert_eq!(m.original_partition, Some(3));
+        assert!(DlqFilter::default().matches(&m));
+        let f = |f: DlqFilter| f.matches(&m);
+        assert!(f(DlqFilter {
+            error_class: Some("http_503".into()),
+            ..Default::default()
+        }));
+        assert!(!f(DlqFilter {
+            error_class: Some("decode".into()),
+            ..Default::default()
+        }));
+        assert!(f(DlqFilter {
+            key: Some(b"k".to_vec()),
+            ..Default::default()
+        }));
+        assert!(!f(DlqFilter {
+            key: Some(b"x".to_vec()),
+            ..Default::default()
+        }));
+        assert!(f(DlqFilter {
+            since_ms: Some(10_000),
+            until_ms: Some(10_001),
+            ..Default::default()
+        }));
+        assert!(!f(DlqFilter {
+            since_ms: Some(10_001),
+            ..Default::default()
+        }));
+        assert!(f(DlqFilter {
+            at: Some((1, 9)),
+            ..Default::default()
+        }));
+        assert!(!f(DlqFilter {
+            at: Some((1, 8)),
+            ..Default::default()
+        }));
+        // Malformed headers parse as None, never panic.
+        let bad = dlq_msg(&[
+            (headers::ATTEMPT, "many"),
+            (headers::ORIGINAL_PARTITION, "99999999999"),
+        ]);
+        assert_eq!(bad.attempts, None);
+        assert_eq!(bad.original_partition, None);
+    }
+
+    #[test]
+    fn replay_record_resets_failure_state_and_keeps_identity() {
+        let m = dlq_msg(&[
+            (MESSAGE_ID_HEADER, "id-1"),
+            ("traceparent", "00-a-b-01"),
+            (headers::ORIGINAL_TOPIC, "orders"),
+            (headers::ORIGINAL_PARTITION, "3"),
+            (headers::ATTEMPT, "4"),
+            (headers::ERROR_CLASS, "x"),
+            (headers::DLQ_REASON, "terminal"),
+            (headers::FIRST_FAILURE_MS, "1"),
+        ]);
+        let r = replay_record(&m, None).unwrap();
+        assert_eq!(r.topic, "orders");
+        assert_eq!(r.partition, Some(3));
+        assert_eq!(r.headers.get_str(MESSAGE_ID_HEADER).unwrap(), Some("id-1"));
+        assert_eq!(r.headers.get_str("traceparent").unwrap(), Some("00-a-b-01"));
+        assert_eq!(
+            r.headers.get_str(headers::REPLAYED_FROM).unwrap(),
+            Some("orders.dlq/1@9")
+        );
+        for gone in [
+            headers::ATTEMPT,
+            headers::ERROR_CLASS,
+            headers::DLQ_REASON,
+            headers::FIRST_FAILURE_MS,
+        ] {
+            assert!(r.headers.get(gone).is_none(), "{gone} removed");
+        }
+        let r2 = replay_record(&m, Some("orders-fixed")).unwrap();
+        assert_eq!(r2.topic, "orders-fixed");
+        assert_eq!(r2.partition, None);
+        assert!(
+            replay_record(&dlq_msg(&[]), None).is_none(),
+            "nowhere to send"
+        );
+        let anon = replay_record(&dlq_msg(&[]), Some("t")).unwrap();
+        assert_eq!(
+            anon.headers.get_str(MESSAGE_ID_HEADER).unwrap(),
+            Some("orders.dlq/1@9")
+        );
+    }
+}
