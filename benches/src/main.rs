@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p weir-bench -- overhead [--broker mock|tansu] [--messages N] [--json]
 //! cargo run --release -p weir-bench -- keyed    [--broker mock|tansu] [--messages N] [--concurrency C] [--json]
+//! cargo run --release -p weir-bench -- retry    [--broker mock|tansu] [--messages N] [--json]
 //! ```
 //! Prints a readable report and, with `--json`, a last line with one JSON object.
 
@@ -26,6 +27,8 @@ enum Scenario {
     Overhead,
     /// One partition, thousands of keys, 5 ms handler: per-key mode vs partition-sequential and the ideal.
     Keyed,
+    /// Every message fails once and returns through a 1 s retry tier: lateness of the redelivery.
+    Retry,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -261,6 +264,90 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
     }))
 }
 
+/// Every message fails its first delivery (retryable) and goes through a 1 s
+/// tier; lateness = second delivery's start minus its due time.
+async fn retry(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json::Value> {
+    use weir::retry::{RetryTopics, headers};
+    let n = args.messages.unwrap_or(2_000);
+    let topic = "bench-retry";
+    let partitions = 4;
+    let rt = RetryTopics::tiers([Duration::from_secs(1)]).jitter(0.0);
+    cluster.create_topic(topic, partitions).await?;
+    for t in rt.retry_topics_of(topic) {
+        cluster.create_topic(&t, partitions).await?;
+    }
+    cluster
+        .create_topic(&rt.dlq_topic(topic), partitions)
+        .await?;
+    produce(cluster, topic, n, 1000, partitions).await?;
+    let lateness: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let done: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let (l, d) = (lateness.clone(), done.clone());
+    let processor = processor_fn(move |msg: Message<Option<bytes::Bytes>>| {
+        let (l, d) = (l.clone(), d.clone());
+        async move {
+            if msg.attempt() == 1 {
+                return Err(weir::ProcessError::retryable(std::io::Error::other(
+                    "first try fails",
+                )));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            if let Some(due) = msg
+                .headers()
+                .get_str(headers::DUE_MS)
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                l.lock().push(now - due);
+            }
+            let payload = msg.value().as_deref().unwrap_or_default();
+            let id = String::from_utf8_lossy(payload)
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            d.lock().insert(id);
+            Ok(())
+        }
+    });
+    let consumer = Consumer::builder(weir_config(cluster, "weir-retry", topic))
+        .retry_topics(rt.clone())
+        .build(processor)?;
+    let handle = consumer.handle();
+    let start = Instant::now();
+    let run = tokio::spawn(consumer.run());
+    let deadline = Instant::now() + Duration::from_secs(120 + n / 50);
+    while (done.lock().len() as u64) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    handle.shutdown();
+    let _report = run.await??;
+    let processed = done.lock().len() as u64;
+    let dlq = cluster.read_to_end(&rt.dlq_topic(topic)).await?.len();
+    let mut lat = lateness.lock().clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let (p50, p99, max) = (pct(0.5), pct(0.99), lat.last().copied().unwrap_or(0));
+    let early = lat.iter().filter(|&&x| x < 0).count();
+    let lost = n - processed;
+    println!(
+        "retry: {processed}/{n} processed after one 1 s tier in {elapsed:.1} s; lateness p50 {p50} ms, p99 {p99} ms, max {max} ms; {early} early; {lost} lost; {dlq} in DLQ"
+    );
+    Ok(json!({
+        "p50_lateness_ms": p50, "p99_lateness_ms": p99, "max_lateness_ms": max,
+        "early": early, "lost": lost, "dlq": dlq, "tier_ms": 1000, "elapsed_s": elapsed,
+    }))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -273,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
     let mut out = match args.scenario {
         Scenario::Overhead => overhead(&args, &cluster).await?,
         Scenario::Keyed => keyed(&args, &cluster).await?,
+        Scenario::Retry => retry(&args, &cluster).await?,
     };
     let obj = out.as_object_mut().expect("object");
     obj.insert(
@@ -288,6 +376,7 @@ async fn main() -> anyhow::Result<()> {
         json!(args.messages.unwrap_or(match args.scenario {
             Scenario::Overhead => 40_000,
             Scenario::Keyed => 20_000,
+            Scenario::Retry => 2_000,
         })),
     );
     obj.insert(
