@@ -4,6 +4,7 @@
 //! weir dlq list    --topic orders.dlq [filters] [--json]
 //! weir dlq show    --topic orders.dlq --partition 0 --offset 12 [--payload]
 //! weir dlq replay  --topic orders.dlq [filters] [--to TOPIC] [--rate N] [--execute]
+//! weir outbox relay --database-url postgres://… --brokers kafka:9092
 //! ```
 //!
 //! Exit codes: 0 success; 2 bad usage; 3 unknown topic or message; 4 Kafka
@@ -36,6 +37,33 @@ enum Cmd {
     Dlq {
         #[command(subcommand)]
         cmd: DlqCmd,
+    },
+    /// The transactional outbox.
+    Outbox {
+        #[command(subcommand)]
+        cmd: OutboxCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OutboxCmd {
+    /// Relays committed outbox rows to Kafka until SIGTERM/SIGINT (deploy it as its own process;
+    /// several instances are safe: one leads, the others stand by).
+    Relay {
+        #[command(flatten)]
+        conn: Conn,
+        /// `postgres://…` or `sqlite://path` (creates the table if missing).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Polling fallback interval (wake-ups come from LISTEN/NOTIFY on PostgreSQL).
+        #[arg(long, default_value = "1s")]
+        poll_interval: humantime::Duration,
+        /// Delete rows once published instead of marking them.
+        #[arg(long)]
+        delete: bool,
     },
 }
 
@@ -172,6 +200,7 @@ fn main() -> ExitCode {
                 Some(WeirError::Kafka { .. } | WeirError::Fatal(_)) => exit::KAFKA,
                 _ if e.downcast_ref::<NotFound>().is_some() => exit::NOT_FOUND,
                 _ if e.downcast_ref::<weir::ProduceError>().is_some() => exit::KAFKA,
+                _ if e.downcast_ref::<weir_outbox::OutboxError>().is_some() => exit::OTHER,
                 _ => exit::OTHER,
             };
             ExitCode::from(code)
@@ -328,8 +357,82 @@ fn print_counts(counts: &BTreeMap<String, usize>, total: usize) {
     }
 }
 
+async fn outbox_relay(
+    conn: Conn,
+    database_url: String,
+    batch_size: usize,
+    poll_interval: std::time::Duration,
+    delete: bool,
+) -> anyhow::Result<()> {
+    use weir_outbox::{MarkMode, PostgresOutbox, Relay, RelayConfig, SqliteOutbox};
+    let (client, _) = client_config(&conn)?;
+    let producer = weir::Producer::from_client_config(client)?;
+    let cfg = RelayConfig {
+        batch_size,
+        poll_interval,
+        mark: if delete {
+            MarkMode::Delete
+        } else {
+            MarkMode::MarkPublished
+        },
+        ..Default::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        s.cancel();
+    });
+    if database_url.starts_with("postgres") {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&database_url)
+            .await
+            .context("connecting to the outbox database")?;
+        let outbox = PostgresOutbox::new(pool);
+        outbox.migrate().await?;
+        eprintln!("relaying the PostgreSQL outbox (SIGTERM to stop)");
+        Relay::new(outbox, producer, cfg).run(stop).await?;
+    } else {
+        let opts: sqlx::sqlite::SqliteConnectOptions = database_url
+            .parse::<sqlx::sqlite::SqliteConnectOptions>()
+            .context("parsing the SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(30));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .context("opening the outbox database")?;
+        let outbox = SqliteOutbox::new(pool);
+        outbox.migrate().await?;
+        eprintln!("relaying the SQLite outbox (SIGTERM to stop)");
+        Relay::new(outbox, producer, cfg).run(stop).await?;
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Outbox {
+            cmd:
+                OutboxCmd::Relay {
+                    conn,
+                    database_url,
+                    batch_size,
+                    poll_interval,
+                    delete,
+                },
+        } => outbox_relay(conn, database_url, batch_size, poll_interval.into(), delete).await,
         Cmd::Dlq { cmd } => match cmd {
             DlqCmd::List { conn, filter, json } => {
                 let (client, _) = client_config(&conn)?;
