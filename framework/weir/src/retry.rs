@@ -210,6 +210,8 @@ pub struct RetryTopics {
     /// In-place attempts on each delivery before the message moves to the next
     /// tier (default 1: a retryable failure goes straight to the tier).
     pub in_place_attempts: u32,
+    /// How often the DLQ depth is measured (default 30 s).
+    pub dlq_depth_interval: Duration,
 }
 
 impl RetryTopics {
@@ -243,6 +245,7 @@ impl RetryTopics {
             create_topics: true,
             replication_factor: None,
             in_place_attempts: 1,
+            dlq_depth_interval: Duration::from_secs(30),
         }
     }
 
@@ -347,6 +350,7 @@ pub(crate) struct RetrySink {
     delays: Vec<Duration>,
     map: TopicMap,
     producer: Producer,
+    stats: Arc<crate::stats::ConsumerStats>,
 }
 
 impl RetrySink {
@@ -355,6 +359,7 @@ impl RetrySink {
         sources: &[String],
         partitions: HashMap<String, i32>,
         producer: Producer,
+        stats: Arc<crate::stats::ConsumerStats>,
     ) -> Self {
         let mut tier_sources = HashMap::new();
         for s in sources {
@@ -370,6 +375,7 @@ impl RetrySink {
                 partitions,
             },
             producer,
+            stats,
         }
     }
 
@@ -505,6 +511,16 @@ impl FailureSink for RetrySink {
                 match self.producer.send(record).await {
                     Ok(d) => {
                         match &route {
+                            Route::Retry { .. } => {
+                                crate::stats::ConsumerStats::add(&self.stats.retry_published, 1);
+                                metrics::counter!("weir_retry_published_total", "topic" => d.topic.clone()).increment(1);
+                            }
+                            Route::Dlq { reason, .. } => {
+                                crate::stats::ConsumerStats::add(&self.stats.dlq_published, 1);
+                                metrics::counter!("weir_dlq_published_total", "topic" => d.topic.clone(), "reason" => *reason).increment(1);
+                            }
+                        }
+                        match &route {
                             Route::Retry {
                                 delay,
                                 next_attempt,
@@ -547,6 +563,58 @@ impl FailureSink for RetrySink {
             }
         })
     }
+}
+
+/// Refreshes the DLQ depth (high minus low watermark, all partitions) every
+/// `every` until `stop`: `ConsumerStats::dlq_depth` and the
+/// `weir_dlq_depth{topic}` gauge (alert on its growth).
+pub(crate) fn spawn_dlq_depth(
+    config: &crate::ConsumerConfig,
+    dlq_topics: Vec<String>,
+    stats: Arc<crate::stats::ConsumerStats>,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let mut cc = config.client_config();
+    cc.remove("group.id");
+    let client: BaseConsumer = cc.create().ok()?;
+    let client = Arc::new(client);
+    Some(tokio::spawn(async move {
+        loop {
+            let c = client.clone();
+            let topics = dlq_topics.clone();
+            let depths = tokio::task::spawn_blocking(move || {
+                topics
+                    .into_iter()
+                    .map(|t| {
+                        let n = c
+                            .fetch_metadata(Some(&t), Duration::from_secs(5))
+                            .ok()
+                            .and_then(|md| md.topics().first().map(|x| x.partitions().len() as i32))
+                            .unwrap_or(0);
+                        let depth: i64 = (0..n)
+                            .filter_map(|p| c.fetch_watermarks(&t, p, Duration::from_secs(5)).ok())
+                            .map(|(lo, hi)| (hi - lo).max(0))
+                            .sum();
+                        (t, depth)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let mut total = 0;
+            for (t, d) in depths {
+                metrics::gauge!("weir_dlq_depth", "topic" => t).set(d as f64);
+                total += d as u64;
+            }
+            crate::stats::ConsumerStats::set(&stats.dlq_depth, total);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }))
 }
 
 /// Makes sure every tier and DLQ topic of `sources` exists (creating missing
@@ -696,7 +764,7 @@ mod tests {
             parts.insert(t, 4);
         }
         parts.insert(cfg.dlq_topic("orders"), 4);
-        RetrySink::new(cfg, &["orders".to_string()], parts, producer)
+        RetrySink::new(cfg, &["orders".to_string()], parts, producer, Default::default())
     }
 
     #[test]

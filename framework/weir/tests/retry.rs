@@ -223,7 +223,8 @@ async fn poison_and_exhausted_messages_land_in_the_dlq(kind: BrokerKind) -> R {
             }
         }
     });
-    let rt = RetryTopics::tiers([200, 400].map(Duration::from_millis));
+    let mut rt = RetryTopics::tiers([200, 400].map(Duration::from_millis));
+    rt.dlq_depth_interval = Duration::from_millis(200);
     pre_create(&cluster, kind, &rt, "orders", 1).await?;
     let cfg = common::config(&cluster, "dlq-g", &["orders"]);
     let consumer = Consumer::builder(cfg)
@@ -242,6 +243,12 @@ async fn poison_and_exhausted_messages_land_in_the_dlq(kind: BrokerKind) -> R {
         tokio::time::sleep(Duration::from_millis(200)).await;
         dlq = cluster.read_to_end("orders.dlq").await?;
     }
+    wait_until("DLQ depth measured", Duration::from_secs(10), || {
+        handle.stats().dlq_depth() == 3
+    })
+    .await;
+    assert_eq!(handle.stats().dlq_published(), 3);
+    assert_eq!(handle.stats().retry_published(), 2, "the always-503 order went through both tiers");
     handle.shutdown();
     let report = run.await??;
     assert!(

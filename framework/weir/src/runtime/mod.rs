@@ -290,6 +290,7 @@ where
                     &config.topics,
                     partitions,
                     producer,
+                    stats.clone(),
                 ));
                 config
                     .topics
@@ -300,6 +301,15 @@ where
             None => Vec::new(),
         };
         topics.extend(tier_topics.iter().map(String::as_str));
+        let depth_task = retry_topics.as_ref().and_then(|rt| {
+            crate::retry::spawn_dlq_depth(
+                &config,
+                config.topics.iter().map(|t| rt.dlq_topic(t)).collect(),
+                stats.clone(),
+                rt.dlq_depth_interval,
+                shutdown.child_token(),
+            )
+        });
         consumer
             .subscribe(&topics)
             .map_err(|source| WeirError::Kafka {
@@ -345,6 +355,9 @@ where
             group_id.clone(),
         );
         let result = dispatcher.run(rx).await;
+        if let Some(t) = depth_task {
+            t.abort();
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || poller.join()).await;
         tracing::info!(group = %group_id, "consumer stopped and left the group");
