@@ -380,7 +380,9 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
         let payload = payload.clone();
         async move {
             raw.send(
-                rdkafka::producer::FutureRecord::to("bench-outbox-raw").key(&key).payload(&payload),
+                rdkafka::producer::FutureRecord::to("bench-outbox-raw")
+                    .key(&key)
+                    .payload(&payload),
                 Duration::from_secs(30),
             )
             .await
@@ -396,7 +398,11 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
     let relay = Arc::new(Relay::new(
         outbox,
         weir::Producer::new(cluster.bootstrap_servers())?,
-        RelayConfig { batch_size: 1000, poll_interval: Duration::from_millis(200), ..Default::default() },
+        RelayConfig {
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(200),
+            ..Default::default()
+        },
     ));
     let stats = relay.stats();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -418,7 +424,9 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
                     if i >= n {
                         break;
                     }
-                    let rec = OutboxRecord::to(topic).key(format!("k{}", i % 500)).payload(payload.clone());
+                    let rec = OutboxRecord::to(topic)
+                        .key(format!("k{}", i % 500))
+                        .payload(payload.clone());
                     PostgresOutbox::enqueue(&mut tx, rec).await?;
                     i += writers;
                 }
@@ -449,7 +457,9 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
     {
         let mut tx = db.pool().begin().await?;
         for i in 0..n {
-            let rec = OutboxRecord::to("bench-outbox-raw").key(format!("k{}", i % 500)).payload(payload.clone());
+            let rec = OutboxRecord::to("bench-outbox-raw")
+                .key(format!("k{}", i % 500))
+                .payload(payload.clone());
             PostgresOutbox::enqueue(&mut tx, rec).await?;
         }
         tx.commit().await?;
@@ -457,7 +467,10 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
     let drain_relay = Relay::new(
         PostgresOutbox::new(db.pool().clone()),
         weir::Producer::new(cluster.bootstrap_servers())?,
-        RelayConfig { batch_size: 1000, ..Default::default() },
+        RelayConfig {
+            batch_size: 1000,
+            ..Default::default()
+        },
     );
     let t = Instant::now();
     let mut drained = 0;

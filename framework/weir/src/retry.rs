@@ -78,6 +78,9 @@ pub mod headers {
     pub const DLQ_AT_MS: &str = "weir-dlq-at-ms";
     /// On a replayed copy: the DLQ coordinates it came from (`topic/partition@offset`).
     pub const REPLAYED_FROM: &str = "weir-replayed-from";
+    /// On a scheduled message: not to be processed before this time (epoch ms);
+    /// it hops through the delay tiers until then.
+    pub const NOT_BEFORE_MS: &str = "weir-not-before-ms";
 
     /// Headers describing one failure; replaced (not duplicated) on each hop and
     /// removed by a DLQ replay.
@@ -133,6 +136,18 @@ pub(crate) fn due_at(m: &RawMessage) -> Option<Instant> {
         );
     }
     Some(Instant::now() + wait.min(MAX_HOLD))
+}
+
+/// True when a scheduled message's [`headers::NOT_BEFORE_MS`] is still ahead.
+pub(crate) fn not_yet(m: &RawMessage) -> bool {
+    header_i64(&m.headers, headers::NOT_BEFORE_MS).is_some_and(|nb| nb > now_ms() + 2)
+}
+
+/// The tier for a wait of `remaining`: the longest delay not above it, else the
+/// shortest; and the due time (never past `not_before`).
+fn pick_tier(delays: &[Duration], remaining: Duration) -> Option<Duration> {
+    let fit = delays.iter().copied().filter(|d| *d <= remaining).max();
+    fit.or_else(|| delays.iter().copied().min())
 }
 
 /// How the delay of each retry is chosen.
@@ -212,6 +227,8 @@ pub struct RetryTopics {
     pub in_place_attempts: u32,
     /// How often the DLQ depth is measured (default 30 s).
     pub dlq_depth_interval: Duration,
+    /// Keep each key's order (see [`keep_key_order`](Self::keep_key_order)).
+    pub keep_key_order: bool,
 }
 
 impl RetryTopics {
@@ -246,12 +263,30 @@ impl RetryTopics {
             replication_factor: None,
             in_place_attempts: 1,
             dlq_depth_interval: Duration::from_secs(30),
+            keep_key_order: false,
         }
     }
 
     /// No retry tiers: failures go to the DLQ at once.
     pub fn dlq_only() -> Self {
         Self::tiers([])
+    }
+
+    /// Per-key ordered retries: a retryable failure waits out the tier delays
+    /// **in place** (in the runtime, not in your handler) instead of moving to
+    /// a tier topic, so the later messages of its key wait behind it (with
+    /// [`Ordering::Key`](crate::Ordering::Key)) while other keys and the
+    /// partition's fetching go on. After the last delay, or on a terminal
+    /// error, the message goes to the DLQ as usual. Bounded: a key waits at
+    /// most the sum of the delays, and a partition buffers at most
+    /// `max_buffered_per_partition` messages (then it is paused). Counted by
+    /// `ConsumerStats::in_place_retry_waits`. The trade-off: the retry state
+    /// is not durable (a restart begins the message's attempts again; its
+    /// offset is not committed meanwhile, so nothing is lost), and no tier
+    /// topics are used.
+    pub fn keep_key_order(mut self) -> Self {
+        self.keep_key_order = true;
+        self
     }
 
     /// Sets the jitter fraction.
@@ -285,9 +320,13 @@ impl RetryTopics {
         self.dlq_topic_pattern.replace("{topic}", source)
     }
 
-    /// Every tier topic of `source`, without duplicates, in tier order.
+    /// Every tier topic of `source`, without duplicates, in tier order (none
+    /// in [`keep_key_order`](Self::keep_key_order) mode).
     pub fn retry_topics_of(&self, source: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
+        if self.keep_key_order {
+            return out;
+        }
         for d in self.backoff.delays() {
             let t = self.retry_topic(source, d);
             if !out.contains(&t) {
@@ -295,6 +334,44 @@ impl RetryTopics {
             }
         }
         out
+    }
+
+    /// Publishes `record` to be processed not before `not_before` ("send the
+    /// reminder in 24 hours"): it goes to the delay tier of `record.topic`
+    /// whose delay fits best, and hops from tier to tier until its time, then
+    /// is processed by the topic's consumer (configured with these same
+    /// `RetryTopics`) with attempt 1. A time already past sends it to the topic
+    /// itself. Precision is that of the tiers' wake-ups (milliseconds), but a
+    /// message waits behind earlier ones of the same tier partition, so keep
+    /// tiers for long delays (`1m`, `10m`, `1h`) if you schedule far ahead.
+    pub async fn schedule(
+        &self,
+        producer: &Producer,
+        mut record: Record,
+        not_before: SystemTime,
+    ) -> Result<crate::producer::Delivery, crate::producer::ProduceError> {
+        let nb = not_before
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let now = now_ms();
+        let delays = self.backoff.delays();
+        if nb <= now || self.keep_key_order || delays.is_empty() {
+            return producer.send(record).await;
+        }
+        let remaining = Duration::from_millis((nb - now) as u64);
+        let delay = pick_tier(&delays, remaining).expect("delays not empty");
+        let due = now + delay.min(remaining).as_millis() as i64;
+        record.headers.0.retain(|h| {
+            h.key != headers::DUE_MS && h.key != headers::NOT_BEFORE_MS && h.key != headers::ATTEMPT
+        });
+        record.headers.push(headers::NOT_BEFORE_MS, nb.to_string());
+        record.headers.push(headers::DUE_MS, due.to_string());
+        record
+            .headers
+            .push(headers::ORIGINAL_TOPIC, record.topic.clone());
+        record.topic = self.retry_topic(&record.topic, delay);
+        producer.send(record).await
     }
 
     /// Checks the configuration; the message says what to fix.
@@ -392,7 +469,15 @@ impl RetrySink {
         };
         // A copy from a tier must say which attempt it is; otherwise it could
         // loop through the tiers forever.
-        if in_tier.is_some() && header_i64(&msg.headers, headers::ATTEMPT).is_none_or(|a| a < 2) {
+        let scheduled = msg.headers.get(headers::NOT_BEFORE_MS).is_some();
+        let min_attempt = if scheduled { 1 } else { 2 };
+        let attempt_header = header_i64(&msg.headers, headers::ATTEMPT);
+        let valid = if scheduled {
+            attempt_header.is_none_or(|a| a >= min_attempt)
+        } else {
+            attempt_header.is_some_and(|a| a >= min_attempt)
+        };
+        if in_tier.is_some() && !valid {
             return dlq("invalid_retry_headers");
         }
         match error.kind() {
@@ -407,6 +492,59 @@ impl RetrySink {
                         next_attempt: attempt + 1,
                     },
                     None => dlq("retries_exhausted"),
+                }
+            }
+        }
+    }
+
+    /// Forwards a scheduled message that is not due yet to its next delay tier.
+    pub(crate) async fn reschedule(&self, m: &RawMessage) -> Disposition {
+        let source = self
+            .map
+            .tier_sources
+            .get(&*m.topic)
+            .cloned()
+            .unwrap_or_else(|| m.topic.to_string());
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let now = now_ms();
+            let nb = header_i64(&m.headers, headers::NOT_BEFORE_MS).unwrap_or(now);
+            let remaining = Duration::from_millis((nb - now).max(0) as u64);
+            let Some(delay) = pick_tier(&self.delays, remaining) else {
+                return Disposition::Stop;
+            };
+            let topic = self.cfg.retry_topic(&source, delay);
+            let mut hs: Vec<Header> = m
+                .headers
+                .iter()
+                .filter(|h| h.key != headers::DUE_MS)
+                .cloned()
+                .collect();
+            hs.push(Header {
+                key: headers::DUE_MS.into(),
+                value: Some(Bytes::from(
+                    (now + delay.min(remaining).as_millis() as i64).to_string(),
+                )),
+            });
+            let mut r = Record::to(topic.clone());
+            r.key = m.key.clone();
+            r.payload = m.payload.clone();
+            r.headers = Headers(hs);
+            if let Some(&n) = self.map.partitions.get(&topic)
+                && n > 0
+            {
+                r.partition = Some(m.partition.rem_euclid(n));
+            }
+            match self.producer.send(r).await {
+                Ok(_) => return Disposition::Handled,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, error = %e, "forwarding a scheduled message failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %m.topic, partition = m.partition, offset = m.offset, error = %e, "cannot forward a scheduled message; partition halted");
+                    return Disposition::Stop;
                 }
             }
         }
@@ -764,7 +902,13 @@ mod tests {
             parts.insert(t, 4);
         }
         parts.insert(cfg.dlq_topic("orders"), 4);
-        RetrySink::new(cfg, &["orders".to_string()], parts, producer, Default::default())
+        RetrySink::new(
+            cfg,
+            &["orders".to_string()],
+            parts,
+            producer,
+            Default::default(),
+        )
     }
 
     #[test]
@@ -911,6 +1055,48 @@ mod tests {
         assert_eq!(h2.iter().filter(|h| h.key == headers::ATTEMPT).count(), 1);
         assert_eq!(h2.iter().filter(|h| h.key == headers::DUE_MS).count(), 0);
         assert_eq!(h2.iter().filter(|h| h.key == MESSAGE_ID_HEADER).count(), 1);
+    }
+
+    #[test]
+    fn picks_the_longest_fitting_tier() {
+        let d = [1, 10, 60].map(Duration::from_secs);
+        assert_eq!(
+            pick_tier(&d, Duration::from_secs(30)),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            pick_tier(&d, Duration::from_secs(3600)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            pick_tier(&d, Duration::from_millis(300)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(pick_tier(&[], Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn a_scheduled_copy_in_a_tier_is_valid_at_attempt_one() {
+        let s = sink(RetryTopics::tiers([
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        ]));
+        let e = ProcessError::retryable(std::io::Error::other("503"));
+        let m = raw("orders.retry.1s", &[(headers::NOT_BEFORE_MS, "5")]);
+        assert_eq!(
+            s.route(&m, &e, 1),
+            Route::Retry {
+                topic: "orders.retry.1s".into(),
+                delay: Duration::from_secs(1),
+                next_attempt: 2
+            }
+        );
+        assert!(!not_yet(&m), "a past not-before is due");
+        let future = (now_ms() + 60_000).to_string();
+        assert!(not_yet(&raw(
+            "orders.retry.1s",
+            &[(headers::NOT_BEFORE_MS, &future)]
+        )));
     }
 
     #[test]

@@ -35,6 +35,8 @@ broker_tests!(
     transient_failures_walk_the_tiers_in_order,
     poison_and_exhausted_messages_land_in_the_dlq,
     shutdown_mid_wait_keeps_the_retry,
+    key_order_mode_keeps_a_key_in_order,
+    scheduled_messages_wait_for_their_time,
 );
 
 #[derive(Debug, Clone)]
@@ -248,7 +250,11 @@ async fn poison_and_exhausted_messages_land_in_the_dlq(kind: BrokerKind) -> R {
     })
     .await;
     assert_eq!(handle.stats().dlq_published(), 3);
-    assert_eq!(handle.stats().retry_published(), 2, "the always-503 order went through both tiers");
+    assert_eq!(
+        handle.stats().retry_published(),
+        2,
+        "the always-503 order went through both tiers"
+    );
     handle.shutdown();
     let report = run.await??;
     assert!(
@@ -381,5 +387,153 @@ async fn shutdown_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
     assert_eq!(seen.len(), 2, "delivered once after the restart: {seen:?}");
     assert_eq!(seen[1].0, 2);
     assert!(seen[1].1 >= -2, "not before its due time: {seen:?}");
+    Ok(())
+}
+
+/// Key-order mode: `K#1` fails twice; `K#2` and `K#3` wait behind it, `J`
+/// messages do not.
+async fn key_order_mode_keeps_a_key_in_order(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("orders", 1).await?;
+    let mut recs = vec![TestRecord::keyed("K", "K#1")];
+    recs.extend((1..=5).map(|i| TestRecord::keyed("J", format!("J#{i}"))));
+    recs.push(TestRecord::keyed("K", "K#2"));
+    recs.push(TestRecord::keyed("K", "K#3"));
+    cluster.produce("orders", recs).await?;
+    let log: Arc<Mutex<Vec<(String, u32, bool)>>> = Arc::default();
+    let l = log.clone();
+    let processor = processor_fn(move |msg: Message<String>| {
+        let l = l.clone();
+        async move {
+            let v = msg.value().clone();
+            let fail = v == "K#1" && msg.attempt() <= 2;
+            l.lock().push((v, msg.attempt(), !fail));
+            if fail {
+                return Err(ProcessError::retryable(std::io::Error::other("busy")));
+            }
+            Ok(())
+        }
+    });
+    let rt = RetryTopics::tiers([400, 400].map(Duration::from_millis)).keep_key_order();
+    assert!(
+        rt.retry_topics_of("orders").is_empty(),
+        "no tier topics in key-order mode"
+    );
+    pre_create(&cluster, kind, &rt, "orders", 1).await?;
+    let consumer = Consumer::builder(common::config(&cluster, "keyorder", &["orders"]))
+        .codec(StringCodec)
+        .retry_topics(rt)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    let mut peak_waits = 0;
+    let start = std::time::Instant::now();
+    while log.lock().iter().filter(|e| e.2).count() < 8 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {:?}",
+            log.lock()
+        );
+        peak_waits = peak_waits.max(handle.stats().in_place_retry_waits());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown();
+    let report = run.await??;
+    assert!(report.drained && report.halted.is_empty());
+    let log = log.lock().clone();
+    let ok: Vec<&str> = log.iter().filter(|e| e.2).map(|e| e.0.as_str()).collect();
+    let pos = |v: &str| ok.iter().position(|x| *x == v).unwrap();
+    assert!(
+        pos("K#1") < pos("K#2") && pos("K#2") < pos("K#3"),
+        "K in order: {ok:?}"
+    );
+    for i in 1..=5 {
+        assert!(
+            pos(&format!("J#{i}")) < pos("K#1"),
+            "J does not wait for K: {ok:?}"
+        );
+    }
+    let k1: Vec<u32> = log.iter().filter(|e| e.0 == "K#1").map(|e| e.1).collect();
+    assert_eq!(k1, vec![1, 2, 3]);
+    assert_eq!(handle.stats().retries(), 2);
+    assert!(peak_waits >= 1, "the wait was visible in the stats");
+    assert_eq!(
+        handle.stats().retry_published(),
+        0,
+        "nothing went through tier topics"
+    );
+    Ok(())
+}
+
+/// A message scheduled 2.3 s ahead hops through the tiers and is processed
+/// once, not before its time; one scheduled in the past is processed at once.
+async fn scheduled_messages_wait_for_their_time(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("reminders", 2).await?;
+    let rt = RetryTopics::tiers([500, 1000].map(Duration::from_millis));
+    pre_create(&cluster, kind, &rt, "reminders", 2).await?;
+    let seen: Arc<Mutex<Vec<(String, u32, i64)>>> = Arc::default();
+    let s = seen.clone();
+    let processor = processor_fn(move |msg: Message<String>| {
+        let s = s.clone();
+        async move {
+            s.lock()
+                .push((msg.value().clone(), msg.attempt(), now_ms()));
+            Ok::<_, ProcessError>(())
+        }
+    });
+    let consumer = Consumer::builder(common::config(&cluster, "reminders-g", &["reminders"]))
+        .codec(StringCodec)
+        .retry_topics(rt.clone())
+        .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    wait_until("assigned", Duration::from_secs(30), || {
+        handle.stats().assigned_partitions() >= 6
+    })
+    .await;
+    let producer = weir::Producer::new(cluster.bootstrap_servers())?;
+    let at = std::time::SystemTime::now() + Duration::from_millis(2300);
+    let not_before = now_ms() + 2300;
+    rt.schedule(
+        &producer,
+        weir::Record::to("reminders").key("u1").payload("later"),
+        at,
+    )
+    .await?;
+    rt.schedule(
+        &producer,
+        weir::Record::to("reminders").key("u2").payload("now"),
+        std::time::SystemTime::now() - Duration::from_secs(5),
+    )
+    .await?;
+    wait_until("both delivered", Duration::from_secs(30), || {
+        seen.lock().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    handle.shutdown();
+    let report = run.await??;
+    assert!(report.halted.is_empty());
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), 2, "each processed once: {seen:?}");
+    let later = seen.iter().find(|s| s.0 == "later").unwrap();
+    let now = seen.iter().find(|s| s.0 == "now").unwrap();
+    assert_eq!(later.1, 1, "a scheduled message is a first delivery");
+    assert!(
+        later.2 >= not_before,
+        "not before its time ({} ms early)",
+        not_before - later.2
+    );
+    assert!(
+        later.2 - not_before < 1500,
+        "not much later: {} ms",
+        later.2 - not_before
+    );
+    assert!(now.2 < later.2);
+    eprintln!(
+        "{kind:?}: scheduled message processed {} ms after its time",
+        later.2 - not_before
+    );
     Ok(())
 }

@@ -145,7 +145,9 @@ impl<C: Codec> ConsumerBuilder<C> {
         self.config.validate()?;
         if let Some(rt) = &self.retry_topics {
             rt.validate()?;
-            self.config.retry.max_attempts = rt.in_place_attempts;
+            if !rt.keep_key_order {
+                self.config.retry.max_attempts = rt.in_place_attempts;
+            }
         }
         Ok(Consumer {
             config: self.config,
@@ -281,17 +283,20 @@ where
         let consumer = Arc::new(consumer);
         check_topics(&consumer, &config).await?;
         let mut topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        let mut rescheduler = None;
         let tier_topics: Vec<String> = match &retry_topics {
             Some(rt) => {
                 let partitions = crate::retry::ensure_topics(&config, rt).await?;
                 let producer = crate::producer::Producer::for_consumer(&config)?;
-                sink = Arc::new(crate::retry::RetrySink::new(
+                let rs = Arc::new(crate::retry::RetrySink::new(
                     rt.clone(),
                     &config.topics,
                     partitions,
                     producer,
                     stats.clone(),
                 ));
+                sink = rs.clone();
+                rescheduler = Some(rs);
                 config
                     .topics
                     .iter()
@@ -335,6 +340,11 @@ where
             max_header_bytes: config.max_header_bytes,
             stats: stats.clone(),
             group_id: group_id.clone(),
+            schedule: retry_topics
+                .as_ref()
+                .filter(|rt| rt.keep_key_order)
+                .map(|rt| Arc::from(rt.backoff.delays())),
+            rescheduler,
         });
         let limits = Limits {
             ordering: config.ordering,

@@ -36,6 +36,27 @@ pub(crate) struct Runner<C, P> {
     pub(crate) max_header_bytes: usize,
     pub(crate) stats: Arc<ConsumerStats>,
     pub(crate) group_id: Arc<str>,
+    /// In-place delays per attempt (retry tiers in key-order mode); overrides `retry`.
+    pub(crate) schedule: Option<Arc<[Duration]>>,
+    /// Forwards scheduled messages that are not due yet to the next delay tier.
+    pub(crate) rescheduler: Option<Arc<crate::retry::RetrySink>>,
+}
+
+/// Counts a message waiting for an in-place retry; the count drops when the
+/// wait ends or is cancelled.
+struct WaitGuard<'a>(&'a ConsumerStats);
+
+impl<'a> WaitGuard<'a> {
+    fn new(s: &'a ConsumerStats) -> Self {
+        ConsumerStats::add(&s.in_place_retry_waits, 1);
+        WaitGuard(s)
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        ConsumerStats::sub(&self.0.in_place_retry_waits, 1);
+    }
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -68,6 +89,23 @@ where
     }
 
     async fn run_attempts(&self, raw: &Arc<RawMessage>, cancel: &CancellationToken) -> Outcome {
+        // A scheduled message that reached the end of a delay tier before its
+        // time goes on to the next tier instead of to the processor.
+        if let Some(rs) = &self.rescheduler
+            && crate::retry::not_yet(raw)
+        {
+            return match rs.reschedule(raw).await {
+                Disposition::Handled => Outcome::Finished,
+                Disposition::Stop => Outcome::Halted {
+                    class: "reschedule".into(),
+                    error: "could not forward a scheduled message to its next delay tier".into(),
+                },
+            };
+        }
+        let max_attempts = match &self.schedule {
+            Some(s) => s.len() as u32 + 1,
+            None => self.retry.max_attempts,
+        };
         // A message redelivered by a retry tier carries its delivery attempt.
         let base = crate::retry::delivery_attempt(raw);
         let mut attempt = 1;
@@ -93,14 +131,20 @@ where
                     }
                     tokio::time::sleep(delay).await;
                 }
-                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
+                Err(e) if e.is_retryable() && attempt < max_attempts => {
                     ConsumerStats::add(&self.stats.retries, 1);
-                    let delay = self.retry.backoff(attempt);
+                    let delay = match &self.schedule {
+                        Some(s) => s[(attempt - 1) as usize],
+                        None => self.retry.backoff(attempt),
+                    };
                     tracing::debug!(
                         topic = %raw.topic, partition = raw.partition, offset = raw.offset,
                         attempt, class = e.class(), ?delay, "retryable failure; retrying in place"
                     );
-                    tokio::time::sleep(delay).await;
+                    {
+                        let _waiting = WaitGuard::new(&self.stats);
+                        tokio::time::sleep(delay).await;
+                    }
                     attempt += 1;
                 }
                 Err(e) => {
