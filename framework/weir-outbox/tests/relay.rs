@@ -31,7 +31,13 @@ mod more {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn broker_outage_loses_nothing_mock() -> crate::common::R {
         crate::common::init();
-        super::broker_outage_loses_nothing().await
+        super::broker_outage_loses_nothing(weir_testkit::BrokerKind::Mock).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn broker_outage_loses_nothing_tansu() -> crate::common::R {
+        crate::common::init();
+        super::broker_outage_loses_nothing(weir_testkit::BrokerKind::Tansu).await
     }
 }
 
@@ -354,8 +360,8 @@ async fn notify_wakes_the_relay_within_milliseconds(kind: BrokerKind) -> R {
 
 /// The broker goes down: rows accumulate, the relay backs off, then
 /// everything is published when it returns. Nothing lost.
-async fn broker_outage_loses_nothing() -> R {
-    let cluster = common::cluster(BrokerKind::Mock).await?;
+async fn broker_outage_loses_nothing(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
     cluster.create_topic(TOPIC, 1).await?;
     let db = PostgresDb::fresh().await?;
     let outbox = PostgresOutbox::new(db.pool().clone());
@@ -373,8 +379,12 @@ async fn broker_outage_loses_nothing() -> R {
     let stop = CancellationToken::new();
     let (r, s) = (relay.clone(), stop.clone());
     let task = tokio::spawn(async move { r.run(s).await });
-    let faults = cluster.mock_faults().expect("mock");
-    faults.broker_down(1)?;
+    // Mock: the broker refuses connections; tansu: the process is killed (its
+    // SQLite storage keeps the topic) and restarted later.
+    match kind {
+        BrokerKind::Mock => cluster.mock_faults().expect("mock").broker_down(1)?,
+        _ => cluster.tansu_broker().expect("tansu").lock().await.kill()?,
+    }
     for i in 0..50 {
         let mut tx = db.pool().begin().await?;
         PostgresOutbox::enqueue(
@@ -400,7 +410,18 @@ async fn broker_outage_loses_nothing() -> R {
             .fetch_one(db.pool())
             .await?;
     assert!(last_error.is_some(), "the failure is recorded on the rows");
-    faults.broker_up(1)?;
+    match kind {
+        BrokerKind::Mock => cluster.mock_faults().expect("mock").broker_up(1)?,
+        _ => {
+            cluster
+                .tansu_broker()
+                .expect("tansu")
+                .lock()
+                .await
+                .restart()
+                .await?
+        }
+    }
     wait_until(
         "all published after the outage",
         Duration::from_secs(60),
