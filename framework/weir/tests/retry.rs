@@ -37,6 +37,7 @@ broker_tests!(
     shutdown_mid_wait_keeps_the_retry,
     key_order_mode_keeps_a_key_in_order,
     scheduled_messages_wait_for_their_time,
+    sigkill_mid_wait_keeps_the_retry,
 );
 
 #[derive(Debug, Clone)]
@@ -534,6 +535,151 @@ async fn scheduled_messages_wait_for_their_time(kind: BrokerKind) -> R {
     eprintln!(
         "{kind:?}: scheduled message processed {} ms after its time",
         later.2 - not_before
+    );
+    Ok(())
+}
+
+const KILL_CHILD: &str = "WEIR_RETRY_CHILD_BOOTSTRAP";
+
+/// The retry consumer process of `sigkill_mid_wait_keeps_the_retry`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of the retry kill test; started by it"]
+async fn retry_child() -> R {
+    let Ok(bootstrap) = std::env::var(KILL_CHILD) else {
+        return Ok(());
+    };
+    let processor = processor_fn(|msg: Message<String>| async move {
+        if msg.attempt() == 1 {
+            return Err(ProcessError::retryable(std::io::Error::other(
+                "first try fails",
+            )));
+        }
+        panic!("the child must be killed before any retry is due");
+    });
+    let mut cfg = weir::ConsumerConfig::new(bootstrap, "kill-g", &["orders"])
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    cfg.commit_interval = Duration::from_millis(100);
+    Consumer::builder(cfg)
+        .codec(StringCodec)
+        .retry_topics(RetryTopics::tiers([Duration::from_secs(5)]).jitter(0.0))
+        .build(processor)?
+        .run_until_signal()
+        .await?;
+    Ok(())
+}
+
+/// The retry consumer is SIGKILLed while five retries wait for their due time:
+/// after a restart each is delivered once, not before it is due.
+async fn sigkill_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("orders", 2).await?;
+    let rt = RetryTopics::tiers([Duration::from_secs(5)]).jitter(0.0);
+    pre_create(&cluster, kind, &rt, "orders", 2).await?;
+    cluster
+        .produce(
+            "orders",
+            (0..5).map(|i| TestRecord::keyed(format!("k{i}"), format!("m{i}"))),
+        )
+        .await?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "retry_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(KILL_CHILD, cluster.bootstrap_servers())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let start = std::time::Instant::now();
+    loop {
+        let n = cluster.read_to_end("orders.retry.5s").await?.len();
+        if n >= 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the child never sent the retries ({n})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let its source commit land, then kill it while the retries wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL)?;
+    child.wait()?;
+    let copies = cluster.read_to_end("orders.retry.5s").await?;
+    let due: Vec<i64> = copies
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(m.header(headers::DUE_MS).unwrap())
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        due.iter().all(|&d| d > now_ms()),
+        "killed before the retries were due"
+    );
+
+    let seen: Arc<Mutex<Vec<(String, u32, i64)>>> = Arc::default();
+    let s = seen.clone();
+    let processor = processor_fn(move |msg: Message<String>| {
+        let s = s.clone();
+        async move {
+            let d: i64 = msg
+                .headers()
+                .get_str(headers::DUE_MS)
+                .ok()
+                .flatten()
+                .map_or(0, |v| v.parse().unwrap());
+            s.lock()
+                .push((msg.value().clone(), msg.attempt(), now_ms() - d));
+            if msg.attempt() == 1 {
+                return Err(ProcessError::retryable(std::io::Error::other(
+                    "first try fails",
+                )));
+            }
+            Ok(())
+        }
+    });
+    let consumer = Consumer::builder(common::config(&cluster, "kill-g", &["orders"]))
+        .codec(StringCodec)
+        .retry_topics(rt)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    wait_until(
+        "the five retries after the restart",
+        Duration::from_secs(60),
+        || seen.lock().iter().filter(|e| e.1 == 2).count() >= 5,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    handle.shutdown();
+    let report = run.await??;
+    assert!(report.halted.is_empty());
+    let seen = seen.lock().clone();
+    let retries: Vec<_> = seen.iter().filter(|e| e.1 == 2).collect();
+    assert_eq!(retries.len(), 5, "each retry delivered once: {seen:?}");
+    assert!(
+        retries.iter().all(|e| e.2 >= -2),
+        "none before its due time: {seen:?}"
+    );
+    let names: std::collections::BTreeSet<_> = retries.iter().map(|e| e.0.clone()).collect();
+    assert_eq!(names.len(), 5);
+    // The source offsets were committed by the killed member (the hand-off
+    // finished them), so the source messages are not processed again, except
+    // any whose commit had not landed.
+    let again = seen.iter().filter(|e| e.1 == 1).count();
+    eprintln!(
+        "{kind:?}: {again} source messages re-read after the kill; retries delivered {:?} ms after due",
+        retries.iter().map(|e| e.2).collect::<Vec<_>>()
     );
     Ok(())
 }
