@@ -560,7 +560,7 @@ async fn retry_child() -> R {
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500");
     cfg.commit_interval = Duration::from_millis(100);
-    Consumer::builder(cfg)
+    let _report = Consumer::builder(cfg)
         .codec(StringCodec)
         .retry_topics(RetryTopics::tiers([Duration::from_secs(5)]).jitter(0.0))
         .build(processor)?
