@@ -543,6 +543,10 @@ impl ConsumerConfig {
                 "partition.assignment.strategy",
                 self.assignment.librdkafka_name(),
             );
+        // Lag comes from librdkafka's statistics.
+        if !self.kafka.contains_key("statistics.interval.ms") {
+            c.set("statistics.interval.ms", "5000");
+        }
         c
     }
 }

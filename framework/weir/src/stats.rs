@@ -19,6 +19,9 @@ pub struct ConsumerStats {
     pub(crate) in_place_retry_waits: AtomicU64,
     pub(crate) dlq_published: AtomicU64,
     pub(crate) dlq_depth: AtomicU64,
+    pub(crate) lag: AtomicU64,
+    pub(crate) oldest_unprocessed_age_ms: AtomicU64,
+    pub(crate) loop_heartbeat_ms: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
@@ -56,6 +59,9 @@ getters! {
     in_place_retry_waits: "Messages waiting now for an in-place retry (their key's later messages wait behind them).",
     dlq_published: "Messages this member published to a DLQ.",
     dlq_depth: "Messages in this consumer's DLQ topics (high minus low watermark), refreshed every 30 s.",
+    lag: "Consumer lag over the assigned partitions: high watermark minus committed offset (librdkafka statistics, every `statistics.interval.ms`, default 5 s).",
+    oldest_unprocessed_age_ms: "Age of the oldest fetched, unfinished message over the assigned partitions (ms; 0 when none), refreshed every commit interval.",
+    loop_heartbeat_ms: "When the dispatcher loop last ran (epoch ms): a wedged consumer stops updating it.",
     max_in_flight: "Highest in-flight count seen.",
     commits: "Offset commits that succeeded.",
     commit_failures: "Offset commits that failed.",
@@ -83,5 +89,56 @@ impl ConsumerStats {
     pub(crate) fn in_flight_now(&self, n: u64) {
         self.in_flight.store(n, Relaxed);
         self.max_in_flight.fetch_max(n, Relaxed);
+    }
+}
+
+impl ConsumerStats {
+    /// Copies the counters into the `metrics` facade (label `group`):
+    /// `weir_<name>_total` counters and gauges. The runtime calls it every
+    /// second, so exporting costs nothing per message.
+    pub fn publish_metrics(&self, group: &str) {
+        let g = group.to_string();
+        let counters: [(&'static str, u64); 14] = [
+            ("weir_messages_received_total", self.received()),
+            ("weir_messages_processed_total", self.processed()),
+            ("weir_messages_failed_total", self.failed()),
+            ("weir_retries_in_place_total", self.retries()),
+            ("weir_unavailable_waits_total", self.unavailable()),
+            ("weir_handler_timeouts_total", self.timeouts()),
+            ("weir_handler_panics_total", self.panics()),
+            ("weir_decode_errors_total", self.decode_errors()),
+            ("weir_commits_total", self.commits()),
+            ("weir_commit_failures_total", self.commit_failures()),
+            ("weir_rebalances_total", self.rebalances()),
+            (
+                "weir_retry_published_total_by_member",
+                self.retry_published(),
+            ),
+            ("weir_dlq_published_total_by_member", self.dlq_published()),
+            (
+                "weir_refetched_duplicates_total",
+                self.refetched_duplicates(),
+            ),
+        ];
+        for (name, v) in counters {
+            metrics::counter!(name, "group" => g.clone()).absolute(v);
+        }
+        let gauges: [(&'static str, u64); 9] = [
+            ("weir_in_flight", self.in_flight()),
+            ("weir_assigned_partitions", self.assigned_partitions()),
+            ("weir_paused_partitions", self.paused_partitions()),
+            ("weir_halted_partitions", self.halted_partitions()),
+            ("weir_delayed_messages", self.delayed()),
+            ("weir_in_place_retry_waits", self.in_place_retry_waits()),
+            ("weir_dlq_depth_total", self.dlq_depth()),
+            ("weir_consumer_lag_total", self.lag()),
+            (
+                "weir_oldest_unprocessed_age_ms",
+                self.oldest_unprocessed_age_ms(),
+            ),
+        ];
+        for (name, v) in gauges {
+            metrics::gauge!(name, "group" => g.clone()).set(v as f64);
+        }
     }
 }

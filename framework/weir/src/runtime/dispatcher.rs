@@ -61,6 +61,8 @@ struct PartitionState {
     /// Messages not due yet (retry tiers), in offset order: the partition's
     /// processing is gated on the head's due time (FIFO, like the tier itself).
     delayed: VecDeque<(Instant, RawMessage)>,
+    /// Timestamps of unfinished messages, for the oldest-unprocessed age.
+    timestamps: HashMap<i64, i64>,
     in_flight: usize,
     in_runnable: bool,
     paused: bool,
@@ -176,6 +178,10 @@ impl<R: RunMessage> Dispatcher<R> {
             }
             self.finish_revokes(false);
             self.release_due();
+            ConsumerStats::set(
+                &self.stats.loop_heartbeat_ms,
+                crate::retry::now_ms().max(0) as u64,
+            );
             self.dispatch_ready();
         }
         let report = self.shut_down(&mut events).await;
@@ -216,6 +222,9 @@ impl<R: RunMessage> Dispatcher<R> {
             // Fetched again below our position (after a pause/resume): already ours.
             ConsumerStats::add(&self.stats.refetched_duplicates, 1);
             return;
+        }
+        if let Some(ts) = m.timestamp_ms {
+            st.timestamps.insert(m.offset, ts);
         }
         let due = crate::retry::due_at(&m);
         if due.is_some() || !st.delayed.is_empty() {
@@ -344,6 +353,7 @@ impl<R: RunMessage> Dispatcher<R> {
         match c.outcome {
             Outcome::Finished => {
                 st.tracker.finish(c.offset);
+                st.timestamps.remove(&c.offset);
                 if !st.revoking
                     && let Some(next) = st.lanes.complete(c.lane)
                 {
@@ -419,6 +429,7 @@ impl<R: RunMessage> Dispatcher<R> {
                     lanes: KeyScheduler::new(),
                     ready: VecDeque::new(),
                     delayed: VecDeque::new(),
+                    timestamps: HashMap::new(),
                     in_flight: 0,
                     in_runnable: false,
                     paused: false,
@@ -535,7 +546,30 @@ impl<R: RunMessage> Dispatcher<R> {
     /// Commits on a blocking thread so the dispatcher never waits on the broker,
     /// and so the outcome is known (librdkafka's async commit callback is not
     /// delivered through this consumer's queue). One commit at a time.
+    /// Age of each partition's oldest unfinished message, as gauges and the max in the stats.
+    fn publish_ages(&self) {
+        let now = crate::retry::now_ms();
+        let mut max = 0i64;
+        for st in self.parts.values() {
+            let age = st
+                .tracker
+                .committable()
+                .and_then(|c| st.timestamps.get(&c.0))
+                .map_or(0, |ts| (now - ts).max(0));
+            max = max.max(age);
+            metrics::gauge!(
+                "weir_oldest_unprocessed_age_seconds",
+                "group" => self.group_id.to_string(),
+                "topic" => st.tp.topic.to_string(),
+                "partition" => st.tp.partition.to_string()
+            )
+            .set(age as f64 / 1000.0);
+        }
+        ConsumerStats::set(&self.stats.oldest_unprocessed_age_ms, max as u64);
+    }
+
     fn start_commit(&mut self) {
+        self.publish_ages();
         let (tpl, marks) = self.commit_list();
         if marks.is_empty() {
             return;

@@ -345,7 +345,23 @@ where
                 .filter(|rt| rt.keep_key_order)
                 .map(|rt| Arc::from(rt.backoff.delays())),
             rescheduler,
+            latency: metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
         });
+        let publisher = {
+            let stats = stats.clone();
+            let group = group_id.to_string();
+            let stop = shutdown.child_token();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => stats.publish_metrics(&group),
+                    }
+                }
+                stats.publish_metrics(&group);
+            })
+        };
         let limits = Limits {
             ordering: config.ordering,
             max_in_flight: config.max_in_flight,
@@ -359,7 +375,7 @@ where
             consumer,
             runner,
             limits,
-            stats,
+            stats.clone(),
             shutdown,
             stop.clone(),
             group_id.clone(),
@@ -368,6 +384,8 @@ where
         if let Some(t) = depth_task {
             t.abort();
         }
+        publisher.abort();
+        stats.publish_metrics(&group_id);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || poller.join()).await;
         tracing::info!(group = %group_id, "consumer stopped and left the group");

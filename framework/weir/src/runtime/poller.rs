@@ -141,6 +141,26 @@ fn to_tps(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 impl ClientContext for WeirContext {
+    fn stats(&self, s: rdkafka::Statistics) {
+        let mut total: i64 = 0;
+        for (topic, t) in &s.topics {
+            for (p, part) in &t.partitions {
+                if *p < 0 || !part.desired || part.consumer_lag < 0 {
+                    continue;
+                }
+                total += part.consumer_lag;
+                metrics::gauge!(
+                    "weir_consumer_lag",
+                    "group" => self.group_id.clone(),
+                    "topic" => topic.clone(),
+                    "partition" => p.to_string()
+                )
+                .set(part.consumer_lag as f64);
+            }
+        }
+        ConsumerStats::set(&self.stats.lag, total.max(0) as u64);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg

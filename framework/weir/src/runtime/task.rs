@@ -40,6 +40,8 @@ pub(crate) struct Runner<C, P> {
     pub(crate) schedule: Option<Arc<[Duration]>>,
     /// Forwards scheduled messages that are not due yet to the next delay tier.
     pub(crate) rescheduler: Option<Arc<crate::retry::RetrySink>>,
+    /// Processing time of each attempt (`weir_processing_seconds{group}`).
+    pub(crate) latency: metrics::Histogram,
 }
 
 /// Counts a message waiting for an in-place retry; the count drops when the
@@ -149,6 +151,12 @@ where
                 }
                 Err(e) => {
                     ConsumerStats::add(&self.stats.failed, 1);
+                    metrics::counter!(
+                        "weir_errors_total",
+                        "group" => self.group_id.to_string(),
+                        "class" => e.class().to_string()
+                    )
+                    .increment(1);
                     let failure = Failure {
                         message: raw,
                         error: &e,
@@ -186,7 +194,10 @@ where
         })?;
         let msg = Message::new(value, raw.clone(), attempt, cancel.clone());
         let fut = AssertUnwindSafe(self.processor.process(msg)).catch_unwind();
-        match tokio::time::timeout(self.handler_timeout, fut).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.handler_timeout, fut).await;
+        self.latency.record(started.elapsed().as_secs_f64());
+        match result {
             Err(_) => {
                 ConsumerStats::add(&self.stats.timeouts, 1);
                 Err(

@@ -1,0 +1,166 @@
+//! Metrics asserted, not just exposed, on the mock cluster and tansu: readiness
+//! flips when partitions are assigned, the oldest-unprocessed age grows while a
+//! handler is blocked, the DLQ counter counts a poison message, lag reaches zero
+//! when caught up, and health stays green.
+
+#[path = "../../weir/tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use weir::retry::RetryTopics;
+use weir::{Consumer, Message, ProcessError, StringCodec, processor_fn};
+use weir_telemetry::{HealthOptions, Telemetry};
+use weir_testkit::{BrokerKind, TestRecord};
+
+use common::{R, wait_until_async};
+
+broker_tests!(metrics_and_health_follow_the_consumer);
+
+/// Sum of the samples of `name` whose labels contain `label`.
+fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) || !rest.contains(label) {
+            continue;
+        }
+        let v: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        found = Some(found.unwrap_or(0.0) + v);
+    }
+    found
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+async fn metrics_and_health_follow_the_consumer(kind: BrokerKind) -> R {
+    let telemetry = Telemetry::install()?;
+    let cluster = common::cluster(kind).await?;
+    let group = format!("telemetry-{kind:?}").to_lowercase();
+    cluster.create_topic("events", 2).await?;
+    let rt = RetryTopics::dlq_only();
+    if kind == BrokerKind::Mock {
+        cluster.create_topic("events.dlq", 2).await?;
+    }
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
+    let processor = processor_fn(move |m: Message<String>| {
+        let r = r.clone();
+        async move {
+            match m.value().as_str() {
+                "block" => r.notified().await,
+                "poison" => {
+                    return Err(ProcessError::terminal(std::io::Error::other("bad event"))
+                        .with_class("bad_event"));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    });
+    let mut cfg =
+        common::config(&cluster, &group, &["events"]).set("statistics.interval.ms", "300");
+    cfg.handler_timeout = Duration::from_secs(60);
+    let consumer = Consumer::builder(cfg)
+        .codec(StringCodec)
+        .retry_topics(rt)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let (addr, _server) = telemetry
+        .serve(
+            "127.0.0.1:0".parse()?,
+            vec![handle.clone()],
+            HealthOptions::default(),
+        )
+        .await?;
+    let base = format!("http://{addr}");
+    let (code, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(code, 503, "not ready before start: {body}");
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+
+    let run = tokio::spawn(consumer.run());
+    wait_until_async("ready", Duration::from_secs(30), || async {
+        get(&format!("{base}/readyz")).await.0 == 200
+    })
+    .await;
+
+    let mut recs: Vec<TestRecord> = (0..40)
+        .map(|i| TestRecord::keyed(format!("k{i}"), format!("e{i}")))
+        .collect();
+    recs.push(TestRecord::keyed("kb", "block").partition(0));
+    recs.push(TestRecord::keyed("kp", "poison").partition(1));
+    cluster.produce("events", recs).await?;
+    let lbl = format!("group=\"{group}\"");
+
+    // The DLQ counter counts the poison message.
+    wait_until_async("DLQ counter", Duration::from_secs(30), || async {
+        let text = get(&format!("{base}/metrics")).await.1;
+        sample(&text, "weir_dlq_published_total", "topic=\"events.dlq\"").unwrap_or(0.0) >= 1.0
+            && sample(&text, "weir_errors_total", "class=\"bad_event\"").unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    // The blocked handler makes the oldest-unprocessed age grow.
+    wait_until_async("age above 1 s", Duration::from_secs(30), || async {
+        let text = get(&format!("{base}/metrics")).await.1;
+        sample(&text, "weir_oldest_unprocessed_age_seconds", &lbl).unwrap_or(0.0) > 1.0
+    })
+    .await;
+    let a1 = sample(
+        &get(&format!("{base}/metrics")).await.1,
+        "weir_oldest_unprocessed_age_seconds",
+        &lbl,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let a2 = sample(
+        &get(&format!("{base}/metrics")).await.1,
+        "weir_oldest_unprocessed_age_seconds",
+        &lbl,
+    )
+    .unwrap();
+    assert!(a2 > a1 + 0.5, "age grows while blocked: {a1} -> {a2}");
+    let lag_blocked = handle.stats().lag();
+
+    release.notify_waiters();
+    // Caught up: lag reaches zero and the age falls back.
+    wait_until_async("lag zero and age zero", Duration::from_secs(30), || async {
+        let text = get(&format!("{base}/metrics")).await.1;
+        sample(&text, "weir_consumer_lag", &lbl) == Some(0.0)
+            && sample(&text, "weir_oldest_unprocessed_age_seconds", &lbl) == Some(0.0)
+    })
+    .await;
+    // Counters are published every second.
+    wait_until_async("processed counter", Duration::from_secs(10), || async {
+        let text = get(&format!("{base}/metrics")).await.1;
+        sample(&text, "weir_messages_processed_total", &lbl).unwrap_or(0.0) >= 41.0
+    })
+    .await;
+    let text = get(&format!("{base}/metrics")).await.1;
+    assert!(
+        sample(&text, "weir_processing_seconds_count", &lbl).unwrap_or(0.0) >= 42.0,
+        "latency histogram"
+    );
+    assert!(
+        text.contains("weir_processing_seconds{") && text.contains("quantile=\"0.99\""),
+        "p99 readable"
+    );
+    assert!(sample(&text, "weir_assigned_partitions", &lbl).unwrap_or(0.0) >= 2.0);
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    eprintln!("{kind:?}: lag while blocked {lag_blocked}; oldest age {a1:.1}s -> {a2:.1}s");
+    handle.shutdown();
+    let report = run.await??;
+    assert!(report.halted.is_empty());
+    Ok(())
+}
