@@ -111,8 +111,10 @@ impl OutboxRecord {
         self
     }
 
-    /// The message ID (assigning a fresh UUIDv7 if there is none).
+    /// The message ID (assigning a fresh UUIDv7 if there is none). Also
+    /// captures the current trace context (W3C `traceparent`) at enqueue time.
     pub(crate) fn ensure_id(&mut self) -> Result<String, OutboxError> {
+        weir::trace::inject(&mut self.headers);
         match self.headers.get_str(MESSAGE_ID_HEADER) {
             Ok(Some(id)) if !id.is_empty() && id.len() <= weir::id::MAX_MESSAGE_ID_LEN => {
                 Ok(id.to_string())

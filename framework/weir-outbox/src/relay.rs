@@ -248,9 +248,31 @@ impl<B: Backend> Relay<B> {
         }
         // Sends start in id order (join_all polls in order), so a key's rows
         // enter the producer queue in order; idempotence keeps them in order.
-        let sends = records
-            .iter()
-            .map(|(_, _, rec)| self.producer.send(rec.clone()));
+        let sends = records.iter().map(|(id, _, rec)| {
+            // One producer span per row, linked to the request that enqueued
+            // it; the message keeps the request's context, so the consumer's
+            // span joins the request's trace.
+            let span = tracing::info_span!(
+                "weir.outbox.publish",
+                otel.name = %format_args!("{} publish", rec.topic),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "send",
+                messaging.destination.name = %rec.topic,
+                weir.outbox.id = *id,
+            );
+            if !span.is_disabled()
+                && let Some(tp) = rec.headers.get(weir::trace::TRACEPARENT)
+            {
+                let mut link = weir::Headers::default();
+                link.push(
+                    weir::trace::LINK_TRACEPARENT,
+                    bytes::Bytes::copy_from_slice(tp),
+                );
+                weir::trace::attach(&span, &link);
+            }
+            tracing::Instrument::instrument(self.producer.send(rec.clone()), span)
+        });
         let results = futures::future::join_all(sends).await;
         let mut first_err = None;
         for ((id, created, _), res) in records.iter().zip(results) {

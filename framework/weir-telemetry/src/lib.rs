@@ -29,6 +29,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod otel;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

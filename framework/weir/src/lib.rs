@@ -97,6 +97,7 @@ pub mod retry;
 mod runtime;
 pub mod scheduler;
 pub mod stats;
+pub mod trace;
 
 #[cfg(feature = "json")]
 #[doc(inline)]

@@ -267,6 +267,7 @@ impl Producer {
     /// `delivery.timeout.ms` (default 2 minutes) before failing.
     pub async fn send(&self, mut record: Record) -> Result<Delivery, ProduceError> {
         let message_id = record.ensure_message_id()?;
+        crate::trace::inject(&mut record.headers);
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for h in record.headers.iter() {
             headers = headers.insert(RdHeader {

@@ -579,6 +579,10 @@ impl RetrySink {
         if !has(headers::FIRST_FAILURE_MS) {
             add.push((headers::FIRST_FAILURE_MS, now.to_string()));
         }
+        if let Some(tp) = crate::trace::current_traceparent() {
+            out.0.retain(|h| h.key != crate::trace::LINK_TRACEPARENT);
+            add.push((crate::trace::LINK_TRACEPARENT, tp));
+        }
         add.push((headers::ERROR_CLASS, f.error.class().to_string()));
         add.push((
             headers::ERROR_MESSAGE,

@@ -94,6 +94,7 @@ pub struct ConsumerBuilder<C> {
     sink: Arc<dyn FailureSink>,
     shutdown: CancellationToken,
     retry_topics: Option<RetryTopics>,
+    payload_in_spans: Option<task::PayloadHook>,
 }
 
 impl<C> std::fmt::Debug for ConsumerBuilder<C> {
@@ -113,7 +114,19 @@ impl<C: Codec> ConsumerBuilder<C> {
             sink: self.sink,
             shutdown: self.shutdown,
             retry_topics: self.retry_topics,
+            payload_in_spans: self.payload_in_spans,
         }
+    }
+
+    /// Opt-in: records `redact(payload)` as the `weir.payload` field of each
+    /// message's span. Payloads are never recorded otherwise (they may hold
+    /// personal data); make `redact` drop or mask what must not leave the process.
+    pub fn payload_in_spans(
+        mut self,
+        redact: impl Fn(&[u8]) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.payload_in_spans = Some(Arc::new(redact));
+        self
     }
 
     /// Retry tiers and a DLQ ([`crate::retry`]): subscribes to the tier topics
@@ -157,6 +170,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             shutdown: self.shutdown,
             stats: Arc::new(ConsumerStats::default()),
             retry_topics: self.retry_topics,
+            payload_in_spans: self.payload_in_spans,
         })
     }
 }
@@ -172,6 +186,7 @@ pub struct Consumer<C, P> {
     shutdown: CancellationToken,
     stats: Arc<ConsumerStats>,
     retry_topics: Option<RetryTopics>,
+    payload_in_spans: Option<task::PayloadHook>,
 }
 
 impl<C, P> std::fmt::Debug for Consumer<C, P> {
@@ -191,6 +206,7 @@ impl Consumer<BytesCodec, ()> {
             sink: Arc::new(StopPartition),
             shutdown: CancellationToken::new(),
             retry_topics: None,
+            payload_in_spans: None,
         }
     }
 }
@@ -264,6 +280,7 @@ where
             shutdown,
             stats,
             retry_topics,
+            payload_in_spans,
         } = self;
         let group_id: Arc<str> = Arc::from(config.group_id.as_str());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -346,6 +363,7 @@ where
                 .map(|rt| Arc::from(rt.backoff.delays())),
             rescheduler,
             latency: metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
+            payload_in_spans,
         });
         let publisher = {
             let stats = stats.clone();

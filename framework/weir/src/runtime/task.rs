@@ -42,7 +42,12 @@ pub(crate) struct Runner<C, P> {
     pub(crate) rescheduler: Option<Arc<crate::retry::RetrySink>>,
     /// Processing time of each attempt (`weir_processing_seconds{group}`).
     pub(crate) latency: metrics::Histogram,
+    /// Opt-in: what of the payload to record in spans (after your redaction).
+    pub(crate) payload_in_spans: Option<PayloadHook>,
 }
+
+/// Turns a payload into the redacted text recorded as `weir.payload` in spans.
+pub type PayloadHook = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
 
 /// Counts a message waiting for an in-place retry; the count drops when the
 /// wait ends or is cancelled.
@@ -81,13 +86,36 @@ where
         raw: Arc<RawMessage>,
         cancel: CancellationToken,
     ) -> Outcome {
+        let span = tracing::info_span!(
+            "weir.process",
+            otel.name = %format_args!("{} process", raw.topic),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %raw.topic,
+            messaging.destination.partition.id = raw.partition,
+            messaging.kafka.offset = raw.offset,
+            messaging.consumer.group.name = %self.group_id,
+            messaging.message.id = raw.message_id().unwrap_or_default(),
+            weir.attempt = crate::retry::delivery_attempt(&raw),
+            weir.payload = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            crate::trace::attach(&span, &raw.headers);
+            if let (Some(hook), Some(p)) = (&self.payload_in_spans, raw.payload.as_deref()) {
+                span.record("weir.payload", hook(p).as_str());
+            }
+        }
         // The work is polled first, so a handler waiting on its cancellation
         // signal runs its clean-up before the runtime stops waiting for it.
-        tokio::select! {
-            biased;
-            o = self.run_attempts(&raw, &cancel) => o,
-            _ = cancel.cancelled() => Outcome::Cancelled,
-        }
+        let work = async {
+            tokio::select! {
+                biased;
+                o = self.run_attempts(&raw, &cancel) => o,
+                _ = cancel.cancelled() => Outcome::Cancelled,
+            }
+        };
+        tracing::Instrument::instrument(work, span).await
     }
 
     async fn run_attempts(&self, raw: &Arc<RawMessage>, cancel: &CancellationToken) -> Outcome {
