@@ -93,6 +93,9 @@ static INSTALLED: OnceLock<PrometheusHandle> = OnceLock::new();
 impl Telemetry {
     /// Installs the Prometheus recorder (once per process; later calls return it again).
     pub fn install() -> Result<Telemetry, TelemetryError> {
+        // Serialised: two threads installing at once must both get the one recorder.
+        static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = INSTALLED.get() {
             return Ok(Telemetry { handle: h.clone() });
         }

@@ -575,8 +575,12 @@ impl<R: RunMessage> Dispatcher<R> {
             return;
         }
         let consumer = self.consumer.clone();
+        let group = self.group_id.to_string();
         self.commit_pending = Some(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let r = consumer.commit(&tpl, CommitMode::Sync);
+            metrics::histogram!("weir_commit_seconds", "group" => group)
+                .record(started.elapsed().as_secs_f64());
             (marks, r)
         }));
     }
