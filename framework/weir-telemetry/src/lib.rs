@@ -50,6 +50,9 @@ pub enum TelemetryError {
         "a different metrics recorder is already installed: {0} (install Weir's once, at start-up)"
     )]
     Recorder(String),
+    /// The span exporter could not be built.
+    #[error("building the span exporter: {0}")]
+    Exporter(String),
     /// The endpoint could not listen.
     #[error("cannot listen on {addr}: {source} (is the port free?)")]
     Listen {

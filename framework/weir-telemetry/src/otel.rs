@@ -127,3 +127,26 @@ impl Propagator for OtelPropagator {
 pub fn install_propagator() -> bool {
     weir::trace::set_propagator(Arc::new(OtelPropagator::default()))
 }
+
+/// A tracer provider exporting spans over OTLP/gRPC in batches, to the
+/// endpoint in `OTEL_EXPORTER_OTLP_ENDPOINT` (default `http://localhost:4317`),
+/// with `service.name` set. Add `tracing_opentelemetry::layer().with_tracer(provider.tracer(..))`
+/// to your subscriber and call [`install_propagator`]; call
+/// `provider.shutdown()` at exit to flush.
+#[cfg(feature = "otlp")]
+pub fn otlp_tracer_provider(
+    service_name: &str,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, crate::TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| crate::TelemetryError::Exporter(e.to_string()))?;
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service_name.to_string())
+                .build(),
+        )
+        .build())
+}
