@@ -134,6 +134,10 @@ async fn consumer_span_is_a_child_of_the_producer(kind: BrokerKind) -> R {
         attr(c, "weir.payload").is_none(),
         "payloads are not recorded by default"
     );
+    assert!(
+        attr(c, "messaging.kafka.message.key").is_none(),
+        "keys are not recorded by default"
+    );
     Ok(())
 }
 
@@ -160,6 +164,8 @@ async fn retries_stay_in_the_trace_and_link(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(common::config(&cluster, "flaky-g", &["flaky"]))
         .codec(StringCodec)
         .retry_topics(rt)
+        .key_in_spans(true)
+        .payload_in_spans(|p| format!("<{} bytes redacted>", p.len()))
         .build(processor_fn(move |m: Message<String>| {
             let d = d.clone();
             async move {
@@ -207,6 +213,16 @@ async fn retries_stay_in_the_trace_and_link(kind: BrokerKind) -> R {
         );
     }
     assert_eq!(attr(a3, "weir.attempt").as_deref(), Some("3"));
+    assert_eq!(
+        attr(a1, "messaging.kafka.message.key").as_deref(),
+        Some("k"),
+        "opt-in key"
+    );
+    assert_eq!(
+        attr(a1, "weir.payload").as_deref(),
+        Some("<1 bytes redacted>"),
+        "opt-in payload, redacted"
+    );
     let links = |s: &SpanData| {
         s.links
             .links

@@ -95,6 +95,7 @@ pub struct ConsumerBuilder<C> {
     shutdown: CancellationToken,
     retry_topics: Option<RetryTopics>,
     payload_in_spans: Option<task::PayloadHook>,
+    key_in_spans: bool,
 }
 
 impl<C> std::fmt::Debug for ConsumerBuilder<C> {
@@ -115,7 +116,16 @@ impl<C: Codec> ConsumerBuilder<C> {
             shutdown: self.shutdown,
             retry_topics: self.retry_topics,
             payload_in_spans: self.payload_in_spans,
+            key_in_spans: self.key_in_spans,
         }
+    }
+
+    /// Opt-in: records each message's key (UTF-8, lossy) as
+    /// `messaging.kafka.message.key` in its span. Off by default: keys are often
+    /// user or account IDs.
+    pub fn key_in_spans(mut self, on: bool) -> Self {
+        self.key_in_spans = on;
+        self
     }
 
     /// Opt-in: records `redact(payload)` as the `weir.payload` field of each
@@ -171,6 +181,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             stats: Arc::new(ConsumerStats::default()),
             retry_topics: self.retry_topics,
             payload_in_spans: self.payload_in_spans,
+            key_in_spans: self.key_in_spans,
         })
     }
 }
@@ -187,6 +198,7 @@ pub struct Consumer<C, P> {
     stats: Arc<ConsumerStats>,
     retry_topics: Option<RetryTopics>,
     payload_in_spans: Option<task::PayloadHook>,
+    key_in_spans: bool,
 }
 
 impl<C, P> std::fmt::Debug for Consumer<C, P> {
@@ -207,6 +219,7 @@ impl Consumer<BytesCodec, ()> {
             shutdown: CancellationToken::new(),
             retry_topics: None,
             payload_in_spans: None,
+            key_in_spans: false,
         }
     }
 }
@@ -281,6 +294,7 @@ where
             stats,
             retry_topics,
             payload_in_spans,
+            key_in_spans,
         } = self;
         let group_id: Arc<str> = Arc::from(config.group_id.as_str());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -364,6 +378,7 @@ where
             rescheduler,
             latency: metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
             payload_in_spans,
+            key_in_spans,
         });
         let publisher = {
             let stats = stats.clone();

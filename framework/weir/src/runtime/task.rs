@@ -44,6 +44,8 @@ pub(crate) struct Runner<C, P> {
     pub(crate) latency: metrics::Histogram,
     /// Opt-in: what of the payload to record in spans (after your redaction).
     pub(crate) payload_in_spans: Option<PayloadHook>,
+    /// Opt-in: record message keys in spans.
+    pub(crate) key_in_spans: bool,
 }
 
 /// Turns a payload into the redacted text recorded as `weir.payload` in spans.
@@ -98,10 +100,19 @@ where
             messaging.consumer.group.name = %self.group_id,
             messaging.message.id = raw.message_id().unwrap_or_default(),
             weir.attempt = crate::retry::delivery_attempt(&raw),
+            messaging.kafka.message.key = tracing::field::Empty,
             weir.payload = tracing::field::Empty,
         );
         if !span.is_disabled() {
             crate::trace::attach(&span, &raw.headers);
+            if self.key_in_spans
+                && let Some(k) = raw.key.as_deref()
+            {
+                span.record(
+                    "messaging.kafka.message.key",
+                    String::from_utf8_lossy(k).as_ref(),
+                );
+            }
             if let (Some(hook), Some(p)) = (&self.payload_in_spans, raw.payload.as_deref()) {
                 span.record("weir.payload", hook(p).as_str());
             }
