@@ -1,0 +1,51 @@
+//! A tiny run of each benchmark scenario on the mock cluster, so CI notices a
+//! broken benchmark. These check correctness fields (nothing lost, no order
+//! violation), never speed: rates on shared machines are noise.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-bench"))
+        .args(args)
+        .args(["--broker", "mock", "--json"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run weir-bench");
+    assert!(
+        out.status.success(),
+        "weir-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON last line");
+    assert_eq!(v["broker"], "mock");
+    assert!(v["cores"].as_u64().unwrap() >= 1);
+    v
+}
+
+#[test]
+fn overhead_smoke() {
+    let v = run(&["overhead", "--messages", "2000"]);
+    assert!(v["weir_msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["ratio"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn keyed_smoke() {
+    let v = run(&["keyed", "--messages", "600", "--concurrency", "50"]);
+    assert_eq!(v["order_violations"], 0);
+}
+
+#[test]
+fn retry_smoke() {
+    let v = run(&["retry", "--messages", "100"]);
+    assert_eq!(v["lost"], 0);
+    assert_eq!(v["early"], 0);
+}
+
+#[test]
+fn outbox_smoke() {
+    let v = run(&["outbox", "--messages", "500"]);
+    assert_eq!(v["lost"], 0);
+}
