@@ -72,6 +72,9 @@ struct Args {
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` here while running (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// The event the redirect service enqueues.
@@ -344,6 +347,11 @@ async fn main() -> anyhow::Result<()> {
         }
     );
 
+    // Metric handles are bound when consumers start: install the recorder first.
+    let telemetry = match args.metrics_addr {
+        Some(_) => Some(weir_telemetry::Telemetry::install()?),
+        None => None,
+    };
     let stop = CancellationToken::new();
     let producer = weir::Producer::new(&brokers)?;
     let relay_cfg = RelayConfig {
@@ -405,6 +413,12 @@ async fn main() -> anyhow::Result<()> {
             }
         };
 
+    if let (Some(t), Some(addr)) = (&telemetry, args.metrics_addr) {
+        let (bound, _server) = t
+            .serve(addr, vec![handle.clone()], Default::default())
+            .await?;
+        eprintln!("clicks: metrics on http://{bound}/metrics");
+    }
     // Measure the steady state: start the traffic once the worker has its partitions.
     let join_deadline = Instant::now() + Duration::from_secs(60);
     while handle.stats().assigned_partitions() < (partitions as u64) * 3

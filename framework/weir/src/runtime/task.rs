@@ -163,11 +163,29 @@ where
                     outage = outage.saturating_add(1);
                     ConsumerStats::add(&self.stats.unavailable, 1);
                     let delay = self.retry.backoff(outage.min(32));
-                    if outage == 1 || outage.is_multiple_of(20) {
+                    // One warning per consumer every 5 s, however many messages wait.
+                    let now = crate::retry::now_ms().max(0) as u64;
+                    let last = self
+                        .stats
+                        .unavailable_warned_ms
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if now.saturating_sub(last) >= 5_000
+                        && self
+                            .stats
+                            .unavailable_warned_ms
+                            .compare_exchange(
+                                last,
+                                now,
+                                std::sync::atomic::Ordering::Relaxed,
+                                std::sync::atomic::Ordering::Relaxed,
+                            )
+                            .is_ok()
+                    {
                         tracing::warn!(
                             topic = %raw.topic, partition = raw.partition, offset = raw.offset,
                             tries = outage, class = e.class(), error = %e, ?delay,
-                            "dependency unavailable; retrying in place until it returns"
+                            waits_total = self.stats.unavailable(),
+                            "dependency unavailable; retrying in place until it returns (one warning per 5 s)"
                         );
                     }
                     tokio::time::sleep(delay).await;
