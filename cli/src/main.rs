@@ -5,10 +5,15 @@
 //! weir dlq show    --topic orders.dlq --partition 0 --offset 12 [--payload]
 //! weir dlq replay  --topic orders.dlq [filters] [--to TOPIC] [--rate N] [--execute]
 //! weir outbox relay --database-url postgres://… --brokers kafka:9092
+//! weir groups list | describe GROUP [--topic T]
+//! weir offsets reset --group G --topic T (--to-earliest|--to-latest|--to-datetime D|--to-offset N|--shift-by N) [--execute]
 //! ```
 //!
-//! Exit codes: 0 success; 2 bad usage; 3 unknown topic or message; 4 Kafka
-//! error (unreachable brokers, authorization); 1 anything else.
+//! Exit codes: 0 success; 2 bad usage; 3 unknown topic, group, partition or
+//! message; 4 Kafka error (unreachable brokers, authorization); 5 refused as
+//! unsafe (offset reset while the group has members); 1 anything else.
+
+mod groups;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -42,6 +47,85 @@ enum Cmd {
     Outbox {
         #[command(subcommand)]
         cmd: OutboxCmd,
+    },
+    /// Consumer groups: state, members, lag.
+    Groups {
+        #[command(subcommand)]
+        cmd: GroupsCmd,
+    },
+    /// Move a group's committed offsets (dry run unless `--execute`).
+    Offsets {
+        #[command(subcommand)]
+        cmd: OffsetsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupsCmd {
+    /// Lists consumer groups with their state and member count.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A group's state, members and assignment, and per partition: committed
+    /// offset, log end, lag and the age of the oldest unconsumed message.
+    Describe {
+        #[command(flatten)]
+        conn: Conn,
+        /// The group.
+        group: String,
+        /// Topics to report (default: those assigned to its members; required for an empty group).
+        #[arg(long, value_delimiter = ',')]
+        topic: Vec<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OffsetsCmd {
+    /// Plans (default) or executes an offset reset for one topic of a group.
+    Reset {
+        #[command(flatten)]
+        conn: Conn,
+        /// The group.
+        #[arg(long)]
+        group: String,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Only these partitions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<i32>>,
+        /// To the earliest retained offset.
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        /// To the log end (skip everything not yet consumed).
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        /// To the first message at or after this time (RFC 3339).
+        #[arg(long, group = "target")]
+        to_datetime: Option<String>,
+        /// To this offset (clamped to the retained range).
+        #[arg(long, group = "target")]
+        to_offset: Option<i64>,
+        /// Move by this many messages (negative: re-process).
+        #[arg(long, group = "target", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Commit the new offsets (refused while the group has active members).
+        #[arg(long)]
+        execute: bool,
+        /// With `--execute`: commit even when the broker cannot say whether the
+        /// group has members (stop its consumers first).
+        #[arg(long)]
+        force: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -170,6 +254,7 @@ mod exit {
     pub const OTHER: u8 = 1;
     pub const NOT_FOUND: u8 = 3;
     pub const KAFKA: u8 = 4;
+    pub const REFUSED: u8 = 5;
 }
 
 fn main() -> ExitCode {
@@ -199,6 +284,7 @@ fn main() -> ExitCode {
                 Some(WeirError::UnknownTopic { .. }) => exit::NOT_FOUND,
                 Some(WeirError::Kafka { .. } | WeirError::Fatal(_)) => exit::KAFKA,
                 _ if e.downcast_ref::<NotFound>().is_some() => exit::NOT_FOUND,
+                _ if e.downcast_ref::<Refused>().is_some() => exit::REFUSED,
                 _ if e.downcast_ref::<weir::ProduceError>().is_some() => exit::KAFKA,
                 _ if e.downcast_ref::<weir_outbox::OutboxError>().is_some() => exit::OTHER,
                 _ => exit::OTHER,
@@ -216,6 +302,15 @@ impl std::fmt::Display for NotFound {
     }
 }
 impl std::error::Error for NotFound {}
+
+#[derive(Debug)]
+struct Refused(String);
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Refused {}
 
 fn client_config(conn: &Conn) -> anyhow::Result<(rdkafka::ClientConfig, String)> {
     let mut c = rdkafka::ClientConfig::new();
@@ -421,8 +516,195 @@ async fn outbox_relay(
     Ok(())
 }
 
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(f).await?)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Groups {
+            cmd: GroupsCmd::List { conn, json },
+        } => {
+            let (client, _) = client_config(&conn)?;
+            let gs = blocking(move || groups::list_groups(&client, None)).await??;
+            if json {
+                println!("{}", serde_json::json!({ "groups": gs }));
+            } else {
+                println!("{:<40} {:<20} {:>8}", "GROUP", "STATE", "MEMBERS");
+                for g in &gs {
+                    println!("{:<40} {:<20} {:>8}", g.name, g.state, g.members.len());
+                }
+            }
+            Ok(())
+        }
+        Cmd::Groups {
+            cmd:
+                GroupsCmd::Describe {
+                    conn,
+                    group,
+                    topic,
+                    json,
+                },
+        } => {
+            let (client, _) = client_config(&conn)?;
+            let c2 = client.clone();
+            let g = group.clone();
+            let (info, membership_error) =
+                match blocking(move || groups::list_groups(&c2, Some(&g))).await? {
+                    Ok(gs) => (
+                        gs.into_iter()
+                            .find(|x| x.name == group && x.state != "Dead"),
+                        None,
+                    ),
+                    // Some brokers (tansu, librdkafka's mock) do not answer
+                    // ListGroups: report positions and lag without membership.
+                    Err(e) if !topic.is_empty() => (None, Some(e.to_string())),
+                    Err(e) => return Err(e.into()),
+                };
+            let mut topics = topic.clone();
+            if topics.is_empty()
+                && let Some(i) = &info
+            {
+                let set: std::collections::BTreeSet<String> = i
+                    .members
+                    .iter()
+                    .flat_map(|m| m.assignment.keys().cloned())
+                    .collect();
+                topics = set.into_iter().collect();
+            }
+            if info.is_none() && topic.is_empty() {
+                return Err(NotFound(format!(
+                    "consumer group `{group}` is unknown to the brokers (it never committed, or its offsets expired); pass --topic to see its position anyway"
+                ))
+                .into());
+            }
+            if topics.is_empty() {
+                return Err(NotFound(format!(
+                    "group `{group}` has no members, so its topics are unknown: pass --topic T"
+                ))
+                .into());
+            }
+            let g = group.clone();
+            let lags = blocking(move || groups::describe_lag(&client, &g, &topics)).await??;
+            let total: i64 = lags.iter().map(|l| l.lag).sum();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "group": group, "info": info, "membership_error": membership_error, "lag": total, "partitions": lags })
+                );
+            } else {
+                match &info {
+                    Some(i) => println!(
+                        "group {group}: {} ({} member(s), protocol {})",
+                        i.state,
+                        i.members.len(),
+                        i.protocol
+                    ),
+                    None => match &membership_error {
+                        Some(e) => println!("group {group}: membership unavailable ({e})"),
+                        None => println!("group {group}: not known to the brokers"),
+                    },
+                }
+                if let Some(i) = &info {
+                    for m in &i.members {
+                        println!("  member {}@{} {:?}", m.client_id, m.host, m.assignment);
+                    }
+                }
+                println!(
+                    "{:<30} {:>5} {:>12} {:>12} {:>10} {:>14}",
+                    "TOPIC", "PART", "COMMITTED", "LOG-END", "LAG", "OLDEST-AGE"
+                );
+                for l in &lags {
+                    println!(
+                        "{:<30} {:>5} {:>12} {:>12} {:>10} {:>14}",
+                        l.topic,
+                        l.partition,
+                        l.committed.map_or("-".into(), |c| c.to_string()),
+                        l.high,
+                        l.lag,
+                        l.oldest_unconsumed_age_ms
+                            .map_or("-".into(), |a| format!("{:.1}s", a as f64 / 1000.0))
+                    );
+                }
+                println!("total lag {total}");
+            }
+            Ok(())
+        }
+        Cmd::Offsets {
+            cmd:
+                OffsetsCmd::Reset {
+                    conn,
+                    group,
+                    topic,
+                    partitions,
+                    to_earliest,
+                    to_latest,
+                    to_datetime,
+                    to_offset,
+                    shift_by,
+                    execute,
+                    force,
+                    json,
+                },
+        } => {
+            let (client, _) = client_config(&conn)?;
+            let to = if to_earliest {
+                groups::ResetTo::Earliest
+            } else if to_latest {
+                groups::ResetTo::Latest
+            } else if let Some(d) = &to_datetime {
+                groups::ResetTo::Datetime(parse_time(&Some(d.clone()), "to-datetime")?.unwrap_or(0))
+            } else if let Some(o) = to_offset {
+                groups::ResetTo::Offset(o)
+            } else if let Some(s) = shift_by {
+                groups::ResetTo::ShiftBy(s)
+            } else {
+                anyhow::bail!(
+                    "choose a target: --to-earliest, --to-latest, --to-datetime, --to-offset or --shift-by"
+                );
+            };
+            let (g, t) = (group.clone(), topic.clone());
+            let plan = blocking(move || {
+                groups::reset_offsets(&client, &g, &t, partitions.as_deref(), &to, execute, force)
+            })
+            .await??;
+            let plan = match plan {
+                Ok(p) => p,
+                Err(why) if why.contains("does not exist") => return Err(NotFound(why).into()),
+                Err(why) => return Err(Refused(why).into()),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "group": group, "topic": topic, "executed": execute, "plan": plan })
+                );
+            } else {
+                println!(
+                    "{} for group {group} on {topic}:",
+                    if execute {
+                        "reset"
+                    } else {
+                        "dry run (add --execute to commit)"
+                    }
+                );
+                println!(
+                    "{:>5} {:>12} {:>12} {:>12} {:>10}  NOTE",
+                    "PART", "OLD", "NEW", "REPROCESSED", "SKIPPED"
+                );
+                for l in &plan {
+                    println!(
+                        "{:>5} {:>12} {:>12} {:>12} {:>10}  {}",
+                        l.partition,
+                        l.old.map_or("-".into(), |o| o.to_string()),
+                        l.new,
+                        l.reprocessed,
+                        l.skipped,
+                        l.note.clone().unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
         Cmd::Outbox {
             cmd:
                 OutboxCmd::Relay {

@@ -1,0 +1,383 @@
+//! `weir groups …` and `weir offsets reset`: group state, lag, and safe offset resets.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use weir::WeirError;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn kafka(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> WeirError {
+    let context = context.into();
+    move |source| WeirError::Kafka { context, source }
+}
+
+/// A group as the broker describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub state: String,
+    pub protocol: String,
+    pub members: Vec<MemberInfo>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    pub id: String,
+    pub client_id: String,
+    pub host: String,
+    /// topic -> partitions, parsed from the consumer protocol assignment.
+    pub assignment: BTreeMap<String, Vec<i32>>,
+}
+
+/// Parses a consumer-protocol `MemberAssignment` (version, then topics with
+/// partitions; later fields ignored). Malformed bytes give an empty map.
+pub fn parse_assignment(b: &[u8]) -> BTreeMap<String, Vec<i32>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, r) = b.split_at(n);
+        *b = r;
+        Some(h)
+    }
+    let mut out = BTreeMap::new();
+    let mut b = b;
+    let parse = |b: &mut &[u8], out: &mut BTreeMap<String, Vec<i32>>| -> Option<()> {
+        take(b, 2)?; // version
+        let topics = i32::from_be_bytes(take(b, 4)?.try_into().ok()?);
+        for _ in 0..topics.clamp(0, 10_000) {
+            let len = i16::from_be_bytes(take(b, 2)?.try_into().ok()?);
+            let name = String::from_utf8_lossy(take(b, len.max(0) as usize)?).into_owned();
+            let n = i32::from_be_bytes(take(b, 4)?.try_into().ok()?);
+            let mut parts = Vec::new();
+            for _ in 0..n.clamp(0, 100_000) {
+                parts.push(i32::from_be_bytes(take(b, 4)?.try_into().ok()?));
+            }
+            out.insert(name, parts);
+        }
+        Some(())
+    };
+    if parse(&mut b, &mut out).is_none() {
+        out.clear();
+    }
+    out
+}
+
+fn client(cfg: &ClientConfig, group: Option<&str>) -> Result<BaseConsumer, WeirError> {
+    let mut c = cfg.clone();
+    c.set("group.id", group.unwrap_or("weir-cli"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    c.create().map_err(kafka("creating a client"))
+}
+
+/// Lists groups (all, or one).
+pub fn list_groups(cfg: &ClientConfig, group: Option<&str>) -> Result<Vec<GroupInfo>, WeirError> {
+    let c = client(cfg, None)?;
+    let brokers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
+    let list = c.fetch_group_list(group, TIMEOUT).map_err(kafka(format!(
+        "listing consumer groups on {brokers} (are the brokers reachable?)"
+    )))?;
+    Ok(list
+        .groups()
+        .iter()
+        .filter(|g| g.state() != "Dead" || group.is_none())
+        .map(|g| GroupInfo {
+            name: g.name().to_string(),
+            state: g.state().to_string(),
+            protocol: g.protocol().to_string(),
+            members: g
+                .members()
+                .iter()
+                .map(|m| MemberInfo {
+                    id: m.id().to_string(),
+                    client_id: m.client_id().to_string(),
+                    host: m.client_host().to_string(),
+                    assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// One partition of a group: position, end, lag, and the oldest unconsumed message's age.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub low: i64,
+    pub high: i64,
+    pub lag: i64,
+    pub oldest_unconsumed_age_ms: Option<i64>,
+}
+
+fn partitions_of(c: &BaseConsumer, topic: &str, brokers: &str) -> Result<Vec<i32>, WeirError> {
+    let md = c
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(kafka(format!("fetching metadata of `{topic}`")))?;
+    match md.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().iter().map(|p| p.id()).collect())
+        }
+        _ => Err(WeirError::UnknownTopic {
+            topic: topic.to_string(),
+            brokers: brokers.to_string(),
+        }),
+    }
+}
+
+fn committed(
+    c: &BaseConsumer,
+    topic: &str,
+    parts: &[i32],
+) -> Result<BTreeMap<i32, Option<i64>>, WeirError> {
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition(topic, *p);
+    }
+    let got = c
+        .committed_offsets(tpl, TIMEOUT)
+        .map_err(kafka(format!("fetching committed offsets of `{topic}`")))?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| {
+            let o = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), o)
+        })
+        .collect())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Lag of `group` on `topics`.
+pub fn describe_lag(
+    cfg: &ClientConfig,
+    group: &str,
+    topics: &[String],
+) -> Result<Vec<PartitionLag>, WeirError> {
+    let brokers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
+    let c = client(cfg, Some(group))?;
+    let reader = client(cfg, None)?;
+    let mut out = Vec::new();
+    for t in topics {
+        let parts = partitions_of(&c, t, &brokers)?;
+        let com = committed(&c, t, &parts)?;
+        for p in parts {
+            let (low, high) = c
+                .fetch_watermarks(t, p, TIMEOUT)
+                .map_err(kafka(format!("fetching watermarks of {t}/{p}")))?;
+            let pos = com.get(&p).copied().flatten();
+            let from = pos.unwrap_or(low).clamp(low, high);
+            let lag = high - from;
+            let mut age = None;
+            if lag > 0 {
+                let mut tpl = TopicPartitionList::new();
+                let _ = tpl.add_partition_offset(t, p, Offset::Offset(from));
+                if reader.assign(&tpl).is_ok() {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+                    while std::time::Instant::now() < deadline {
+                        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+                            age = m.timestamp().to_millis().map(|ts| (now_ms() - ts).max(0));
+                            break;
+                        }
+                    }
+                }
+            }
+            out.push(PartitionLag {
+                topic: t.clone(),
+                partition: p,
+                committed: pos,
+                low,
+                high,
+                lag,
+                oldest_unconsumed_age_ms: age,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Where to move a group's offsets.
+#[derive(Debug, Clone)]
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Datetime(i64),
+    Offset(i64),
+    ShiftBy(i64),
+}
+
+/// One partition of a reset plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResetLine {
+    pub partition: i32,
+    pub old: Option<i64>,
+    pub new: i64,
+    /// Messages processed again (new below old).
+    pub reprocessed: i64,
+    /// Messages skipped (new above old).
+    pub skipped: i64,
+    /// A note, e.g. the datetime is before the earliest retained message.
+    pub note: Option<String>,
+}
+
+/// Computes the plan (and commits it when `execute`; refusing while the group has members).
+pub fn reset_offsets(
+    cfg: &ClientConfig,
+    group: &str,
+    topic: &str,
+    only: Option<&[i32]>,
+    to: &ResetTo,
+    execute: bool,
+    force: bool,
+) -> Result<Result<Vec<ResetLine>, String>, WeirError> {
+    let brokers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
+    let c = client(cfg, Some(group))?;
+    let all = partitions_of(&c, topic, &brokers)?;
+    if let Some(ps) = only
+        && let Some(bad) = ps.iter().find(|p| !all.contains(p))
+    {
+        return Ok(Err(format!(
+            "partition {bad} does not exist in `{topic}` (it has {} partitions)",
+            all.len()
+        )));
+    }
+    let parts: Vec<i32> = all
+        .into_iter()
+        .filter(|p| only.is_none_or(|o| o.contains(p)))
+        .collect();
+    let com = committed(&c, topic, &parts)?;
+    let times: BTreeMap<i32, i64> = match to {
+        ResetTo::Datetime(ts) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in &parts {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*ts));
+            }
+            c.offsets_for_times(tpl, TIMEOUT)
+                .map_err(kafka("looking up offsets by time"))?
+                .elements()
+                .iter()
+                .map(|e| {
+                    let o = match e.offset() {
+                        Offset::Offset(o) => o,
+                        _ => -1,
+                    };
+                    (e.partition(), o)
+                })
+                .collect()
+        }
+        _ => BTreeMap::new(),
+    };
+    let mut plan = Vec::new();
+    for p in &parts {
+        let (low, high) = c
+            .fetch_watermarks(topic, *p, TIMEOUT)
+            .map_err(kafka(format!("fetching watermarks of {topic}/{p}")))?;
+        let old = com.get(p).copied().flatten();
+        let mut note = None;
+        let raw = match to {
+            ResetTo::Earliest => low,
+            ResetTo::Latest => high,
+            ResetTo::Offset(o) => *o,
+            ResetTo::ShiftBy(d) => old.unwrap_or(high) + d,
+            ResetTo::Datetime(_) => match times.get(p).copied().unwrap_or(-1) {
+                -1 => {
+                    note = Some("no message at or after that time: moves to the end".to_string());
+                    high
+                }
+                o if o <= low => {
+                    note = Some(format!(
+                        "the time is at or before the earliest retained message: moves to the earliest ({low})"
+                    ));
+                    low
+                }
+                o => o,
+            },
+        };
+        let new = raw.clamp(low, high);
+        if new != raw && note.is_none() {
+            note = Some(format!("clamped to the retained range [{low}, {high}]"));
+        }
+        let base = old.unwrap_or(low);
+        plan.push(ResetLine {
+            partition: *p,
+            old,
+            new,
+            reprocessed: (base - new).max(0),
+            skipped: (new - base).max(0),
+            note,
+        });
+    }
+    if !execute {
+        return Ok(Ok(plan));
+    }
+    let groups = match list_groups(cfg, Some(group)) {
+        Ok(g) => g,
+        Err(e) if force => {
+            tracing::warn!(error = %e, "cannot check the group's members; --force given, committing anyway");
+            Vec::new()
+        }
+        Err(e) => {
+            return Ok(Err(format!(
+                "cannot check whether group `{group}` has active members ({e}); some brokers do not answer ListGroups/DescribeGroups. Stop its consumers, then run again with --force"
+            )));
+        }
+    };
+    if let Some(g) = groups.iter().find(|g| g.name == group)
+        && !g.members.is_empty()
+    {
+        return Ok(Err(format!(
+            "group `{group}` has {} active member(s) ({}): stop its consumers first (scale the deployment to 0, or SIGTERM the processes; Weir commits and leaves the group on shutdown), then run this again",
+            g.members.len(),
+            g.members
+                .iter()
+                .map(|m| format!("{}@{}", m.client_id, m.host))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for l in &plan {
+        tpl.add_partition_offset(topic, l.partition, Offset::Offset(l.new))
+            .map_err(kafka("building the commit"))?;
+    }
+    c.commit(&tpl, CommitMode::Sync)
+        .map_err(kafka(format!("committing the new offsets of `{group}`")))?;
+    Ok(Ok(plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_member_assignments_and_survives_garbage() {
+        let mut b = vec![0, 1]; // version
+        b.extend(1i32.to_be_bytes());
+        b.extend(6i16.to_be_bytes());
+        b.extend(b"orders");
+        b.extend(2i32.to_be_bytes());
+        b.extend(0i32.to_be_bytes());
+        b.extend(3i32.to_be_bytes());
+        b.extend((-1i32).to_be_bytes()); // user data: null
+        let a = parse_assignment(&b);
+        assert_eq!(a.get("orders"), Some(&vec![0, 3]));
+        assert!(parse_assignment(&b[..9]).is_empty(), "truncated");
+        assert!(parse_assignment(&[0xff; 3]).is_empty());
+        assert!(parse_assignment(&[]).is_empty());
+    }
+}
