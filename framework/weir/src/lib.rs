@@ -94,6 +94,10 @@ pub mod offsets;
 pub mod processor;
 pub mod producer;
 pub mod retry;
+/// Bounded re-processing of a topic range ([`Replay`](replay::Replay)).
+pub mod replay {
+    pub use crate::runtime::replay::{Position, Replay, ReplayReport};
+}
 mod runtime;
 pub mod scheduler;
 pub mod stats;

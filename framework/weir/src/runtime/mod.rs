@@ -1,8 +1,9 @@
 //! The consumer runtime: [`Consumer`], its builder, and what a run reports.
 
 mod dispatcher;
-mod poller;
-mod task;
+pub(crate) mod poller;
+pub(crate) mod replay;
+pub(crate) mod task;
 
 use std::future::Future;
 use std::sync::Arc;

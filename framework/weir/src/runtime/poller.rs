@@ -279,13 +279,13 @@ impl ConsumerContext for WeirContext {
 /// Topic names shared as `Arc<str>`; owned by the poll thread, so no lock.
 /// Consecutive messages usually share a topic: that case is a string compare.
 #[derive(Default)]
-struct Topics {
+pub(crate) struct Topics {
     last: Option<Arc<str>>,
     all: HashMap<String, Arc<str>>,
 }
 
 impl Topics {
-    fn intern(&mut self, topic: &str) -> Arc<str> {
+    pub(crate) fn intern(&mut self, topic: &str) -> Arc<str> {
         if let Some(last) = &self.last
             && &**last == topic
         {
@@ -304,7 +304,7 @@ impl Topics {
     }
 }
 
-fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessage {
+pub(crate) fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessage {
     let headers = match m.headers() {
         None => Headers::default(),
         Some(hs) => Headers(

@@ -1,0 +1,365 @@
+//! Bounded re-processing of a topic range with your processor.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::poller::{Topics, convert};
+use super::task::{Outcome, Runner};
+use crate::codec::Codec;
+use crate::config::ConsumerConfig;
+use crate::error::WeirError;
+use crate::failure::{FailureSink, StopPartition};
+use crate::message::RawMessage;
+use crate::processor::Processor;
+use crate::stats::ConsumerStats;
+
+/// One end of a replay range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The earliest retained offset.
+    Earliest,
+    /// The log end when the replay starts (a `to` bound).
+    End,
+    /// An offset (`from`: inclusive; `to`: exclusive), clamped to the retained range.
+    Offset(i64),
+    /// The first message at or after this time (`from`: inclusive; `to`: exclusive).
+    Time(SystemTime),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Per partition: (start, end) offsets replayed, end exclusive.
+    pub ranges: BTreeMap<i32, (i64, i64)>,
+    /// Messages processed (including those handed to the failure sink).
+    pub processed: u64,
+    /// Partitions stopped by the failure sink, with the offset.
+    pub halted: Vec<(i32, i64)>,
+    /// Whether the replay group's offsets were committed at the end (some
+    /// brokers refuse commits from a client that never joined the group).
+    pub committed: bool,
+}
+
+/// A bounded re-processing run over `[from, to)` of one topic, with its own
+/// consumer group, so the production group's offsets are untouched.
+///
+/// ```no_run
+/// # async fn demo(processor: impl weir::Processor<Option<bytes::Bytes>>) -> Result<(), weir::WeirError> {
+/// use weir::replay::{Position, Replay};
+/// let cfg = weir::ConsumerConfig::new("kafka:9092", "orders-replay-2026-11-22", &[]);
+/// let report = Replay::range(cfg, "orders", Position::Offset(1_000), Position::End)
+///     .on_progress(|done, total| eprintln!("{done}/{total}"))
+///     .run(weir::BytesCodec, processor)
+///     .await?;
+/// println!("{} messages re-processed", report.processed);
+/// # Ok(()) }
+/// ```
+///
+/// Each partition is processed in offset order (one message at a time per
+/// partition, partitions in parallel), with the runtime's decoding, timeout,
+/// panic handling and in-place retries; failures go to the failure sink
+/// (default: stop that partition). At the end the replay group's offsets are
+/// committed at the range ends, so a second run of the same group resumes
+/// nothing already done.
+pub struct Replay {
+    config: ConsumerConfig,
+    topic: String,
+    from: Position,
+    to: Position,
+    progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    sink: Arc<dyn FailureSink>,
+}
+
+impl std::fmt::Debug for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replay")
+            .field("topic", &self.topic)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn kafka(context: String) -> impl FnOnce(rdkafka::error::KafkaError) -> WeirError {
+    move |source| WeirError::Kafka { context, source }
+}
+
+impl Replay {
+    /// Replays `[from, to)` of `topic`. `config` gives the brokers, the
+    /// pass-through properties (SASL, TLS), the timeouts and retry policy, and
+    /// the **replay** group id (use a dedicated one, never the production group).
+    pub fn range(config: ConsumerConfig, topic: &str, from: Position, to: Position) -> Self {
+        Replay {
+            config,
+            topic: topic.to_string(),
+            from,
+            to,
+            progress: None,
+            sink: Arc::new(StopPartition),
+        }
+    }
+
+    /// Called about five times a second with (messages done, messages in the range).
+    pub fn on_progress(mut self, f: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Where messages that fail for good go (default: stop that partition).
+    pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+
+    fn resolve(&self, c: &BaseConsumer) -> Result<BTreeMap<i32, (i64, i64)>, WeirError> {
+        let timeout = Duration::from_secs(10);
+        let t = &self.topic;
+        let md = c.fetch_metadata(Some(t), timeout).map_err(kafka(format!(
+            "fetching metadata of `{t}` from {}",
+            self.config.brokers
+        )))?;
+        let parts: Vec<i32> = match md.topics().first() {
+            Some(x) if x.error().is_none() && !x.partitions().is_empty() => {
+                x.partitions().iter().map(|p| p.id()).collect()
+            }
+            _ => {
+                return Err(WeirError::UnknownTopic {
+                    topic: t.clone(),
+                    brokers: self.config.brokers.clone(),
+                });
+            }
+        };
+        let by_time = |when: SystemTime| -> Result<BTreeMap<i32, i64>, WeirError> {
+            let mut tpl = TopicPartitionList::new();
+            for p in &parts {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(ms(when)));
+            }
+            Ok(c.offsets_for_times(tpl, timeout)
+                .map_err(kafka("looking up offsets by time".into()))?
+                .elements()
+                .iter()
+                .map(|e| {
+                    let o = match e.offset() {
+                        Offset::Offset(o) => o,
+                        _ => -1,
+                    };
+                    (e.partition(), o)
+                })
+                .collect())
+        };
+        let from_t = match self.from {
+            Position::Time(w) => Some(by_time(w)?),
+            _ => None,
+        };
+        let to_t = match self.to {
+            Position::Time(w) => Some(by_time(w)?),
+            _ => None,
+        };
+        let mut out = BTreeMap::new();
+        for p in &parts {
+            let (low, high) = c
+                .fetch_watermarks(t, *p, timeout)
+                .map_err(kafka(format!("fetching watermarks of {t}/{p}")))?;
+            let at = |pos: Position, times: &Option<BTreeMap<i32, i64>>| -> i64 {
+                match pos {
+                    Position::Earliest => low,
+                    Position::End => high,
+                    Position::Offset(o) => o.clamp(low, high),
+                    Position::Time(_) => match times.as_ref().and_then(|m| m.get(p)).copied() {
+                        Some(o) if o >= 0 => o.clamp(low, high),
+                        _ => high,
+                    },
+                }
+            };
+            let (s, e) = (at(self.from, &from_t), at(self.to, &to_t));
+            if s < e {
+                out.insert(*p, (s, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the replay to the end of the range.
+    pub async fn run<C, P>(self, codec: C, processor: P) -> Result<ReplayReport, WeirError>
+    where
+        C: Codec,
+        P: Processor<C::Value>,
+    {
+        if self.config.brokers.trim().is_empty() || self.config.group_id.trim().is_empty() {
+            return Err(crate::ConfigError::invalid(
+                "brokers / group_id",
+                "a replay needs the brokers and its own group id (not the production group)",
+            )
+            .into());
+        }
+        let mut cc = self.config.client_config();
+        cc.set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = cc
+            .create()
+            .map_err(kafka("creating the replay consumer".into()))?;
+        let consumer = Arc::new(consumer);
+        let c = consumer.clone();
+        let this = Arc::new(self);
+        let me = this.clone();
+        let ranges = tokio::task::spawn_blocking(move || me.resolve(&c))
+            .await
+            .map_err(|e| WeirError::Internal(e.to_string()))??;
+        let total: u64 = ranges.values().map(|(s, e)| (e - s) as u64).sum();
+        let mut report = ReplayReport {
+            ranges: ranges.clone(),
+            ..Default::default()
+        };
+        if ranges.is_empty() {
+            return Ok(report);
+        }
+        let stats = Arc::new(ConsumerStats::default());
+        let runner = Arc::new(Runner {
+            codec,
+            processor,
+            sink: this.sink.clone(),
+            retry: this.config.retry.clone(),
+            handler_timeout: this.config.handler_timeout,
+            max_header_bytes: this.config.max_header_bytes,
+            stats: stats.clone(),
+            group_id: Arc::from(this.config.group_id.as_str()),
+            schedule: None,
+            rescheduler: None,
+            latency: metrics::histogram!("weir_replay_processing_seconds"),
+            payload_in_spans: None,
+            key_in_spans: false,
+        });
+        let mut tpl = TopicPartitionList::new();
+        for (p, (s, _)) in &ranges {
+            tpl.add_partition_offset(&this.topic, *p, Offset::Offset(*s))
+                .map_err(kafka("building the assignment".into()))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(kafka(format!("assigning `{}`", this.topic)))?;
+
+        // One worker per partition, in offset order; the poll thread feeds them.
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = BTreeMap::new();
+        let mut workers = Vec::new();
+        for (p, (_, end)) in &ranges {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<RawMessage>(512);
+            senders.insert(*p, tx);
+            let runner = runner.clone();
+            let done = done.clone();
+            let end = *end;
+            let p = *p;
+            workers.push(tokio::spawn(async move {
+                while let Some(m) = rx.recv().await {
+                    let offset = m.offset;
+                    let outcome = runner
+                        .clone()
+                        .run(Arc::new(m), CancellationToken::new())
+                        .await;
+                    done.fetch_add(1, Relaxed);
+                    if let Outcome::Halted { .. } = outcome {
+                        return (p, Some(offset));
+                    }
+                    if offset + 1 >= end {
+                        break;
+                    }
+                }
+                (p, None)
+            }));
+        }
+        let poll_consumer = consumer.clone();
+        let poll_stop = stop.clone();
+        let topic = this.topic.clone();
+        let poller = std::thread::Builder::new()
+            .name("weir-replay-poll".into())
+            .spawn(move || {
+                let mut topics = Topics::default();
+                let mut open: BTreeMap<i32, i64> =
+                    ranges.iter().map(|(p, (_, e))| (*p, *e)).collect();
+                while !open.is_empty() && !poll_stop.load(Relaxed) {
+                    match poll_consumer.poll(Duration::from_millis(100)) {
+                        None => {}
+                        Some(Err(e)) => tracing::warn!(error = %e, "replay fetch error (retried)"),
+                        Some(Ok(m)) => {
+                            let raw = convert(&mut topics, &m);
+                            let p = raw.partition;
+                            let Some(&end) = open.get(&p) else { continue };
+                            if raw.offset >= end {
+                                continue;
+                            }
+                            let last = raw.offset + 1 >= end;
+                            if let Some(tx) = senders.get(&p)
+                                && tx.blocking_send(raw).is_err()
+                            {
+                                open.remove(&p); // its worker stopped (halted)
+                            }
+                            if last {
+                                open.remove(&p);
+                                senders.remove(&p);
+                                let mut t = TopicPartitionList::new();
+                                t.add_partition(&topic, p);
+                                let _ = poll_consumer.pause(&t);
+                            }
+                        }
+                    }
+                }
+                drop(senders);
+            })
+            .map_err(|e| WeirError::Internal(format!("spawning the replay poll thread: {e}")))?;
+
+        let progress = this.progress.clone();
+        let ticker = progress.map(|f| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                loop {
+                    f(done.load(Relaxed), total);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        });
+        let mut commit = TopicPartitionList::new();
+        for w in workers {
+            let (p, halted) = w.await.map_err(|e| WeirError::Internal(e.to_string()))?;
+            match halted {
+                Some(o) => {
+                    report.halted.push((p, o));
+                    let _ = commit.add_partition_offset(&this.topic, p, Offset::Offset(o));
+                }
+                None => {
+                    let end = report.ranges[&p].1;
+                    let _ = commit.add_partition_offset(&this.topic, p, Offset::Offset(end));
+                }
+            }
+        }
+        stop.store(true, Relaxed);
+        let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        if let Some(f) = &this.progress {
+            f(done.load(Relaxed), total);
+        }
+        let c = consumer.clone();
+        match tokio::task::spawn_blocking(move || c.commit(&commit, CommitMode::Sync)).await {
+            Ok(Ok(())) => report.committed = true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "committing the replay group's offsets failed; the replay itself is complete")
+            }
+            Err(e) => tracing::warn!(error = %e, "replay commit task failed"),
+        }
+        report.processed = done.load(Relaxed);
+        Ok(report)
+    }
+}
