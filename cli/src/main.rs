@@ -5,6 +5,7 @@
 //! weir dlq show    --topic orders.dlq --partition 0 --offset 12 [--payload]
 //! weir dlq replay  --topic orders.dlq [filters] [--to TOPIC] [--rate N] [--execute]
 //! weir outbox relay --database-url postgres://… --brokers kafka:9092
+//! weir replay --topic T --from (offset|earliest|RFC3339) [--to (offset|end|RFC3339)] --group G --copy-to T2
 //! weir groups list | describe GROUP [--topic T]
 //! weir offsets reset --group G --topic T (--to-earliest|--to-latest|--to-datetime D|--to-offset N|--shift-by N) [--execute]
 //! ```
@@ -47,6 +48,17 @@ enum Cmd {
     Outbox {
         #[command(subcommand)]
         cmd: OutboxCmd,
+    },
+    /// Re-process a bounded range of a topic with a replay group (the production
+    /// group's offsets are untouched). This binary can copy the range to another
+    /// topic (`--copy-to`); to run your own processor, build a binary with
+    /// `weir_cli::run_replay`.
+    Replay {
+        #[command(flatten)]
+        args: weir_cli::ReplayArgs,
+        /// Re-publish each message (key, payload, headers, message ID) to this topic.
+        #[arg(long)]
+        copy_to: Option<String>,
     },
     /// Consumer groups: state, members, lag.
     Groups {
@@ -522,6 +534,32 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Replay { args, copy_to } => {
+            let Some(target) = copy_to else {
+                anyhow::bail!(
+                    "`weir replay` needs a processor: pass --copy-to TOPIC to copy the range, or build your own binary with `weir_cli::run_replay(args, codec, your_processor)`"
+                );
+            };
+            let producer = weir::Producer::new(&args.brokers)?;
+            let processor = weir::processor_fn(move |m: weir::Message<Option<bytes::Bytes>>| {
+                let producer = producer.clone();
+                let target = target.clone();
+                async move {
+                    let raw = m.raw();
+                    let mut r = weir::Record::to(target);
+                    r.key = raw.key.clone();
+                    r.payload = raw.payload.clone();
+                    r.headers = raw.headers.clone();
+                    producer
+                        .send(r)
+                        .await
+                        .map_err(|e| weir::ProcessError::retryable(e).with_class("copy"))?;
+                    Ok(())
+                }
+            });
+            weir_cli::run_replay(args, weir::BytesCodec, processor).await?;
+            Ok(())
+        }
         Cmd::Groups {
             cmd: GroupsCmd::List { conn, json },
         } => {
