@@ -327,14 +327,18 @@ impl std::error::Error for Refused {}
 fn client_config(conn: &Conn) -> anyhow::Result<(rdkafka::ClientConfig, String)> {
     let mut c = rdkafka::ClientConfig::new();
     let mut brokers = None;
-    if let Some(path) = &conn.config {
-        let cfg = weir::ConsumerConfig::from_file(path)?;
-        for (k, v) in &cfg.kafka {
-            c.set(k, v);
-        }
-        if !cfg.brokers.is_empty() {
-            brokers = Some(cfg.brokers.clone());
-        }
+    // Same sources as the runtime: the file, then `WEIR_*` variables
+    // (`WEIR_BROKERS`, `WEIR_KAFKA_SASL_USERNAME`…), then flags.
+    let base = match &conn.config {
+        Some(path) => weir::ConsumerConfig::from_file(path)?,
+        None => weir::ConsumerConfig::default(),
+    };
+    let cfg = base.with_env(std::env::vars())?;
+    for (k, v) in &cfg.kafka {
+        c.set(k, v);
+    }
+    if !cfg.brokers.is_empty() {
+        brokers = Some(cfg.brokers.clone());
     }
     if let Some(b) = &conn.brokers {
         brokers = Some(b.clone());
@@ -346,7 +350,7 @@ fn client_config(conn: &Conn) -> anyhow::Result<(rdkafka::ClientConfig, String)>
         c.set(k.trim(), v.trim());
     }
     let brokers = brokers.context(
-        "no brokers: pass --brokers host:port, set KAFKA_BOOTSTRAP_SERVERS, or give --config with `brokers`",
+        "no brokers: pass --brokers host:port, set KAFKA_BOOTSTRAP_SERVERS or WEIR_BROKERS, or give --config with `brokers`",
     )?;
     c.set("bootstrap.servers", &brokers);
     // Fail in seconds, not minutes, when the brokers are unreachable.

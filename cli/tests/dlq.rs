@@ -239,6 +239,19 @@ async fn cli_errors_have_exit_codes(kind: BrokerKind) -> R {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Brokers from WEIR_BROKERS, like the runtime's config: reaches the broker.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["dlq", "list", "--topic", "nope.dlq"])
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env("WEIR_BROKERS", &b)
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = weir(&["dlq", "list", "--topic", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
