@@ -33,6 +33,8 @@ mod docker;
 mod error;
 mod mock;
 mod proxy;
+#[cfg(feature = "schema-registry")]
+mod schema_registry;
 mod tansu;
 
 pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord, produce_with};
@@ -40,6 +42,8 @@ pub use db::{PostgresDb, SqliteDb};
 pub use error::TestkitError;
 pub use mock::MockFaults;
 pub use proxy::TcpProxy;
+#[cfg(feature = "schema-registry")]
+pub use schema_registry::SchemaRegistryFixture;
 pub use tansu::{TansuBroker, TansuStorage};
 
 /// Installs a `tracing` subscriber for tests once (honours `RUST_LOG`, default `warn`).

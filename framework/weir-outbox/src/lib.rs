@@ -105,6 +105,37 @@ impl OutboxRecord {
         Ok(self)
     }
 
+    /// Encodes `value` with a [`weir::Encoder`] (JSON, Avro through a schema
+    /// registry…) into the payload. Call it before `enqueue`, inside the
+    /// transaction: a registry outage fails the business write instead of
+    /// leaving an undecodable row.
+    pub async fn value_with<T: ?Sized + Sync, E: weir::Encoder<T>>(
+        mut self,
+        encoder: &E,
+        value: &T,
+    ) -> Result<Self, OutboxError> {
+        let b = encoder
+            .encode(&self.topic, value)
+            .await
+            .map_err(|e| OutboxError::Encode(e.to_string()))?;
+        self.payload = Some(b);
+        Ok(self)
+    }
+
+    /// Encodes the key with a key [`weir::Encoder`].
+    pub async fn key_with<T: ?Sized + Sync, E: weir::Encoder<T>>(
+        mut self,
+        encoder: &E,
+        key: &T,
+    ) -> Result<Self, OutboxError> {
+        let b = encoder
+            .encode(&self.topic, key)
+            .await
+            .map_err(|e| OutboxError::Encode(e.to_string()))?;
+        self.key = Some(b);
+        Ok(self)
+    }
+
     /// Adds a header (for example the W3C `traceparent` of the request).
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push(key, value);

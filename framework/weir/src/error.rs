@@ -119,7 +119,12 @@ impl std::error::Error for ProcessError {
 
 impl From<crate::codec::DecodeError> for ProcessError {
     fn from(e: crate::codec::DecodeError) -> Self {
-        ProcessError::terminal(e).with_class("decode")
+        let class = e.class();
+        if e.is_unavailable() {
+            ProcessError::unavailable(e).with_class(class)
+        } else {
+            ProcessError::terminal(e).with_class(class)
+        }
     }
 }
 

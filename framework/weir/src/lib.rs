@@ -107,7 +107,9 @@ pub mod trace;
 #[doc(inline)]
 pub use codec::JsonCodec;
 #[doc(inline)]
-pub use codec::{BytesCodec, Codec, DecodeError, StringCodec};
+pub use codec::{
+    BytesCodec, Codec, CodecExt, DecodeError, EncodeError, Encoder, Key, Part, StringCodec,
+};
 #[doc(inline)]
 pub use config::{Assignment, ConsumerConfig, RetryPolicy};
 #[doc(inline)]

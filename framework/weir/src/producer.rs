@@ -80,6 +80,41 @@ impl Record {
         Ok(self)
     }
 
+    /// Encodes `value` with `encoder` (JSON, Avro through a schema registry…)
+    /// into the payload. Schema-registry encoders derive the subject from the
+    /// record's topic.
+    ///
+    /// ```no_run
+    /// # async fn f(producer: weir::Producer) -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Serialize)]
+    /// struct Click { link: String }
+    /// let record = weir::Record::to("clicks")
+    ///     .key("l1")
+    ///     .value_with(&weir::JsonCodec::new(), &Click { link: "l1".into() })
+    ///     .await?;
+    /// producer.send(record).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn value_with<T: ?Sized + Sync, E: crate::codec::Encoder<T>>(
+        mut self,
+        encoder: &E,
+        value: &T,
+    ) -> Result<Self, crate::codec::EncodeError> {
+        self.payload = Some(encoder.encode(&self.topic, value).await?);
+        Ok(self)
+    }
+
+    /// Encodes `key` with `encoder` (a key encoder: for schema-registry
+    /// encoders, one built for [`Part::Key`](crate::Part::Key)).
+    pub async fn key_with<T: ?Sized + Sync, E: crate::codec::Encoder<T>>(
+        mut self,
+        encoder: &E,
+        key: &T,
+    ) -> Result<Self, crate::codec::EncodeError> {
+        self.key = Some(encoder.encode(&self.topic, key).await?);
+        Ok(self)
+    }
+
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push(key, value);

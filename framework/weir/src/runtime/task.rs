@@ -246,8 +246,10 @@ where
             }
             .into());
         }
-        let value = self.codec.decode(raw).inspect_err(|_| {
-            ConsumerStats::add(&self.stats.decode_errors, 1);
+        let value = self.codec.decode(raw).await.inspect_err(|e| {
+            if !e.is_unavailable() {
+                ConsumerStats::add(&self.stats.decode_errors, 1);
+            }
         })?;
         let msg = Message::new(value, raw.clone(), attempt, cancel.clone());
         let fut = AssertUnwindSafe(self.processor.process(msg)).catch_unwind();
