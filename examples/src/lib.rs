@@ -46,3 +46,45 @@ pub async fn stop_when_idle(handle: ConsumerHandle) {
         last = now;
     }
 }
+
+/// The book's pages (`docs/`), included so that `cargo test --doc` compiles
+/// every Rust snippet in them: the documentation cannot drift from the code.
+#[cfg(doctest)]
+pub mod book {
+    #[doc = include_str!("../../docs/introduction.md")]
+    pub struct Introduction;
+    #[doc = include_str!("../../docs/concepts.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../../docs/guide-first-processor.md")]
+    pub struct FirstProcessor;
+    #[doc = include_str!("../../docs/codecs.md")]
+    pub struct Codecs;
+    #[doc = include_str!("../../docs/idempotency.md")]
+    pub struct Idempotency;
+    #[doc = include_str!("../../docs/retries.md")]
+    pub struct Retries;
+    #[doc = include_str!("../../docs/outbox.md")]
+    pub struct Outbox;
+    #[doc = include_str!("../../docs/telemetry.md")]
+    pub struct Telemetry;
+    #[doc = include_str!("../../docs/deploying.md")]
+    pub struct Deploying;
+    #[doc = include_str!("../../docs/scaling.md")]
+    pub struct Scaling;
+    #[doc = include_str!("../../docs/runbook-dlq.md")]
+    pub struct RunbookDlq;
+    #[doc = include_str!("../../docs/runbook-replay.md")]
+    pub struct RunbookReplay;
+    #[doc = include_str!("../../docs/reference-config.md")]
+    pub struct ReferenceConfig;
+    #[doc = include_str!("../../docs/reference-headers.md")]
+    pub struct ReferenceHeaders;
+    #[doc = include_str!("../../docs/reference-metrics.md")]
+    pub struct ReferenceMetrics;
+    #[doc = include_str!("../../docs/cli.md")]
+    pub struct Cli;
+    #[doc = include_str!("../../docs/brokers.md")]
+    pub struct Brokers;
+    #[doc = include_str!("../../docs/reliability.md")]
+    pub struct Reliability;
+}

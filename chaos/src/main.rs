@@ -1,0 +1,708 @@
+//! `weir-chaos`: Jepsen-style accounting for Weir under abuse.
+//!
+//! Starts tansu (SQLite storage, survives restarts) and a fresh PostgreSQL
+//! database, produces `--messages` messages with unique IDs over several
+//! partitions and keys (a share poison, a share failing transiently), runs
+//! three consumer **processes** (a test processor writing its effect through
+//! `weir_idempotency::Transactional` into PostgreSQL), and while they work:
+//! SIGKILLs a random worker `--kills` times and restarts it, restarts the
+//! broker `--broker-restarts` times (SIGKILL, then start on the same port and
+//! storage) and stalls it (SIGSTOP/SIGCONT) `--stalls` times. Every action is
+//! drawn from `--seed`, so a failing run can be replayed.
+//!
+//! At the end it reads the effects table, the delivery log, the DLQ topic and
+//! the committed offsets, prints a report and, with `--json`, a last line with
+//! `messages`, `kills`, `broker_restarts`, `stalls`, `lost`,
+//! `duplicate_effects`, `dlq`, `expected_dlq`, `dlq_missing`,
+//! `unexpected_dlq`, `redeliveries`, `uncommitted`, `duration_s`, `seed`.
+//! Exit code 1 on any loss, duplicate effect, missing or unexpected DLQ entry.
+//!
+//! ```text
+//! cargo run --release -p weir-chaos -- --messages 5000 --kills 5 --broker-restarts 1 --json
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+use weir::retry::RetryTopics;
+use weir::{Consumer, ConsumerConfig, JsonCodec, Message, ProcessError, Processor};
+use weir_idempotency::{PostgresStore, Transactional, TxProcessor};
+use weir_testkit::{KafkaCluster, PostgresDb, TansuStorage, TestRecord};
+
+const TOPIC: &str = "chaos";
+const GROUP: &str = "chaos-workers";
+const WORKERS: usize = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir-chaos",
+    about = "Kill consumers and restart the broker while Weir works; count every message."
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Messages to produce.
+    #[arg(long, default_value_t = 5000)]
+    messages: usize,
+    /// Worker SIGKILLs (each followed by a restart of that worker).
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// Broker restarts (SIGKILL, then start on the same port and storage).
+    #[arg(long, default_value_t = 1)]
+    broker_restarts: usize,
+    /// Broker stalls (SIGSTOP for 1-3 s, then SIGCONT).
+    #[arg(long, default_value_t = 1)]
+    stalls: usize,
+    /// Seed for every random choice (payload kinds, keys, timing, victims).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Partitions of the source topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Percentage of poison messages (undecodable: must end in the DLQ).
+    #[arg(long, default_value_t = 1.0)]
+    poison_percent: f64,
+    /// Percentage of messages that fail once with a retryable error (retry tier).
+    #[arg(long, default_value_t = 5.0)]
+    transient_percent: f64,
+    /// Give up (and count what is missing as lost) after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    deadline_s: u64,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Harness self-check: workers write effects without the idempotency
+    /// store, so redeliveries after kills must show up as duplicate effects.
+    #[arg(long, hide = true)]
+    unsafe_no_idempotency: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// One consumer process (started by the harness).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        unsafe_no_idempotency: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Event {
+    id: String,
+    seq: u64,
+    transient: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    scenario: &'static str,
+    messages: usize,
+    kills: usize,
+    broker_restarts: usize,
+    stalls: usize,
+    lost: usize,
+    duplicate_effects: i64,
+    dlq: usize,
+    expected_dlq: usize,
+    dlq_missing: usize,
+    unexpected_dlq: usize,
+    redeliveries: i64,
+    retried: usize,
+    uncommitted: i64,
+    duration_s: f64,
+    seed: u64,
+    lost_sample: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match &args.cmd {
+        Some(Cmd::Worker {
+            bootstrap,
+            db,
+            name,
+            unsafe_no_idempotency,
+        }) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            rt.block_on(worker(bootstrap, db, name, *unsafe_no_idempotency))
+        }
+        None => {
+            let report = rt.block_on(orchestrate(&args))?;
+            let bad = report.lost > 0
+                || report.duplicate_effects > 0
+                || report.dlq_missing > 0
+                || report.unexpected_dlq > 0;
+            if bad {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------- worker
+
+/// The effect: one row per processing, written in the idempotency
+/// transaction. `chaos_effects` has no unique constraint on purpose: a
+/// duplicate effect would show up as two rows.
+#[derive(Clone)]
+struct Sink {
+    name: Arc<str>,
+}
+
+impl TxProcessor<Event, Postgres> for Sink {
+    async fn process(
+        &self,
+        msg: Message<Event>,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<(), ProcessError> {
+        let e = msg.value();
+        if e.transient && msg.attempt() == 1 {
+            return Err(ProcessError::retryable(std::io::Error::other(
+                "injected transient failure",
+            ))
+            .with_class("injected"));
+        }
+        sqlx::query(
+            "INSERT INTO chaos_effects (message_id, seq, worker, attempt, topic, part, off) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&e.id)
+        .bind(e.seq as i64)
+        .bind(&*self.name)
+        .bind(msg.attempt() as i32)
+        .bind(&*msg.raw().topic)
+        .bind(msg.raw().partition)
+        .bind(msg.raw().offset)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| ProcessError::retryable(e).with_class("db"))?;
+        Ok(())
+    }
+}
+
+/// Logs every delivery (outside any transaction) before the idempotent
+/// processor runs, so redeliveries can be counted from the database.
+struct Logged<P> {
+    inner: P,
+    pool: PgPool,
+    name: Arc<str>,
+}
+
+impl<P: Processor<Event>> Processor<Event> for Logged<P> {
+    async fn process(&self, msg: Message<Event>) -> Result<(), ProcessError> {
+        sqlx::query(
+            "INSERT INTO chaos_deliveries (message_id, worker, attempt) VALUES ($1, $2, $3)",
+        )
+        .bind(&msg.value().id)
+        .bind(&*self.name)
+        .bind(msg.attempt() as i32)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| ProcessError::unavailable(e).with_class("db"))?;
+        self.inner.process(msg).await
+    }
+}
+
+fn retry_topics() -> RetryTopics {
+    let mut rt = RetryTopics::tiers([Duration::from_millis(500)]);
+    rt.create_topics = false;
+    rt
+}
+
+/// The harness self-check's processor: the same effect in a transaction of
+/// its own, with no idempotency marker.
+struct Unsafe {
+    sink: Sink,
+    pool: PgPool,
+}
+
+impl Processor<Event> for Unsafe {
+    async fn process(&self, msg: Message<Event>) -> Result<(), ProcessError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| ProcessError::unavailable(e).with_class("db"))?;
+        self.sink.process(msg, &mut tx).await?;
+        tx.commit()
+            .await
+            .map_err(|e| ProcessError::retryable(e).with_class("db"))
+    }
+}
+
+async fn worker(
+    bootstrap: &str,
+    db: &str,
+    name: &str,
+    unsafe_no_idempotency: bool,
+) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(6)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(db)
+        .await?;
+    let mut cfg = ConsumerConfig::new(bootstrap, GROUP, &[TOPIC])
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("max.poll.interval.ms", "20000")
+        .set("topic.metadata.refresh.interval.ms", "2000")
+        .set("reconnect.backoff.max.ms", "1000");
+    cfg.commit_interval = Duration::from_millis(300);
+    cfg.revoke_deadline = Duration::from_secs(5);
+    cfg.shutdown_deadline = Duration::from_secs(5);
+    cfg.retry.initial_backoff = Duration::from_millis(50);
+    cfg.retry.max_backoff = Duration::from_millis(500);
+    let name: Arc<str> = Arc::from(name);
+    let sink = Sink { name: name.clone() };
+    if unsafe_no_idempotency {
+        let inner = Unsafe {
+            sink,
+            pool: pool.clone(),
+        };
+        return run_worker(cfg, Logged { inner, pool, name }).await;
+    }
+    let inner = Transactional::new(sink, PostgresStore::new(pool.clone()), GROUP);
+    run_worker(cfg, Logged { inner, pool, name }).await
+}
+
+async fn run_worker(cfg: ConsumerConfig, processor: impl Processor<Event>) -> anyhow::Result<()> {
+    let consumer = Consumer::builder(cfg)
+        .codec(JsonCodec::<Event>::new())
+        .retry_topics(retry_topics())
+        .build(processor)?;
+    let handle = consumer.handle();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        term.recv().await;
+        handle.shutdown();
+    });
+    let report = consumer.run().await?;
+    if !report.halted.is_empty() {
+        bail!("worker halted partitions: {:?}", report.halted);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- orchestrator
+
+struct Workers {
+    exe: PathBuf,
+    bootstrap: String,
+    db: String,
+    logs: PathBuf,
+    unsafe_no_idempotency: bool,
+    children: Vec<Option<Child>>,
+    starts: Vec<usize>,
+}
+
+impl Workers {
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        self.starts[i] += 1;
+        let log =
+            std::fs::File::create(self.logs.join(format!("worker-{i}-{}.log", self.starts[i])))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.args([
+            "worker",
+            "--bootstrap",
+            &self.bootstrap,
+            "--db",
+            &self.db,
+            "--name",
+            &format!("w{i}"),
+        ]);
+        if self.unsafe_no_idempotency {
+            cmd.arg("--unsafe-no-idempotency");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a worker process")?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    fn sigkill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for c in self.children.iter().flatten() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for slot in self.children.iter_mut() {
+            if let Some(mut c) = slot.take() {
+                loop {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Restarts any worker that died on its own (it should not; counted).
+    fn reap_dead(&mut self) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for i in 0..self.children.len() {
+            let dead = match &mut self.children[i] {
+                Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+                None => false,
+            };
+            if dead {
+                eprintln!("[chaos] worker {i} exited on its own; restarting it");
+                self.children[i] = None;
+                self.spawn(i)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.sigkill(i);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    KillWorker,
+    RestartBroker,
+    StallBroker,
+}
+
+async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await?)
+}
+
+async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let started = Instant::now();
+    let say = |m: String| eprintln!("[chaos {:>6.1}s] {m}", started.elapsed().as_secs_f64());
+    say(format!(
+        "seed {seed}: {} messages, {} kills, {} broker restarts, {} stalls",
+        args.messages, args.kills, args.broker_restarts, args.stalls
+    ));
+
+    let db = PostgresDb::fresh().await?;
+    let cluster = KafkaCluster::tansu(TansuStorage::Sqlite).await?;
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let pool = db.pool().clone();
+    PostgresStore::new(pool.clone()).migrate().await?;
+    sqlx::query(
+        "CREATE TABLE chaos_effects (id BIGSERIAL PRIMARY KEY, message_id TEXT NOT NULL, seq BIGINT NOT NULL, worker TEXT NOT NULL, attempt INT NOT NULL, topic TEXT NOT NULL, part INT NOT NULL, off BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "CREATE TABLE chaos_deliveries (id BIGSERIAL PRIMARY KEY, message_id TEXT NOT NULL, worker TEXT NOT NULL, attempt INT NOT NULL)",
+    )
+    .execute(&pool)
+    .await?;
+
+    // Topics: the source, its retry tier and its DLQ (pre-created so three
+    // workers starting at once do not race to create them).
+    let rt = retry_topics();
+    cluster.create_topic(TOPIC, args.partitions).await?;
+    for t in rt.retry_topics_of(TOPIC) {
+        cluster.create_topic(&t, args.partitions).await?;
+    }
+    let dlq_topic = rt.dlq_topic(TOPIC);
+    cluster.create_topic(&dlq_topic, args.partitions).await?;
+
+    // Data: unique IDs, many keys, a share poison and a share transient.
+    let mut good = HashSet::new();
+    let mut poison = HashSet::new();
+    let mut transient = 0usize;
+    let mut records = Vec::with_capacity(args.messages);
+    for seq in 0..args.messages as u64 {
+        let id = format!("m-{seq:07}");
+        let key = format!("k{}", rng.random_range(0..500));
+        let roll: f64 = rng.random_range(0.0..100.0);
+        let rec = if roll < args.poison_percent {
+            poison.insert(id.clone());
+            TestRecord::keyed(&key, format!("{{\"id\":\"{id}\",\"seq\":not-json"))
+        } else {
+            let t = roll < args.poison_percent + args.transient_percent;
+            transient += t as usize;
+            good.insert(id.clone());
+            let e = Event {
+                id: id.clone(),
+                seq,
+                transient: t,
+            };
+            TestRecord::keyed(&key, serde_json::to_vec(&e)?)
+        };
+        records.push(rec.header(weir::MESSAGE_ID_HEADER, &id));
+    }
+    for chunk in records.chunks(1000) {
+        cluster.produce(TOPIC, chunk.to_vec()).await?;
+    }
+    say(format!(
+        "produced {} ({} poison, {transient} transient)",
+        args.messages,
+        poison.len()
+    ));
+
+    let logs = tempdir_keep()?;
+    let mut workers = Workers {
+        exe: std::env::current_exe()?,
+        bootstrap: bootstrap.clone(),
+        db: db.url().to_string(),
+        logs: logs.clone(),
+        unsafe_no_idempotency: args.unsafe_no_idempotency,
+        children: (0..WORKERS).map(|_| None).collect(),
+        starts: vec![0; WORKERS],
+    };
+    for i in 0..WORKERS {
+        workers.spawn(i)?;
+    }
+
+    // The schedule: actions in random order, each fired once progress passes
+    // its threshold (so they land while work is going on), plus jitter.
+    let mut actions: Vec<Action> = std::iter::repeat_n(Action::KillWorker, args.kills)
+        .chain(std::iter::repeat_n(
+            Action::RestartBroker,
+            args.broker_restarts,
+        ))
+        .chain(std::iter::repeat_n(Action::StallBroker, args.stalls))
+        .collect();
+    actions.shuffle(&mut rng);
+    let n_actions = actions.len();
+    let thresholds: Vec<f64> = (0..n_actions)
+        .map(|j| (j as f64 + 0.5) / (n_actions as f64 + 0.5) * 0.9)
+        .collect();
+    let expected_good = good.len() as i64;
+    let deadline = started + Duration::from_secs(args.deadline_s);
+    let mut next = 0;
+    let mut not_before = Instant::now();
+    let mut dlq_seen = 0usize;
+    let mut last_dlq_read = Instant::now();
+    let mut self_exits = 0;
+    loop {
+        let done = count(
+            &pool,
+            "SELECT count(DISTINCT message_id) FROM chaos_effects",
+        )
+        .await?;
+        if next < n_actions
+            && Instant::now() >= not_before
+            && done as f64 >= thresholds[next] * expected_good as f64
+        {
+            let jitter = rng.random_range(0..400);
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+            match actions[next] {
+                Action::KillWorker => {
+                    let i = rng.random_range(0..WORKERS);
+                    say(format!("SIGKILL worker {i} at {done}/{expected_good}"));
+                    workers.sigkill(i);
+                    let pause = rng.random_range(0..2000);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    workers.spawn(i)?;
+                    say(format!("worker {i} restarted after {pause} ms"));
+                }
+                Action::RestartBroker => {
+                    let broker = cluster.tansu_broker().context("tansu broker")?;
+                    say(format!("SIGKILL broker at {done}/{expected_good}"));
+                    broker.lock().await.kill()?;
+                    let pause = rng.random_range(200..1500);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    broker.lock().await.restart().await?;
+                    say(format!("broker restarted after {pause} ms down"));
+                }
+                Action::StallBroker => {
+                    let broker = cluster.tansu_broker().context("tansu broker")?;
+                    let pause = rng.random_range(1000..3000);
+                    say(format!(
+                        "SIGSTOP broker for {pause} ms at {done}/{expected_good}"
+                    ));
+                    broker.lock().await.stall()?;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    broker.lock().await.unstall()?;
+                }
+            }
+            next += 1;
+            not_before = Instant::now() + Duration::from_millis(rng.random_range(300..2500));
+            continue;
+        }
+        self_exits += workers.reap_dead()?;
+        if done >= expected_good && next >= n_actions {
+            if last_dlq_read.elapsed() > Duration::from_secs(2) {
+                dlq_seen = dlq_ids(&cluster, &dlq_topic)
+                    .await
+                    .map(|s| s.len())
+                    .unwrap_or(0);
+                last_dlq_read = Instant::now();
+            }
+            if dlq_seen >= poison.len() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            say("deadline reached: stopping with what is there".into());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Let the last commits land, then stop the workers gracefully.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    workers.stop_all();
+    say(format!(
+        "workers stopped (restarted on their own: {self_exits})"
+    ));
+
+    // Accounting, from the sink and the topics, not from counters.
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT message_id, count(*) FROM chaos_effects GROUP BY message_id")
+            .fetch_all(&pool)
+            .await?;
+    let effects: HashMap<String, i64> = rows.into_iter().collect();
+    let duplicate_effects: i64 = effects.values().map(|c| c - 1).sum();
+    let mut lost: Vec<String> = good
+        .iter()
+        .filter(|id| !effects.contains_key(*id))
+        .cloned()
+        .collect();
+    lost.sort();
+    let stray = effects.keys().filter(|id| !good.contains(*id)).count();
+    if stray > 0 {
+        bail!("{stray} effects for IDs that were never produced as good messages");
+    }
+    let dlq = dlq_ids(&cluster, &dlq_topic).await?;
+    let dlq_missing = poison.iter().filter(|id| !dlq.contains(*id)).count();
+    let unexpected_dlq = dlq.iter().filter(|id| !poison.contains(*id)).count();
+    let deliveries = count(&pool, "SELECT count(*) FROM chaos_deliveries").await?;
+    let delivered = count(
+        &pool,
+        "SELECT count(*) FROM (SELECT DISTINCT message_id, attempt FROM chaos_deliveries) d",
+    )
+    .await?;
+    let retried = count(
+        &pool,
+        "SELECT count(DISTINCT message_id) FROM chaos_effects WHERE attempt > 1",
+    )
+    .await? as usize;
+    // Committed offsets against the end of each partition.
+    let committed = cluster.committed_offsets(GROUP, TOPIC).await?;
+    let mut uncommitted = 0i64;
+    for (p, c) in &committed {
+        let (_, high) = cluster.watermarks(TOPIC, *p).await?;
+        uncommitted += high - c.unwrap_or(0);
+    }
+    let report = Report {
+        scenario: "chaos",
+        messages: args.messages,
+        kills: args.kills,
+        broker_restarts: args.broker_restarts,
+        stalls: args.stalls,
+        lost: lost.len(),
+        duplicate_effects,
+        dlq: dlq.len(),
+        expected_dlq: poison.len(),
+        dlq_missing,
+        unexpected_dlq,
+        redeliveries: deliveries - delivered,
+        retried,
+        uncommitted,
+        duration_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        seed,
+        lost_sample: lost.iter().take(10).cloned().collect(),
+    };
+    print_report(&report, &committed, &logs);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(report)
+}
+
+async fn dlq_ids(cluster: &KafkaCluster, topic: &str) -> anyhow::Result<HashSet<String>> {
+    Ok(cluster
+        .read_to_end(topic)
+        .await?
+        .iter()
+        .filter_map(|m| m.header(weir::MESSAGE_ID_HEADER))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect())
+}
+
+fn tempdir_keep() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weir-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn print_report(r: &Report, committed: &BTreeMap<i32, Option<i64>>, logs: &std::path::Path) {
+    eprintln!();
+    eprintln!("  messages            {}", r.messages);
+    eprintln!(
+        "  chaos               {} worker kills, {} broker restarts, {} stalls (seed {})",
+        r.kills, r.broker_restarts, r.stalls, r.seed
+    );
+    eprintln!("  lost                {}", r.lost);
+    eprintln!("  duplicate effects   {}", r.duplicate_effects);
+    eprintln!(
+        "  DLQ                 {} of {} expected ({} missing, {} unexpected)",
+        r.dlq, r.expected_dlq, r.dlq_missing, r.unexpected_dlq
+    );
+    eprintln!(
+        "  redeliveries        {} (absorbed by the idempotency store)",
+        r.redeliveries
+    );
+    eprintln!("  retried via tier    {}", r.retried);
+    eprintln!(
+        "  uncommitted         {} (committed: {committed:?})",
+        r.uncommitted
+    );
+    eprintln!("  duration            {:.1} s", r.duration_s);
+    eprintln!("  worker logs         {}", logs.display());
+    if !r.lost_sample.is_empty() {
+        eprintln!("  lost (first 10)     {:?}", r.lost_sample);
+    }
+}
