@@ -84,6 +84,12 @@ struct Args {
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Consumer `session.timeout.ms`. Tansu 0.6's SQLite storage answers every
+    /// request on one queue and its fetches scan the record table, so on big
+    /// logs group heartbeats can wait seconds behind fetches: raise this for
+    /// large runs (a killed worker's partitions then wait this long).
+    #[arg(long, default_value_t = 6000)]
+    session_timeout_ms: u32,
     /// Harness self-check: workers write effects without the idempotency
     /// store, so redeliveries after kills must show up as duplicate effects.
     #[arg(long, hide = true)]
@@ -103,6 +109,8 @@ enum Cmd {
         name: String,
         #[arg(long)]
         unsafe_no_idempotency: bool,
+        #[arg(long, default_value_t = 6000)]
+        session_timeout_ms: u32,
     },
 }
 
@@ -146,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             db,
             name,
             unsafe_no_idempotency,
+            session_timeout_ms,
         }) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -154,7 +163,13 @@ fn main() -> anyhow::Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
-            rt.block_on(worker(bootstrap, db, name, *unsafe_no_idempotency))
+            rt.block_on(worker(
+                bootstrap,
+                db,
+                name,
+                *unsafe_no_idempotency,
+                *session_timeout_ms,
+            ))
         }
         None => {
             let report = rt.block_on(orchestrate(&args))?;
@@ -265,6 +280,7 @@ async fn worker(
     db: &str,
     name: &str,
     unsafe_no_idempotency: bool,
+    session_timeout_ms: u32,
 ) -> anyhow::Result<()> {
     let pool = PgPoolOptions::new()
         .max_connections(6)
@@ -272,9 +288,15 @@ async fn worker(
         .connect(db)
         .await?;
     let mut cfg = ConsumerConfig::new(bootstrap, GROUP, &[TOPIC])
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("max.poll.interval.ms", "20000")
+        .set("session.timeout.ms", session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_timeout_ms / 10).to_string(),
+        )
+        .set(
+            "max.poll.interval.ms",
+            (session_timeout_ms * 4).max(20000).to_string(),
+        )
         .set("topic.metadata.refresh.interval.ms", "2000")
         .set("reconnect.backoff.max.ms", "1000");
     cfg.commit_interval = Duration::from_millis(300);
@@ -322,6 +344,7 @@ struct Workers {
     db: String,
     logs: PathBuf,
     unsafe_no_idempotency: bool,
+    session_timeout_ms: u32,
     children: Vec<Option<Child>>,
     starts: Vec<usize>,
 }
@@ -344,6 +367,7 @@ impl Workers {
         if self.unsafe_no_idempotency {
             cmd.arg("--unsafe-no-idempotency");
         }
+        cmd.args(["--session-timeout-ms", &self.session_timeout_ms.to_string()]);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -498,6 +522,7 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
         db: db.url().to_string(),
         logs: logs.clone(),
         unsafe_no_idempotency: args.unsafe_no_idempotency,
+        session_timeout_ms: args.session_timeout_ms,
         children: (0..WORKERS).map(|_| None).collect(),
         starts: vec![0; WORKERS],
     };

@@ -85,6 +85,8 @@ pub mod book {
     pub struct Cli;
     #[doc = include_str!("../../docs/brokers.md")]
     pub struct Brokers;
+    #[doc = include_str!("../../docs/bad-input.md")]
+    pub struct BadInput;
     #[doc = include_str!("../../docs/reliability.md")]
     pub struct Reliability;
 }

@@ -706,7 +706,29 @@ mod tests {
         );
     }
 
+    const FUZZ_SCHEMAS: &[&str] = &[
+        r#"{"type":"record","name":"R","fields":[
+            {"name":"a","type":"long"},{"name":"s","type":"string"},
+            {"name":"u","type":["null","string"]},{"name":"m","type":{"type":"map","values":"bytes"}}]}"#,
+        r#"{"type":"record","name":"N","fields":[
+            {"name":"e","type":{"type":"enum","name":"E","symbols":["A","B"]}},
+            {"name":"f","type":{"type":"fixed","name":"F","size":4}},
+            {"name":"arr","type":{"type":"array","items":"double"}},
+            {"name":"next","type":["null","N"]}]}"#,
+        r#"["null","int","string",{"type":"array","items":"string"}]"#,
+    ];
+
+    fn fuzz_cases() -> ProptestConfig {
+        let n = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        ProptestConfig::with_cases(n)
+    }
+
     proptest! {
+        #![proptest_config(fuzz_cases())]
+
         /// Any bytes: split_frame never panics, and frame/split round-trips.
         #[test]
         fn frame_round_trip(id in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..64),
@@ -718,13 +740,15 @@ mod tests {
             let _ = split_frame(&junk);
         }
 
-        /// Any body bytes read with a real schema: an error or a value, never a panic.
+        /// Any body bytes read with real schemas (records, unions, maps, arrays,
+        /// enums, fixed, recursion), with and without a reader schema: an error
+        /// or a value, never a panic, and allocations bounded by the limit.
         #[test]
-        fn datum_reader_never_panics(body in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let schema = Schema::parse_str(r#"{"type":"record","name":"R","fields":[
-                {"name":"a","type":"long"},{"name":"s","type":"string"},
-                {"name":"u","type":["null","string"]},{"name":"m","type":{"type":"map","values":"bytes"}}]}"#).unwrap();
+        fn datum_reader_never_panics(which in 0..FUZZ_SCHEMAS.len(), body in proptest::collection::vec(any::<u8>(), 0..96)) {
+            crate::set_max_allocation_bytes(crate::DEFAULT_MAX_ALLOCATION_BYTES);
+            let schema = Schema::parse_str(FUZZ_SCHEMAS[which]).unwrap();
             let _ = read_datum(&schema, None, &body);
+            let _ = read_datum(&schema, Some(&schema), &body);
         }
     }
 }

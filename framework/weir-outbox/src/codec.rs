@@ -99,6 +99,10 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+        ))]
+
         #[test]
         fn round_trips(h in headers()) {
             prop_assert_eq!(decode(&encode(&h)).unwrap(), h);

@@ -88,6 +88,8 @@ pub mod config;
 pub mod dlq;
 pub mod error;
 pub mod failure;
+#[cfg(test)]
+mod fuzz;
 pub mod id;
 pub mod message;
 pub mod offsets;

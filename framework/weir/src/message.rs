@@ -259,3 +259,42 @@ impl<T> Message<T> {
         self.raw.coordinates()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(key: Option<&[u8]>) -> Arc<RawMessage> {
+        let mut headers = Headers::default();
+        headers.push("h-bad", Bytes::from_static(b"ab\xff"));
+        headers.push("h-ok", Bytes::from_static(b"fine"));
+        Arc::new(RawMessage {
+            topic: Arc::from("t"),
+            partition: 1,
+            offset: 9,
+            timestamp_ms: None,
+            key: key.map(Bytes::copy_from_slice),
+            payload: None,
+            headers,
+        })
+    }
+
+    #[test]
+    fn invalid_utf8_headers_and_keys_are_classified_errors() {
+        let m = raw(Some(b"k\xfe"));
+        let e = m.headers.get_str("h-bad").unwrap_err();
+        assert_eq!(e.class(), "invalid_header");
+        assert!(e.to_string().contains("h-bad"), "{e}");
+        assert_eq!(m.headers.get_str("h-ok").unwrap(), Some("fine"));
+        assert_eq!(m.headers.get_str("absent").unwrap(), None);
+        let msg = Message::new((), m, 1, CancellationToken::new());
+        let e = msg.key_str().unwrap_err();
+        let pe: crate::ProcessError = e.into();
+        assert!(!pe.is_retryable());
+        let msg = Message::new((), raw(None), 1, CancellationToken::new());
+        assert!(
+            msg.key_str().is_err(),
+            "a missing key is an error, not an empty string"
+        );
+    }
+}
