@@ -36,6 +36,8 @@ mod proxy;
 #[cfg(feature = "schema-registry")]
 mod schema_registry;
 mod tansu;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord, produce_with};
 pub use db::{PostgresDb, SqliteDb};
@@ -45,6 +47,8 @@ pub use proxy::TcpProxy;
 #[cfg(feature = "schema-registry")]
 pub use schema_registry::SchemaRegistryFixture;
 pub use tansu::{TansuBroker, TansuStorage};
+#[cfg(feature = "tls")]
+pub use tls::TlsProxy;
 
 /// Installs a `tracing` subscriber for tests once (honours `RUST_LOG`, default `warn`).
 pub fn init_test_logging() {

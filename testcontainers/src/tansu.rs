@@ -44,6 +44,7 @@ pub struct TansuBroker {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    advertised_port: Option<u16>,
 }
 
 /// Finds the tansu binary: `$WEIR_TANSU_BIN`, then `$PATH`, then `~/.cargo/bin/tansu`.
@@ -99,6 +100,33 @@ impl TansuBroker {
             dir,
             child: None,
             extra_args,
+            advertised_port: None,
+        };
+        broker.spawn().await?;
+        Ok(broker)
+    }
+
+    /// Like [`start_with_args`](Self::start_with_args), advertising
+    /// `127.0.0.1:advertised_port` to clients instead of its own port (for a
+    /// proxy in front of it, such as a TLS terminator).
+    pub async fn start_advertised(
+        storage: TansuStorage,
+        extra_args: Vec<String>,
+        advertised_port: u16,
+    ) -> Result<Self, TestkitError> {
+        let bin = tansu_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("weir-tansu-")
+            .tempdir()
+            .map_err(TestkitError::io("creating the tansu working directory"))?;
+        let mut broker = TansuBroker {
+            bin,
+            port: free_port()?,
+            storage,
+            dir,
+            child: None,
+            extra_args,
+            advertised_port: Some(advertised_port),
         };
         broker.spawn().await?;
         Ok(broker)
@@ -136,12 +164,16 @@ impl TansuBroker {
             .open(self.log_path())
             .map_err(TestkitError::io("opening the tansu log"))?;
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!(
+            "tcp://127.0.0.1:{}",
+            self.advertised_port.unwrap_or(self.port)
+        );
         let child = Command::new(&self.bin)
             .arg("broker")
             .arg("--listener-url")
             .arg(&url)
             .arg("--advertised-listener-url")
-            .arg(&url)
+            .arg(&advertised)
             .arg("--storage-engine")
             .arg(self.storage.url())
             .args(&self.extra_args)
@@ -159,10 +191,11 @@ impl TansuBroker {
             .spawn()
             .map_err(TestkitError::io(format!("starting {}", self.bin.display())))?;
         self.child = Some(child);
-        if self
-            .extra_args
-            .iter()
-            .any(|a| a == "--authentication" || a == "--cert")
+        if self.advertised_port.is_some()
+            || self
+                .extra_args
+                .iter()
+                .any(|a| a == "--authentication" || a == "--cert")
         {
             // A secured listener refuses an anonymous metadata probe: wait for the port.
             return self.wait_for_port(Duration::from_secs(30)).await;
@@ -274,6 +307,36 @@ impl TansuBroker {
     /// Resumes a stalled broker (SIGCONT).
     pub fn unstall(&mut self) -> Result<(), TestkitError> {
         self.signal(Signal::SIGCONT)
+    }
+
+    /// Replaces the extra `tansu broker` arguments used by the next
+    /// [`restart`](Self::restart) (for example to turn on `--authentication`
+    /// after creating users on an open listener; SQLite storage keeps them).
+    pub fn set_extra_args(&mut self, args: Vec<String>) {
+        self.extra_args = args;
+    }
+
+    /// Creates a SCRAM-SHA-512 user through `tansu user create` (the listener
+    /// must accept the request: create users before `--authentication`).
+    pub async fn create_user(&self, name: &str, password: &str) -> Result<(), TestkitError> {
+        let out = tokio::process::Command::new(&self.bin)
+            .args(["user", "create", "--mechanism", "scram512", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .arg(name)
+            .arg(password)
+            .output()
+            .await
+            .map_err(TestkitError::io("running tansu user create"))?;
+        if !out.status.success()
+            || !out.stderr.is_empty() && String::from_utf8_lossy(&out.stderr).contains("Error")
+        {
+            return Err(TestkitError::io(format!("tansu user create {name}"))(
+                std::io::Error::other(
+                    String::from_utf8_lossy(&out.stderr).replace(password, "***"),
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Starts the broker again on the same port and storage (after [`stop`](Self::stop)

@@ -427,6 +427,19 @@ where
     }
 }
 
+/// After a failed request, serves the client's pending error callbacks
+/// (briefly: nothing is subscribed yet, so no message can be consumed) and
+/// returns a fatal error they reported, such as an authentication failure.
+fn fatal_after_failure(c: &BaseConsumer<WeirContext>) -> Option<String> {
+    for _ in 0..10 {
+        if let Some(f) = c.context().fatal_error() {
+            return Some(f);
+        }
+        let _ = c.poll(Duration::from_millis(20));
+    }
+    c.context().fatal_error()
+}
+
 /// Fails fast, naming the topic, when a subscribed topic does not exist.
 async fn check_topics(
     consumer: &Arc<BaseConsumer<WeirContext>>,
@@ -439,9 +452,16 @@ async fn check_topics(
         for topic in topics {
             let md = c
                 .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .map_err(|source| WeirError::Kafka {
-                    context: format!("fetching metadata for `{topic}` from {brokers} (are the brokers reachable?)"),
-                    source,
+                .map_err(|source| match fatal_after_failure(&c) {
+                    // An authentication or certificate failure explains the
+                    // transport error better than the transport error does.
+                    Some(fatal) => WeirError::Fatal(fatal),
+                    None => WeirError::Kafka {
+                        context: format!(
+                            "fetching metadata for `{topic}` from {brokers} (are the brokers reachable?)"
+                        ),
+                        source,
+                    },
                 })?;
             let missing = match md.topics().first() {
                 None => true,

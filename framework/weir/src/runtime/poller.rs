@@ -52,6 +52,9 @@ pub(crate) struct WeirContext {
     pub(crate) closing: AtomicBool,
     stats: Arc<ConsumerStats>,
     group_id: String,
+    /// The first fatal client error (authentication, untrusted certificate),
+    /// so that start-up checks report it instead of a generic transport error.
+    fatal: Mutex<Option<String>>,
 }
 
 impl WeirContext {
@@ -68,7 +71,18 @@ impl WeirContext {
             closing: AtomicBool::new(false),
             stats,
             group_id,
+            fatal: Mutex::new(None),
         }
+    }
+
+    /// The first fatal client error seen, if any.
+    pub(crate) fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().clone()
+    }
+
+    fn fatal(&self, msg: String) {
+        self.fatal.lock().get_or_insert_with(|| msg.clone());
+        let _ = self.events.send(Event::Fatal(msg));
     }
 
     fn push(&self, m: RawMessage) {
@@ -182,14 +196,37 @@ impl ClientContext for WeirContext {
             && is_fatal(code)
         {
             tracing::error!(group = %self.group_id, %error, reason, "fatal client error");
-            let _ = self.events.send(Event::Fatal(format!(
-                "{}: {reason}",
-                describe_fatal(code, &error)
-            )));
+            self.fatal(format!("{}: {reason}", describe_fatal(code, &error)));
+        } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL)
+            && untrusted_certificate(reason)
+        {
+            // A broker certificate the client does not trust will not become
+            // trusted by retrying: stop with a message that says what to fix.
+            tracing::error!(group = %self.group_id, %error, reason, "fatal TLS error");
+            self.fatal(format!(
+                "TLS: the broker's certificate is not trusted: set ssl.ca.location to the CA that signed it, or check the broker address ({reason})"
+            ));
         } else {
             tracing::warn!(group = %self.group_id, %error, reason, "client error (librdkafka retries it)");
         }
     }
+}
+
+/// librdkafka's reasons for a certificate the client rejects (as opposed to a
+/// connection reset mid-handshake, which is transient).
+fn untrusted_certificate(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    [
+        "certificate verify failed",
+        "unable to get local issuer",
+        "self-signed certificate",
+        "self signed certificate",
+        "certificate has expired",
+        "hostname mismatch",
+        "ip address mismatch",
+    ]
+    .iter()
+    .any(|m| r.contains(m))
 }
 
 impl ConsumerContext for WeirContext {

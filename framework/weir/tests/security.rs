@@ -1,0 +1,235 @@
+//! Access control against tansu: SASL/SCRAM (right credentials work, wrong
+//! ones fail fast with a clear authentication error, secrets never appear in
+//! errors or `Debug` output) and TLS (a client trusting the CA connects, one
+//! that does not is refused with a clear error).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use weir::{Consumer, ConsumerConfig, Message, ProcessError, Producer, Record, processor_fn};
+use weir_testkit::{TansuBroker, TansuStorage};
+
+use common::R;
+
+const PASSWORD: &str = "correct-horse-battery-staple";
+const WRONG: &str = "wrong-password-4711";
+
+async fn create_topic(brokers: &str, extra: &[(&str, &str)], topic: &str) -> R {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    let admin: AdminClient<DefaultClientContext> = c.create()?;
+    let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let _ = admin
+        .create_topics(
+            [&t],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    Ok(())
+}
+
+fn sasl(c: ConsumerConfig, password: &str) -> ConsumerConfig {
+    c.set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", "weir")
+        .set("sasl.password", password)
+}
+
+fn config(brokers: &str, group: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(brokers, group, &["secure"])
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    c.commit_interval = Duration::from_millis(100);
+    c.shutdown_deadline = Duration::from_secs(5);
+    c
+}
+
+async fn consume(cfg: ConsumerConfig, expect: usize) -> Result<usize, weir::WeirError> {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = seen.clone();
+    let consumer =
+        Consumer::builder(cfg).build(processor_fn(move |_m: Message<Option<bytes::Bytes>>| {
+            let s = s.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ProcessError>(())
+            }
+        }))?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    let start = Instant::now();
+    while seen.load(Ordering::SeqCst) < expect && start.elapsed() < Duration::from_secs(30) {
+        if run.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.shutdown();
+    run.await.expect("consumer task")?;
+    Ok(seen.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_scram_right_credentials_work_wrong_ones_fail_fast() -> R {
+    common::init();
+    let mut broker = TansuBroker::start(TansuStorage::Sqlite).await?;
+    let brokers = broker.bootstrap_servers();
+    create_topic(&brokers, &[], "secure").await?;
+    broker.create_user("weir", PASSWORD).await?;
+    broker.stop()?;
+    broker.set_extra_args(vec!["--authentication".into()]);
+    broker.restart().await?;
+
+    // Right credentials: produce and consume.
+    let good = sasl(config(&brokers, "secure-good"), PASSWORD);
+    let producer = Producer::for_consumer(&good)?;
+    for i in 0..5 {
+        producer
+            .send(Record::to("secure").key("k").payload(format!("m{i}")))
+            .await?;
+    }
+    assert_eq!(
+        consume(good.clone(), 5).await?,
+        5,
+        "authenticated consumer reads all"
+    );
+
+    // Wrong credentials: the consumer stops with an authentication error, fast.
+    let bad = sasl(config(&brokers, "secure-bad"), WRONG);
+    let debug = format!("{bad:?}");
+    assert!(!debug.contains(WRONG), "password in Debug output: {debug}");
+    let start = Instant::now();
+    let err = consume(bad, 1).await.expect_err("wrong password must fail");
+    let took = start.elapsed();
+    let msg = err.to_string();
+    assert!(
+        msg.to_ascii_lowercase().contains("authentication"),
+        "clear authentication error: {msg}"
+    );
+    assert!(!msg.contains(WRONG), "password in the error: {msg}");
+    assert!(
+        took < Duration::from_secs(20),
+        "failed fast, not a retry loop: {took:?}"
+    );
+
+    // Unauthenticated: refused too.
+    let anon = config(&brokers, "secure-anon");
+    let res = tokio::time::timeout(Duration::from_secs(25), consume(anon, 1)).await;
+    match res {
+        Ok(Ok(n)) => assert_eq!(n, 0, "an anonymous client read nothing"),
+        Ok(Err(_)) | Err(_) => {}
+    }
+    Ok(())
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA and a server certificate for 127.0.0.1 signed by it, plus an
+    /// unrelated CA the untrusting client uses.
+    fn new() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let dir = tempfile::tempdir()?;
+        let ca = |name: &str| -> Result<(String, Issuer<'static, KeyPair>), rcgen::Error> {
+            let mut p = CertificateParams::new(Vec::<String>::new())?;
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = KeyPair::generate()?;
+            let cert = p.self_signed(&key)?;
+            Ok((cert.pem(), Issuer::new(p, key)))
+        };
+        let (ca_pem, issuer) = ca("weir test CA")?;
+        let (other_pem, _) = ca("some other CA")?;
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "127.0.0.1");
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &issuer)?;
+        std::fs::write(dir.path().join("ca.pem"), ca_pem)?;
+        std::fs::write(dir.path().join("other-ca.pem"), other_pem)?;
+        std::fs::write(dir.path().join("server.pem"), cert.pem())?;
+        std::fs::write(dir.path().join("server.key"), key.serialize_pem())?;
+        Ok(Pki { dir })
+    }
+
+    fn path(&self, f: &str) -> String {
+        self.dir.path().join(f).display().to_string()
+    }
+}
+
+/// Tansu 0.6.0 cannot serve TLS itself (`--cert` and `--key` are mutually
+/// exclusive in its CLI: see docs/brokers.md), so a TLS terminator sits in
+/// front of it and tansu advertises the terminator's address: every client
+/// connection, bootstrap and broker, is TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trusted_ca_connects_untrusted_is_refused() -> R {
+    common::init();
+    let pki = Pki::new()?;
+    let tls = weir_testkit::TlsProxy::bind(
+        &std::fs::read(pki.path("server.pem"))?,
+        &std::fs::read(pki.path("server.key"))?,
+    )
+    .await?;
+    let broker =
+        TansuBroker::start_advertised(TansuStorage::Memory, Vec::new(), tls.addr().port()).await?;
+    tls.forward_to(&broker.bootstrap_servers());
+    let brokers = tls.addr().to_string();
+    let ca = pki.path("ca.pem");
+    create_topic(
+        &brokers,
+        &[("security.protocol", "SSL"), ("ssl.ca.location", &ca)],
+        "secure",
+    )
+    .await?;
+    let trusted = config(&brokers, "tls-good")
+        .set("security.protocol", "SSL")
+        .set("ssl.ca.location", &ca);
+    let producer = Producer::for_consumer(&trusted)?;
+    for i in 0..3 {
+        producer
+            .send(Record::to("secure").key("k").payload(format!("t{i}")))
+            .await?;
+    }
+    assert_eq!(
+        consume(trusted, 3).await?,
+        3,
+        "a client trusting the CA reads all"
+    );
+
+    let untrusted = config(&brokers, "tls-bad")
+        .set("security.protocol", "SSL")
+        .set("ssl.ca.location", pki.path("other-ca.pem"));
+    let start = Instant::now();
+    let err = consume(untrusted, 1)
+        .await
+        .expect_err("a client not trusting the CA must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("certificate is not trusted") && msg.contains("ssl.ca.location"),
+        "clear TLS error: {msg}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20), "fails fast");
+
+    // Plaintext against the TLS port fails too (no silent downgrade).
+    let plain = config(&brokers, "tls-plain");
+    let res = tokio::time::timeout(Duration::from_secs(25), consume(plain, 1)).await;
+    if let Ok(Ok(n)) = res {
+        assert_eq!(n, 0, "a plaintext client read nothing");
+    }
+    Ok(())
+}
