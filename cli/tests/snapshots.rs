@@ -40,7 +40,11 @@ fn help_texts() {
         vec!["replay", "--help"],
     ] {
         let name = format!("help_{}", args[..args.len() - 1].join("_"));
-        let name = if name == "help_" { "help_weir".to_string() } else { name };
+        let name = if name == "help_" {
+            "help_weir".to_string()
+        } else {
+            name
+        };
         insta::assert_snapshot!(name, weir(&args));
     }
 }
@@ -57,7 +61,10 @@ async fn dlq_list_table_and_json() -> common::R {
             .header(headers::ORIGINAL_TOPIC, "orders")
             .header(headers::ORIGINAL_PARTITION, "0")
             .header(headers::ORIGINAL_OFFSET, (i * 10).to_string())
-            .header(headers::ATTEMPT, if reason == "terminal" { "1" } else { "4" })
+            .header(
+                headers::ATTEMPT,
+                if reason == "terminal" { "1" } else { "4" },
+            )
             .header(headers::ERROR_CLASS, class)
             .header(headers::ERROR_MESSAGE, format!("{class} on order {i}"))
             .header(headers::FIRST_FAILURE_MS, "1763800000000")

@@ -25,6 +25,10 @@ async fn replays_a_range_and_leaves_production_alone(kind: BrokerKind) -> R {
     let cut = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(100)).await;
     cluster.produce("ledger", (20..40).map(rec)).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cut2 = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.produce("ledger", (40..60).map(rec)).await?;
 
     // Production consumes everything and commits.
     let prod = Consumer::builder(common::config(&cluster, "prod", &["ledger"]))
@@ -35,14 +39,14 @@ async fn replays_a_range_and_leaves_production_alone(kind: BrokerKind) -> R {
     let h = prod.handle();
     let run = tokio::spawn(prod.run());
     wait_until("production caught up", Duration::from_secs(30), || {
-        h.stats().processed() >= 40
+        h.stats().processed() >= 60
     })
     .await;
     h.shutdown();
     let _ = run.await??;
     assert_eq!(
         common::committed(&cluster, "prod", "ledger").await,
-        vec![20, 20]
+        vec![30, 30]
     );
 
     let replay_cfg = |group: &str| {
@@ -73,14 +77,14 @@ async fn replays_a_range_and_leaves_production_alone(kind: BrokerKind) -> R {
         }),
     )
     .await?;
-    assert_eq!(report.processed, 30);
+    assert_eq!(report.processed, 50);
     assert_eq!(
         *last_progress.lock(),
-        (30, 30),
+        (50, 50),
         "progress reaches the total"
     );
     let got: BTreeSet<(i32, i64)> = seen.lock().iter().copied().collect();
-    let want: BTreeSet<(i32, i64)> = (0..2).flat_map(|p| (5..20).map(move |o| (p, o))).collect();
+    let want: BTreeSet<(i32, i64)> = (0..2).flat_map(|p| (5..30).map(move |o| (p, o))).collect();
     assert_eq!(got, want, "exactly the range, once each");
     for p in 0..2 {
         let offs: Vec<i64> = seen
@@ -96,13 +100,13 @@ async fn replays_a_range_and_leaves_production_alone(kind: BrokerKind) -> R {
     }
     assert_eq!(
         common::committed(&cluster, "prod", "ledger").await,
-        vec![20, 20],
+        vec![30, 30],
         "production untouched"
     );
     if report.committed {
         assert_eq!(
             common::committed(&cluster, "replay-a", "ledger").await,
-            vec![20, 20]
+            vec![30, 30]
         );
     }
 
@@ -131,9 +135,50 @@ async fn replays_a_range_and_leaves_production_alone(kind: BrokerKind) -> R {
         // (docs/brokers.md), which a replay reads as "from the end": nothing to do.
         assert_eq!(report.processed, 0, "{report:?}");
     } else {
-        assert_eq!(report.processed, 20, "{report:?}");
+        assert_eq!(report.processed, 40, "{report:?}");
         let names: BTreeSet<String> = seen2.lock().iter().cloned().collect();
+        assert_eq!(names, (20..60).map(|i| format!("m{i}")).collect());
+    }
+
+    // From one time to another: exactly the middle batch, each partition in order.
+    let seen3: Arc<Mutex<Vec<(i32, i64, String)>>> = Arc::default();
+    let s3 = seen3.clone();
+    let report = Replay::range(
+        replay_cfg("replay-t2t"),
+        "ledger",
+        Position::Time(cut),
+        Position::Time(cut2),
+    )
+    .run(
+        StringCodec,
+        processor_fn(move |m: Message<String>| {
+            let s3 = s3.clone();
+            async move {
+                s3.lock()
+                    .push((m.partition(), m.offset(), m.value().clone()));
+                Ok::<_, ProcessError>(())
+            }
+        }),
+    )
+    .await?;
+    if kind != BrokerKind::Mock {
+        assert_eq!(report.processed, 20, "{report:?}");
+        let got = seen3.lock().clone();
+        let names: BTreeSet<String> = got.iter().map(|x| x.2.clone()).collect();
         assert_eq!(names, (20..40).map(|i| format!("m{i}")).collect());
+        for p in 0..2 {
+            let offs: Vec<i64> = got.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+            assert_eq!(
+                offs,
+                (10..20).collect::<Vec<i64>>(),
+                "partition {p} in order"
+            );
+        }
+        assert_eq!(
+            common::committed(&cluster, "prod", "ledger").await,
+            vec![30, 30],
+            "production untouched"
+        );
     }
 
     // A poison message halts its partition; the other completes.
