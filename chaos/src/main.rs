@@ -84,6 +84,12 @@ struct Args {
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// The broker: `tansu` (SQLite storage; restarts are SIGKILL + start, stalls
+    /// SIGSTOP/SIGCONT) or `mock` (librdkafka's mock cluster in this process,
+    /// which workers reach over TCP; restarts are every broker down then up,
+    /// stalls a 1-3 s round-trip time: connection-level faults, no process).
+    #[arg(long, default_value = "tansu")]
+    broker: String,
     /// Consumer `session.timeout.ms`. Tansu 0.6's SQLite storage answers every
     /// request on one queue and its fetches scan the record table, so on big
     /// logs group heartbeats can wait seconds behind fetches: raise this for
@@ -124,6 +130,7 @@ struct Event {
 #[derive(Debug, Serialize)]
 struct Report {
     scenario: &'static str,
+    broker: String,
     messages: usize,
     kills: usize,
     broker_restarts: usize,
@@ -456,7 +463,11 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
     ));
 
     let db = PostgresDb::fresh().await?;
-    let cluster = KafkaCluster::tansu(TansuStorage::Sqlite).await?;
+    let cluster = match args.broker.as_str() {
+        "tansu" => KafkaCluster::tansu(TansuStorage::Sqlite).await?,
+        "mock" => KafkaCluster::mock(3)?,
+        other => bail!("--broker {other}: use tansu or mock"),
+    };
     let bootstrap = cluster.bootstrap_servers().to_string();
     let pool = db.pool().clone();
     PostgresStore::new(pool.clone()).migrate().await?;
@@ -574,23 +585,44 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
                     say(format!("worker {i} restarted after {pause} ms"));
                 }
                 Action::RestartBroker => {
-                    let broker = cluster.tansu_broker().context("tansu broker")?;
-                    say(format!("SIGKILL broker at {done}/{expected_good}"));
-                    broker.lock().await.kill()?;
                     let pause = rng.random_range(200..1500);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                    broker.lock().await.restart().await?;
-                    say(format!("broker restarted after {pause} ms down"));
+                    if let Some(broker) = cluster.tansu_broker() {
+                        say(format!("SIGKILL broker at {done}/{expected_good}"));
+                        broker.lock().await.kill()?;
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        broker.lock().await.restart().await?;
+                    } else {
+                        let faults = cluster.mock_faults().context("mock faults")?;
+                        say(format!("all mock brokers down at {done}/{expected_good}"));
+                        for b in 1..=faults.brokers() {
+                            faults.broker_down(b)?;
+                        }
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        for b in 1..=faults.brokers() {
+                            faults.broker_up(b)?;
+                        }
+                    }
+                    say(format!("broker back after {pause} ms down"));
                 }
                 Action::StallBroker => {
-                    let broker = cluster.tansu_broker().context("tansu broker")?;
                     let pause = rng.random_range(1000..3000);
                     say(format!(
-                        "SIGSTOP broker for {pause} ms at {done}/{expected_good}"
+                        "stalling the broker for {pause} ms at {done}/{expected_good}"
                     ));
-                    broker.lock().await.stall()?;
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                    broker.lock().await.unstall()?;
+                    if let Some(broker) = cluster.tansu_broker() {
+                        broker.lock().await.stall()?;
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        broker.lock().await.unstall()?;
+                    } else {
+                        let faults = cluster.mock_faults().context("mock faults")?;
+                        for b in 1..=faults.brokers() {
+                            faults.round_trip_time(b, Duration::from_millis(pause))?;
+                        }
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                        for b in 1..=faults.brokers() {
+                            faults.round_trip_time(b, Duration::ZERO)?;
+                        }
+                    }
                 }
             }
             next += 1;
@@ -663,6 +695,7 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
     }
     let report = Report {
         scenario: "chaos",
+        broker: args.broker.clone(),
         messages: args.messages,
         kills: args.kills,
         broker_restarts: args.broker_restarts,

@@ -88,22 +88,7 @@ impl TansuBroker {
         storage: TansuStorage,
         extra_args: Vec<String>,
     ) -> Result<Self, TestkitError> {
-        let bin = tansu_binary()?;
-        let dir = tempfile::Builder::new()
-            .prefix("weir-tansu-")
-            .tempdir()
-            .map_err(TestkitError::io("creating the tansu working directory"))?;
-        let mut broker = TansuBroker {
-            bin,
-            port: free_port()?,
-            storage,
-            dir,
-            child: None,
-            extra_args,
-            advertised_port: None,
-        };
-        broker.spawn().await?;
-        Ok(broker)
+        Self::launch(storage, extra_args, None).await
     }
 
     /// Like [`start_with_args`](Self::start_with_args), advertising
@@ -113,6 +98,14 @@ impl TansuBroker {
         storage: TansuStorage,
         extra_args: Vec<String>,
         advertised_port: u16,
+    ) -> Result<Self, TestkitError> {
+        Self::launch(storage, extra_args, Some(advertised_port)).await
+    }
+
+    async fn launch(
+        storage: TansuStorage,
+        extra_args: Vec<String>,
+        advertised_port: Option<u16>,
     ) -> Result<Self, TestkitError> {
         let bin = tansu_binary()?;
         let dir = tempfile::Builder::new()
@@ -126,7 +119,7 @@ impl TansuBroker {
             dir,
             child: None,
             extra_args,
-            advertised_port: Some(advertised_port),
+            advertised_port,
         };
         broker.spawn().await?;
         Ok(broker)

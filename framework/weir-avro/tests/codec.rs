@@ -3,6 +3,9 @@
 //! registry at `SCHEMA_REGISTRY_URL` when set (stub-only checks are skipped).
 #![allow(missing_docs)]
 
+mod schemas;
+use schemas::{CLICK_V1, CLICK_V2, CLICK_V3_BAD, ClickV1, ClickV2};
+
 use std::sync::Arc;
 
 use apache_avro::Schema;
@@ -17,29 +20,6 @@ use weir_avro::{
 use weir_testkit::{SchemaRegistryFixture, TcpProxy};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-pub const CLICK_V1: &str = r#"{"type":"record","name":"Click","namespace":"weir.test","fields":[
-  {"name":"link","type":"string"},{"name":"at_ms","type":"long"}]}"#;
-/// v2 adds an optional field with a default: backward compatible.
-pub const CLICK_V2: &str = r#"{"type":"record","name":"Click","namespace":"weir.test","fields":[
-  {"name":"link","type":"string"},{"name":"at_ms","type":"long"},
-  {"name":"referrer","type":["null","string"],"default":null}]}"#;
-/// v3 changes a field's type: incompatible with v1/v2 readers.
-pub const CLICK_V3_BAD: &str = r#"{"type":"record","name":"Click","namespace":"weir.test","fields":[
-  {"name":"link","type":"string"},{"name":"at_ms","type":"string"}]}"#;
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct ClickV1 {
-    link: String,
-    at_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct ClickV2 {
-    link: String,
-    at_ms: i64,
-    referrer: Option<String>,
-}
 
 fn msg(topic: &str, key: Option<Bytes>, payload: Option<Bytes>) -> RawMessage {
     RawMessage {

@@ -9,6 +9,9 @@
 #[path = "../../weir/tests/common/mod.rs"]
 mod common;
 
+mod schemas;
+use schemas::{CLICK_V1, CLICK_V2, CLICK_V3_BAD, ClickV1, ClickV2};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,27 +24,6 @@ use weir_avro::{AvroCodec, AvroSerializer, SchemaRegistry, frame};
 use weir_testkit::{BrokerKind, SchemaRegistryFixture, TcpProxy, TestRecord};
 
 use common::{R, wait_until};
-
-const CLICK_V1: &str = r#"{"type":"record","name":"Click","namespace":"weir.test","fields":[
-  {"name":"link","type":"string"},{"name":"at_ms","type":"long"}]}"#;
-const CLICK_V2: &str = r#"{"type":"record","name":"Click","namespace":"weir.test","fields":[
-  {"name":"link","type":"string"},{"name":"at_ms","type":"long"},
-  {"name":"referrer","type":["null","string"],"default":null}]}"#;
-const CLICK_V3_BAD: &str = r#"{"type":"record","name":"Click","namespace":"weir.test","fields":[
-  {"name":"link","type":"string"},{"name":"at_ms","type":"string"}]}"#;
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct ClickV1 {
-    link: String,
-    at_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct ClickV2 {
-    link: String,
-    at_ms: i64,
-    referrer: Option<String>,
-}
 
 broker_tests!(
     avro_pipeline_with_evolution_retries_and_classified_dlq,
