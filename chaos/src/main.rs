@@ -138,6 +138,7 @@ struct Report {
     lost: usize,
     duplicate_effects: i64,
     dlq: usize,
+    dlq_copies: usize,
     expected_dlq: usize,
     dlq_missing: usize,
     unexpected_dlq: usize,
@@ -672,7 +673,9 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
     if stray > 0 {
         bail!("{stray} effects for IDs that were never produced as good messages");
     }
-    let dlq = dlq_ids(&cluster, &dlq_topic).await?;
+    let copies = dlq_copies(&cluster, &dlq_topic).await?;
+    let dlq_copies = copies.len();
+    let dlq: HashSet<String> = copies.into_iter().collect();
     let dlq_missing = poison.iter().filter(|id| !dlq.contains(*id)).count();
     let unexpected_dlq = dlq.iter().filter(|id| !poison.contains(*id)).count();
     let deliveries = count(&pool, "SELECT count(*) FROM chaos_deliveries").await?;
@@ -703,6 +706,7 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
         lost: lost.len(),
         duplicate_effects,
         dlq: dlq.len(),
+        dlq_copies,
         expected_dlq: poison.len(),
         dlq_missing,
         unexpected_dlq,
@@ -721,6 +725,12 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
 }
 
 async fn dlq_ids(cluster: &KafkaCluster, topic: &str) -> anyhow::Result<HashSet<String>> {
+    Ok(dlq_copies(cluster, topic).await?.into_iter().collect())
+}
+
+/// Every message ID in the DLQ, once per copy (a poison message redelivered
+/// before its offset was committed is dead-lettered again).
+async fn dlq_copies(cluster: &KafkaCluster, topic: &str) -> anyhow::Result<Vec<String>> {
     Ok(cluster
         .read_to_end(topic)
         .await?
@@ -746,8 +756,8 @@ fn print_report(r: &Report, committed: &BTreeMap<i32, Option<i64>>, logs: &std::
     eprintln!("  lost                {}", r.lost);
     eprintln!("  duplicate effects   {}", r.duplicate_effects);
     eprintln!(
-        "  DLQ                 {} of {} expected ({} missing, {} unexpected)",
-        r.dlq, r.expected_dlq, r.dlq_missing, r.unexpected_dlq
+        "  DLQ                 {} of {} expected ({} missing, {} unexpected; {} copies)",
+        r.dlq, r.expected_dlq, r.dlq_missing, r.unexpected_dlq, r.dlq_copies
     );
     eprintln!(
         "  redeliveries        {} (absorbed by the idempotency store)",
