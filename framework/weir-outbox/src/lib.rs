@@ -45,7 +45,7 @@
 //! # Ok(()) }
 //! ```
 
-mod codec;
+pub mod codec;
 #[cfg(feature = "postgres")]
 mod pg;
 mod relay;
