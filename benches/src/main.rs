@@ -55,6 +55,10 @@ struct Args {
     /// In-flight messages for the keyed scenario.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
+    /// Rounds of the overhead scenario: baseline and Weir alternate, medians
+    /// are reported (shared machines are noisy).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -100,10 +104,10 @@ fn weir_config(cluster: &KafkaCluster, group: &str, topic: &str) -> ConsumerConf
 }
 
 /// Raw rdkafka loop: rate from the first message to the n-th.
-fn raw_rate(cluster: &KafkaCluster, topic: &str, n: u64) -> anyhow::Result<f64> {
+fn raw_rate(cluster: &KafkaCluster, topic: &str, n: u64, round: usize) -> anyhow::Result<f64> {
     let consumer: BaseConsumer = cluster
         .client_config()
-        .set("group.id", format!("raw-{}", std::process::id()))
+        .set("group.id", format!("raw-{}-{round}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()?;
@@ -132,11 +136,55 @@ async fn overhead(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_j
     let topic = "bench-overhead";
     cluster.create_topic(topic, 8).await?;
     produce(cluster, topic, n, 10_000, 8).await?;
-    let c2 = cluster.bootstrap_servers().to_string();
-    let raw = {
-        let cl = KafkaCluster::external_at(&c2);
-        tokio::task::spawn_blocking(move || raw_rate(&cl, topic, n)).await??
-    };
+    let (mut raws, mut weirs) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        let c2 = cluster.bootstrap_servers().to_string();
+        let raw = {
+            let cl = KafkaCluster::external_at(&c2);
+            tokio::task::spawn_blocking(move || raw_rate(&cl, topic, n, round)).await??
+        };
+        let weir = weir_noop_rate(cluster, topic, n, round).await?;
+        println!(
+            "overhead round {}: raw rdkafka {raw:.0} msg/s, weir {weir:.0} msg/s, ratio {:.3}",
+            round + 1,
+            weir / raw
+        );
+        raws.push(raw);
+        weirs.push(weir);
+    }
+    let ratios: Vec<f64> = raws.iter().zip(&weirs).map(|(r, w)| w / r).collect();
+    let (raw, weir, ratio) = (median(&raws), median(&weirs), median(&ratios));
+    println!(
+        "overhead (median of {}): raw rdkafka {raw:.0} msg/s, weir {weir:.0} msg/s, ratio {ratio:.3}",
+        ratios.len()
+    );
+    Ok(json!({
+        "raw_msgs_per_s": raw.round(),
+        "weir_msgs_per_s": weir.round(),
+        "ratio": ratio,
+        "rounds": ratios.len(),
+        "round_ratios": ratios,
+    }))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Weir with a no-op processor (real commits): rate from the first message to the n-th.
+async fn weir_noop_rate(
+    cluster: &KafkaCluster,
+    topic: &str,
+    n: u64,
+    round: usize,
+) -> anyhow::Result<f64> {
     let count = Arc::new(AtomicU64::new(0));
     let first: Arc<Mutex<Option<Instant>>> = Default::default();
     let last: Arc<Mutex<Option<Instant>>> = Default::default();
@@ -154,8 +202,8 @@ async fn overhead(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_j
             Ok(())
         }
     });
-    let consumer =
-        Consumer::builder(weir_config(cluster, "weir-overhead", topic)).build(processor)?;
+    let group = format!("weir-overhead-{round}");
+    let consumer = Consumer::builder(weir_config(cluster, &group, topic)).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
     while count.load(SeqCst) < n {
@@ -164,12 +212,7 @@ async fn overhead(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_j
     handle.shutdown();
     let _ = run.await?;
     let secs = (last.lock().unwrap() - first.lock().unwrap()).as_secs_f64();
-    let weir = (n - 1) as f64 / secs;
-    println!(
-        "overhead: raw rdkafka {raw:.0} msg/s, weir {weir:.0} msg/s, ratio {:.3}",
-        weir / raw
-    );
-    Ok(json!({"raw_msgs_per_s": raw.round(), "weir_msgs_per_s": weir.round(), "ratio": weir / raw}))
+    Ok((n - 1) as f64 / secs)
 }
 
 async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json::Value> {

@@ -26,9 +26,11 @@ fn run(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn overhead_smoke() {
-    let v = run(&["overhead", "--messages", "2000"]);
+    let v = run(&["overhead", "--messages", "2000", "--rounds", "2"]);
     assert!(v["weir_msgs_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["rounds"], 2);
+    assert_eq!(v["round_ratios"].as_array().map(Vec::len), Some(2));
 }
 
 #[test]

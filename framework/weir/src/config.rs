@@ -10,6 +10,7 @@
 //! max_buffered_per_partition = 2000
 //! handler_timeout = "30s"
 //! max_header_bytes = 262144
+//! inline_first_poll = true
 //! commit_interval = "1s"
 //! shutdown_deadline = "30s"
 //! revoke_deadline = "20s"
@@ -166,6 +167,13 @@ pub struct ConsumerConfig {
     /// Messages whose headers (names and values) exceed this many bytes fail
     /// as terminal `oversized_headers` without reaching the processor.
     pub max_header_bytes: usize,
+    /// Poll each message's handler once on the dispatcher before spawning it:
+    /// handlers that finish without waiting then cost no task spawn and no
+    /// cross-thread wake-up. Handlers whose first poll takes long (CPU-heavy
+    /// synchronous work) are detected and spawned directly. Set `false` to
+    /// spawn every message (for handlers that block the thread, which they
+    /// should not do in any case).
+    pub inline_first_poll: bool,
     /// How often finished offsets are committed (asynchronously).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -197,6 +205,7 @@ impl Default for ConsumerConfig {
             max_buffered_per_partition: 2000,
             handler_timeout: Duration::from_secs(30),
             max_header_bytes: 256 * 1024,
+            inline_first_poll: true,
             commit_interval: Duration::from_secs(1),
             shutdown_deadline: Duration::from_secs(30),
             revoke_deadline: Duration::from_secs(20),
@@ -270,6 +279,7 @@ impl fmt::Debug for ConsumerConfig {
             )
             .field("handler_timeout", &self.handler_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
+            .field("inline_first_poll", &self.inline_first_poll)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_deadline", &self.shutdown_deadline)
             .field("revoke_deadline", &self.revoke_deadline)
@@ -385,6 +395,7 @@ impl ConsumerConfig {
                 }
                 "handler_timeout" => self.handler_timeout = parse_duration(&key, &v)?,
                 "max_header_bytes" => self.max_header_bytes = parse_num(&key, &v)?,
+                "inline_first_poll" => self.inline_first_poll = parse_num(&key, &v)?,
                 "commit_interval" => self.commit_interval = parse_duration(&key, &v)?,
                 "shutdown_deadline" => self.shutdown_deadline = parse_duration(&key, &v)?,
                 "revoke_deadline" => self.revoke_deadline = parse_duration(&key, &v)?,

@@ -168,12 +168,24 @@ pub struct Message<T> {
     value: T,
     raw: Arc<RawMessage>,
     attempt: u32,
-    cancel: CancellationToken,
+    // Shared: cloning a `CancellationToken` takes a lock, an `Arc` does not.
+    cancel: Arc<CancellationToken>,
 }
 
 impl<T> Message<T> {
     /// Builds a message (the runtime does this; useful in unit tests of processors).
     pub fn new(value: T, raw: Arc<RawMessage>, attempt: u32, cancel: CancellationToken) -> Self {
+        Self::with_shared_cancel(value, raw, attempt, Arc::new(cancel))
+    }
+
+    /// Builds a message whose cancellation signal is shared with others (the
+    /// runtime's per-partition token).
+    pub(crate) fn with_shared_cancel(
+        value: T,
+        raw: Arc<RawMessage>,
+        attempt: u32,
+        cancel: Arc<CancellationToken>,
+    ) -> Self {
         Message {
             value,
             raw,

@@ -31,6 +31,7 @@ broker_tests!(
     unknown_topic_fails_fast,
     partition_and_unordered_modes,
     long_handler_keeps_group_membership,
+    inline_handlers_keep_order_and_parallelism,
 );
 
 /// A failure sink that records (offset, class) and lets the partition move on.
@@ -755,6 +756,94 @@ async fn long_handler_keeps_group_membership(kind: BrokerKind) -> R {
     assert!(
         rebalances <= 2,
         "membership was lost while the handler ran ({rebalances} rebalance callbacks)"
+    );
+    Ok(())
+}
+
+/// Handlers that finish on their first poll run inline on the dispatcher
+/// (no task spawn): key order must hold exactly as for spawned runs, and a
+/// handler that burns CPU without awaiting must still run on several worker
+/// threads at once (the dispatcher notices slow first polls and spawns).
+async fn inline_handlers_keep_order_and_parallelism(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("inline", 1).await?;
+    let n = 3000u64;
+    cluster
+        .produce(
+            "inline",
+            (0..n).map(|i| TestRecord::keyed(format!("k{}", i % 100), i.to_string())),
+        )
+        .await?;
+
+    // Instant handlers (no await at all): per-key order and exactly-once.
+    let seen: Arc<Mutex<HashMap<String, Vec<u64>>>> = Default::default();
+    let s = seen.clone();
+    let processor = processor_fn(move |m: Message<String>| {
+        let s = s.clone();
+        async move {
+            let seq: u64 = m.value().parse().map_err(ProcessError::terminal)?;
+            s.lock()
+                .entry(m.key_str()?.to_string())
+                .or_default()
+                .push(seq);
+            Ok(())
+        }
+    });
+    let consumer = Consumer::builder(config(&cluster, "inline-order", &["inline"]))
+        .codec(StringCodec)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    wait_until("all processed", Duration::from_secs(60), || {
+        handle.stats().processed() >= n
+    })
+    .await;
+    handle.shutdown();
+    assert!(run.await??.drained);
+    {
+        let seen = seen.lock();
+        assert_eq!(seen.values().map(Vec::len).sum::<usize>() as u64, n);
+        for (k, seqs) in seen.iter() {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "key {k} processed out of order: {seqs:?}"
+            );
+        }
+    }
+
+    // CPU-heavy handlers that never await: 5 ms of spinning each.
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (r, mx) = (running.clone(), most.clone());
+    let processor = processor_fn(move |_m: Message<String>| {
+        let (r, mx) = (r.clone(), mx.clone());
+        async move {
+            let now = r.fetch_add(1, SeqCst) + 1;
+            mx.fetch_max(now, SeqCst);
+            let until = std::time::Instant::now() + Duration::from_millis(5);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            r.fetch_sub(1, SeqCst);
+            Ok(())
+        }
+    });
+    let consumer = Consumer::builder(
+        config(&cluster, "inline-cpu", &["inline"]).ordering(Ordering::Unordered),
+    )
+    .codec(StringCodec)
+    .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    wait_until("300 processed", Duration::from_secs(60), || {
+        handle.stats().processed() >= 300
+    })
+    .await;
+    handle.shutdown();
+    assert!(run.await??.drained);
+    assert!(
+        most.load(SeqCst) >= 2,
+        "CPU-heavy handlers ran one at a time: they were kept inline on the dispatcher"
     );
     Ok(())
 }

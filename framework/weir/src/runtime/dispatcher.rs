@@ -5,10 +5,14 @@
 //! caps, collects completions, commits finished offsets on an interval, pauses
 //! partitions whose buffer is full, and drains partitions on revoke and shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -32,7 +36,7 @@ pub(crate) trait RunMessage: Send + Sync + 'static {
     fn run_message(
         self: Arc<Self>,
         raw: Arc<RawMessage>,
-        cancel: CancellationToken,
+        cancel: Arc<CancellationToken>,
     ) -> impl Future<Output = Outcome> + Send + 'static;
 }
 
@@ -41,9 +45,53 @@ pub(crate) struct Limits {
     pub(crate) max_in_flight: usize,
     pub(crate) max_in_flight_per_partition: usize,
     pub(crate) max_buffered_per_partition: usize,
+    pub(crate) inline_first_poll: bool,
     pub(crate) commit_interval: Duration,
     pub(crate) revoke_deadline: Duration,
     pub(crate) shutdown_deadline: Duration,
+}
+
+/// Most messages started by one dispatch round before the loop looks at its
+/// other inputs (fetched batches, commits, revokes) again.
+const DISPATCH_BUDGET: usize = 4096;
+
+/// Decides whether to poll a message's run inline before spawning it: yes
+/// while first polls are cheap (a moving average under `LIMIT`); when they are
+/// not (CPU-heavy handlers), every `PROBE`-th message is still tried so the
+/// average follows the handler when it becomes cheap again.
+struct InlinePolicy {
+    avg_ns: u64,
+    skipped: u32,
+}
+
+impl InlinePolicy {
+    const LIMIT_NS: u64 = 50_000;
+    const PROBE: u32 = 64;
+
+    fn new() -> Self {
+        InlinePolicy {
+            avg_ns: 0,
+            skipped: 0,
+        }
+    }
+
+    fn should_try(&mut self) -> bool {
+        if self.avg_ns < Self::LIMIT_NS {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped >= Self::PROBE {
+            self.skipped = 0;
+            return true;
+        }
+        false
+    }
+
+    fn record(&mut self, took: Duration) {
+        let ns = took.as_nanos().min(u128::from(u64::MAX / 16)) as u64;
+        // Exponential moving average with weight 1/8.
+        self.avg_ns = self.avg_ns - self.avg_ns / 8 + ns / 8;
+    }
 }
 
 struct Completion {
@@ -68,7 +116,7 @@ struct PartitionState {
     paused: bool,
     revoking: bool,
     halted: Option<HaltedPartition>,
-    cancel: CancellationToken,
+    cancel: Arc<CancellationToken>,
     last_committed: Option<NextOffset>,
 }
 
@@ -100,6 +148,9 @@ pub(crate) struct Dispatcher<R> {
     delayed_total: usize,
     /// Earliest due time among the delayed queues' heads.
     next_due: Option<Instant>,
+    inline: InlinePolicy,
+    /// Completions of inline runs, reused between dispatch rounds.
+    inline_done: Vec<Completion>,
 }
 
 type CommitResult = (Vec<(u64, NextOffset)>, rdkafka::error::KafkaResult<()>);
@@ -119,8 +170,8 @@ impl<R: RunMessage> Dispatcher<R> {
             consumer,
             runner,
             limits,
-            parts: HashMap::new(),
-            by_tp: HashMap::new(),
+            parts: HashMap::default(),
+            by_tp: HashMap::default(),
             last_lookup: None,
             runnable: VecDeque::new(),
             tasks: JoinSet::new(),
@@ -134,6 +185,8 @@ impl<R: RunMessage> Dispatcher<R> {
             commit_pending: None,
             delayed_total: 0,
             next_due: None,
+            inline: InlinePolicy::new(),
+            inline_done: Vec::new(),
         }
     }
 
@@ -175,6 +228,9 @@ impl<R: RunMessage> Dispatcher<R> {
                 }
                 _ = tokio::time::sleep_until(revoke_deadline.unwrap_or_else(Instant::now)), if revoke_deadline.is_some() => {}
                 _ = tokio::time::sleep_until(self.next_due.unwrap_or_else(Instant::now)), if self.next_due.is_some() => {}
+                // The dispatch budget ran out with work left: come back after
+                // letting the other branches (and other tasks) run.
+                _ = tokio::task::yield_now(), if self.more_ready() => {}
             }
             self.finish_revokes(false);
             self.release_due();
@@ -182,7 +238,10 @@ impl<R: RunMessage> Dispatcher<R> {
                 &self.stats.loop_heartbeat_ms,
                 crate::retry::now_ms().max(0) as u64,
             );
-            self.dispatch_ready();
+            if let Err(e) = self.dispatch_ready() {
+                fatal = Some(e);
+                break;
+            }
         }
         let report = self.shut_down(&mut events).await;
         match fatal {
@@ -289,65 +348,132 @@ impl<R: RunMessage> Dispatcher<R> {
         self.next_due = next;
     }
 
-    fn dispatch_ready(&mut self) {
-        let mut visits = self.runnable.len();
-        while visits > 0 && self.in_flight < self.limits.max_in_flight {
-            visits -= 1;
-            let Some(epoch) = self.runnable.pop_front() else {
-                break;
-            };
-            let Some(st) = self.parts.get_mut(&epoch) else {
-                continue;
-            };
-            if st.revoking || st.halted.is_some() {
-                st.in_runnable = false;
-                continue;
-            }
-            while self.in_flight < self.limits.max_in_flight
-                && st.in_flight < self.limits.max_in_flight_per_partition
-                && let Some((lane, m)) = st.ready.pop_front()
-            {
-                st.in_flight += 1;
-                self.in_flight += 1;
-                let offset = m.offset;
-                let fut = self
-                    .runner
-                    .clone()
-                    .run_message(Arc::new(m), st.cancel.clone());
-                self.tasks.spawn(async move {
-                    Completion {
-                        epoch,
-                        offset,
-                        lane,
-                        outcome: fut.await,
+    /// Starts ready messages within the caps. Each message's run is polled once
+    /// right here first: a handler that completes without waiting (a no-op, a
+    /// cache hit, a cheap transformation) finishes without a task spawn, a
+    /// cross-thread wake-up and a join; one that waits is spawned onto the
+    /// runtime as before. Handlers that run long on their first poll (CPU-heavy
+    /// synchronous work) are detected and spawned directly, so they keep
+    /// running in parallel on every worker thread.
+    fn dispatch_ready(&mut self) -> Result<(), WeirError> {
+        let mut budget = DISPATCH_BUDGET;
+        let mut done = std::mem::take(&mut self.inline_done);
+        loop {
+            let mut visits = self.runnable.len();
+            while visits > 0 && self.in_flight < self.limits.max_in_flight && budget > 0 {
+                visits -= 1;
+                let Some(epoch) = self.runnable.pop_front() else {
+                    break;
+                };
+                let Some(st) = self.parts.get_mut(&epoch) else {
+                    continue;
+                };
+                if st.revoking || st.halted.is_some() {
+                    st.in_runnable = false;
+                    continue;
+                }
+                while self.in_flight < self.limits.max_in_flight
+                    && st.in_flight < self.limits.max_in_flight_per_partition
+                    && budget > 0
+                    && let Some((lane, m)) = st.ready.pop_front()
+                {
+                    budget -= 1;
+                    st.in_flight += 1;
+                    self.in_flight += 1;
+                    let offset = m.offset;
+                    let fut = self
+                        .runner
+                        .clone()
+                        .run_message(Arc::new(m), st.cancel.clone());
+                    let mut fut = Box::pin(async move {
+                        Completion {
+                            epoch,
+                            offset,
+                            lane,
+                            outcome: fut.await,
+                        }
+                    });
+                    if self.limits.inline_first_poll && self.inline.should_try() {
+                        let started = std::time::Instant::now();
+                        let mut cx = Context::from_waker(Waker::noop());
+                        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            fut.as_mut().poll(&mut cx)
+                        }));
+                        self.inline.record(started.elapsed());
+                        match polled {
+                            Ok(Poll::Ready(c)) => {
+                                done.push(c);
+                                continue;
+                            }
+                            Ok(Poll::Pending) => {}
+                            Err(p) => {
+                                self.inline_done = done;
+                                return Err(WeirError::Internal(format!(
+                                    "message run panicked outside the handler: {}",
+                                    super::task::panic_message(p)
+                                )));
+                            }
+                        }
                     }
-                });
+                    // Pending (or not tried): the task polls it again with its
+                    // own waker, which replaces the no-op one of the first poll.
+                    self.tasks.spawn(fut);
+                }
+                if st.ready.is_empty() {
+                    st.in_runnable = false;
+                } else {
+                    self.runnable.push_back(epoch);
+                }
             }
-            if st.ready.is_empty() {
-                st.in_runnable = false;
-            } else {
-                self.runnable.push_back(epoch);
+            if done.is_empty() {
+                break;
+            }
+            for c in done.drain(..) {
+                self.on_completion(c);
+            }
+            if budget == 0 {
+                break;
             }
         }
+        self.inline_done = done;
         self.stats.in_flight_now(self.in_flight as u64);
+        Ok(())
+    }
+
+    /// Whether ready messages are waiting that the caps would let start now
+    /// (the dispatch budget ran out): the loop comes back without blocking.
+    fn more_ready(&self) -> bool {
+        self.in_flight < self.limits.max_in_flight
+            && self.runnable.iter().any(|e| {
+                self.parts.get(e).is_some_and(|st| {
+                    !st.ready.is_empty()
+                        && st.in_flight < self.limits.max_in_flight_per_partition
+                        && !st.revoking
+                        && st.halted.is_none()
+                })
+            })
     }
 
     fn on_join(
         &mut self,
         done: Result<Completion, tokio::task::JoinError>,
     ) -> Result<(), WeirError> {
-        let c = match done {
-            Ok(c) => c,
-            Err(e) if e.is_cancelled() => return Ok(()),
-            Err(e) => {
-                // Runner catches handler panics; reaching this is a Weir bug. The
-                // message's offset stays unfinished, so nothing is committed past it.
-                return Err(WeirError::Internal(format!("message task failed: {e}")));
+        match done {
+            Ok(c) => {
+                self.on_completion(c);
+                Ok(())
             }
-        };
+            Err(e) if e.is_cancelled() => Ok(()),
+            // Runner catches handler panics; reaching this is a Weir bug. The
+            // message's offset stays unfinished, so nothing is committed past it.
+            Err(e) => Err(WeirError::Internal(format!("message task failed: {e}"))),
+        }
+    }
+
+    fn on_completion(&mut self, c: Completion) {
         self.in_flight -= 1;
         let Some(st) = self.parts.get_mut(&c.epoch) else {
-            return Ok(()); // partition already released
+            return; // partition already released
         };
         st.in_flight -= 1;
         match c.outcome {
@@ -378,7 +504,6 @@ impl<R: RunMessage> Dispatcher<R> {
             self.runnable.push_back(c.epoch);
         }
         self.check_pause(c.epoch);
-        Ok(())
     }
 
     /// Pauses a partition whose window is full (or that is halted); resumes it at half.
@@ -429,13 +554,13 @@ impl<R: RunMessage> Dispatcher<R> {
                     lanes: KeyScheduler::new(),
                     ready: VecDeque::new(),
                     delayed: VecDeque::new(),
-                    timestamps: HashMap::new(),
+                    timestamps: HashMap::default(),
                     in_flight: 0,
                     in_runnable: false,
                     paused: false,
                     revoking: false,
                     halted: None,
-                    cancel: CancellationToken::new(),
+                    cancel: Arc::new(CancellationToken::new()),
                     last_committed: None,
                 },
             );
@@ -692,6 +817,37 @@ impl<R: RunMessage> Dispatcher<R> {
             drained,
             unfinished,
             halted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_policy_backs_off_for_slow_first_polls_and_probes() {
+        let mut p = InlinePolicy::new();
+        for _ in 0..100 {
+            assert!(p.should_try(), "cheap first polls stay inline");
+            p.record(Duration::from_micros(1));
+        }
+        for _ in 0..50 {
+            if p.should_try() {
+                p.record(Duration::from_millis(2));
+            }
+        }
+        let tried = (0..640).filter(|_| p.should_try()).count();
+        assert_eq!(
+            tried, 10,
+            "slow handlers: only every 64th message is probed"
+        );
+        // Cheap again: the probes bring the average down and inline comes back.
+        let mut tries = 0;
+        while !(0..4).all(|_| p.should_try()) {
+            p.record(Duration::from_nanos(500));
+            tries += 1;
+            assert!(tries < 10_000, "never returned to inline polling");
         }
     }
 }

@@ -233,7 +233,7 @@ where
     fn run_message(
         self: Arc<Self>,
         raw: Arc<RawMessage>,
-        cancel: CancellationToken,
+        cancel: Arc<CancellationToken>,
     ) -> impl Future<Output = Outcome> + Send + 'static {
         self.run(raw, cancel)
     }
@@ -401,6 +401,7 @@ where
             max_in_flight: config.max_in_flight,
             max_in_flight_per_partition: config.max_in_flight_per_partition,
             max_buffered_per_partition: config.max_buffered_per_partition,
+            inline_first_poll: config.inline_first_poll,
             commit_interval: config.commit_interval,
             revoke_deadline: config.revoke_deadline,
             shutdown_deadline: config.shutdown_deadline,

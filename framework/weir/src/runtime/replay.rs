@@ -266,7 +266,7 @@ impl Replay {
                     let offset = m.offset;
                     let outcome = runner
                         .clone()
-                        .run(Arc::new(m), CancellationToken::new())
+                        .run(Arc::new(m), Arc::new(CancellationToken::new()))
                         .await;
                     done.fetch_add(1, Relaxed);
                     if let Outcome::Halted { .. } = outcome {

@@ -68,7 +68,7 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -86,7 +86,7 @@ where
     pub(crate) async fn run(
         self: Arc<Self>,
         raw: Arc<RawMessage>,
-        cancel: CancellationToken,
+        cancel: Arc<CancellationToken>,
     ) -> Outcome {
         let span = tracing::info_span!(
             "weir.process",
@@ -129,7 +129,11 @@ where
         tracing::Instrument::instrument(work, span).await
     }
 
-    async fn run_attempts(&self, raw: &Arc<RawMessage>, cancel: &CancellationToken) -> Outcome {
+    async fn run_attempts(
+        &self,
+        raw: &Arc<RawMessage>,
+        cancel: &Arc<CancellationToken>,
+    ) -> Outcome {
         // A scheduled message that reached the end of a delay tier before its
         // time goes on to the next tier instead of to the processor.
         if let Some(rs) = &self.rescheduler
@@ -236,7 +240,7 @@ where
         &self,
         raw: &Arc<RawMessage>,
         attempt: u32,
-        cancel: &CancellationToken,
+        cancel: &Arc<CancellationToken>,
     ) -> Result<(), ProcessError> {
         let size = raw.headers.byte_size();
         if size > self.max_header_bytes {
@@ -251,7 +255,7 @@ where
                 ConsumerStats::add(&self.stats.decode_errors, 1);
             }
         })?;
-        let msg = Message::new(value, raw.clone(), attempt, cancel.clone());
+        let msg = Message::with_shared_cancel(value, raw.clone(), attempt, cancel.clone());
         let fut = AssertUnwindSafe(self.processor.process(msg)).catch_unwind();
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.handler_timeout, fut).await;
