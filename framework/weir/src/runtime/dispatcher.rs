@@ -522,7 +522,27 @@ impl<R: RunMessage> Dispatcher<R> {
         let res = if want_paused {
             self.consumer.pause(&tpl)
         } else {
-            self.consumer.resume(&tpl)
+            self.consumer.resume(&tpl).map(|()| {
+                // librdkafka dropped what it had prefetched for the paused
+                // partition; left alone, it fetches again only when its broker
+                // thread next wakes up, up to a second later (measured: the
+                // keyed benchmark sat idle 0.8 s after every resume). An
+                // asynchronous seek to the first offset Weir has not received
+                // starts the fetch now. Messages from that offset still on their
+                // way from the poll thread arrive twice; the tracker drops the
+                // second copies (`refetched_duplicates`).
+                if let Some(next) = st.tracker.high() {
+                    let mut seek = TopicPartitionList::new();
+                    let _ = seek.add_partition_offset(
+                        &st.tp.topic,
+                        st.tp.partition,
+                        Offset::Offset(next),
+                    );
+                    if let Err(e) = self.consumer.seek_partitions(seek, Duration::ZERO) {
+                        tracing::debug!(partition = %st.tp, error = %e, "seek after resume failed; fetching resumes on librdkafka's schedule");
+                    }
+                }
+            })
         };
         match res {
             Ok(()) => {
