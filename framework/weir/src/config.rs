@@ -11,6 +11,7 @@
 //! handler_timeout = "30s"
 //! max_header_bytes = 262144
 //! inline_first_poll = true
+//! partition_queues = true
 //! commit_interval = "1s"
 //! shutdown_deadline = "30s"
 //! revoke_deadline = "20s"
@@ -159,7 +160,7 @@ pub struct ConsumerConfig {
     /// Messages in flight per partition.
     pub max_in_flight_per_partition: usize,
     /// Messages held per partition (in flight, waiting for their key, or finished
-    /// but behind an unfinished one) before the partition is paused.
+    /// but behind an unfinished one) before Weir stops reading the partition (with `partition_queues`) or pauses it.
     pub max_buffered_per_partition: usize,
     /// A handler running longer is cancelled; counts as a retryable failure.
     #[serde(with = "humantime_serde")]
@@ -174,6 +175,17 @@ pub struct ConsumerConfig {
     /// spawn every message (for handlers that block the thread, which they
     /// should not do in any case).
     pub inline_first_poll: bool,
+    /// Read each assigned partition from its own librdkafka queue and take
+    /// messages from it only while the partition has room
+    /// (`max_buffered_per_partition`). Backpressure then never pauses the
+    /// partition, so librdkafka keeps what it prefetched and no refetch is
+    /// needed when room frees up. librdkafka's prefetch limits
+    /// (`queued.min.messages`, `queued.max.messages.kbytes`) then apply per
+    /// partition; unless set in `kafka`, Weir sets
+    /// `queued.max.messages.kbytes` to 4096 (4 MiB per partition) and
+    /// `fetch.queue.backoff.ms` to 20 ms. `false` reads every
+    /// partition from the shared consumer queue and pauses full partitions.
+    pub partition_queues: bool,
     /// How often finished offsets are committed (asynchronously).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -206,6 +218,7 @@ impl Default for ConsumerConfig {
             handler_timeout: Duration::from_secs(30),
             max_header_bytes: 256 * 1024,
             inline_first_poll: true,
+            partition_queues: true,
             commit_interval: Duration::from_secs(1),
             shutdown_deadline: Duration::from_secs(30),
             revoke_deadline: Duration::from_secs(20),
@@ -280,6 +293,7 @@ impl fmt::Debug for ConsumerConfig {
             .field("handler_timeout", &self.handler_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("inline_first_poll", &self.inline_first_poll)
+            .field("partition_queues", &self.partition_queues)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_deadline", &self.shutdown_deadline)
             .field("revoke_deadline", &self.revoke_deadline)
@@ -396,6 +410,7 @@ impl ConsumerConfig {
                 "handler_timeout" => self.handler_timeout = parse_duration(&key, &v)?,
                 "max_header_bytes" => self.max_header_bytes = parse_num(&key, &v)?,
                 "inline_first_poll" => self.inline_first_poll = parse_num(&key, &v)?,
+                "partition_queues" => self.partition_queues = parse_num(&key, &v)?,
                 "commit_interval" => self.commit_interval = parse_duration(&key, &v)?,
                 "shutdown_deadline" => self.shutdown_deadline = parse_duration(&key, &v)?,
                 "revoke_deadline" => self.revoke_deadline = parse_duration(&key, &v)?,
@@ -554,6 +569,20 @@ impl ConsumerConfig {
                 "partition.assignment.strategy",
                 self.assignment.librdkafka_name(),
             );
+        // With a queue per partition librdkafka's prefetch limits count per
+        // partition (not for the whole consumer): keep them near Weir's own
+        // per-partition bound unless the user chose them.
+        if self.partition_queues {
+            if !self.kafka.contains_key("queued.max.messages.kbytes") {
+                c.set("queued.max.messages.kbytes", "4096");
+            }
+            // A partition whose queue is at those limits is checked again
+            // only after this backoff (librdkafka's default: 1 s, which would
+            // leave a partition idle long after Weir has taken its messages).
+            if !self.kafka.contains_key("fetch.queue.backoff.ms") {
+                c.set("fetch.queue.backoff.ms", "20");
+            }
+        }
         // Lag comes from librdkafka's statistics.
         if !self.kafka.contains_key("statistics.interval.ms") {
             c.set("statistics.interval.ms", "5000");

@@ -29,6 +29,7 @@ pub struct ConsumerStats {
     pub(crate) rebalances: AtomicU64,
     pub(crate) assigned_partitions: AtomicU64,
     pub(crate) paused_partitions: AtomicU64,
+    pub(crate) own_queue_partitions: AtomicU64,
     pub(crate) halted_partitions: AtomicU64,
     pub(crate) refetched_duplicates: AtomicU64,
     pub(crate) dropped_on_revoke: AtomicU64,
@@ -68,7 +69,8 @@ getters! {
     commit_failures: "Offset commits that failed.",
     rebalances: "Rebalance callbacks served.",
     assigned_partitions: "Partitions assigned now.",
-    paused_partitions: "Partitions paused now by backpressure or a halt.",
+    paused_partitions: "Partitions held back now by backpressure (out of credit or paused) or a halt.",
+    own_queue_partitions: "Assigned partitions read from their own librdkafka queue (`partition_queues`): backpressure stops reading them instead of pausing them.",
     halted_partitions: "Partitions halted by the failure sink.",
     refetched_duplicates: "Messages fetched again below the tracked position and ignored.",
     dropped_on_revoke: "Buffered messages dropped because their partition was revoked (the new owner gets them).",
@@ -124,11 +126,12 @@ impl ConsumerStats {
         for (name, v) in counters {
             metrics::counter!(name, "group" => g.clone()).absolute(v);
         }
-        let gauges: [(&'static str, u64); 9] = [
+        let gauges: [(&'static str, u64); 10] = [
             ("weir_in_flight", self.in_flight()),
             ("weir_assigned_partitions", self.assigned_partitions()),
             ("weir_paused_partitions", self.paused_partitions()),
             ("weir_halted_partitions", self.halted_partitions()),
+            ("weir_own_queue_partitions", self.own_queue_partitions()),
             ("weir_delayed_messages", self.delayed()),
             ("weir_in_place_retry_waits", self.in_place_retry_waits()),
             ("weir_dlq_depth_total", self.dlq_depth()),

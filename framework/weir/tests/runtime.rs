@@ -25,6 +25,7 @@ broker_tests!(
     poison_halts_the_partition_by_default,
     timeout_is_retryable_and_panic_is_terminal,
     backpressure_pauses_and_loses_nothing,
+    backpressure_by_credit_holds_exactly_the_cap,
     graceful_shutdown_drains_and_commits,
     shutdown_deadline_reports_an_incomplete_drain,
     fan_out_to_two_groups,
@@ -390,9 +391,22 @@ async fn timeout_is_retryable_and_panic_is_terminal(kind: BrokerKind) -> R {
 /// A backlog far larger than the partition buffer: the partition is paused and
 /// resumed, memory stays bounded by the caps, and every message is processed
 /// exactly once (no gap and no duplicate across pause/resume).
+/// Without partition queues: full partitions are paused in librdkafka.
 async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
+    backpressure(kind, false).await
+}
+
+/// With partition queues (the default): full partitions are not read, never
+/// paused; the credit counts what is on its way, so Weir holds at most
+/// `max_buffered_per_partition` per partition on any broker.
+async fn backpressure_by_credit_holds_exactly_the_cap(kind: BrokerKind) -> R {
+    backpressure(kind, true).await
+}
+
+async fn backpressure(kind: BrokerKind, partition_queues: bool) -> R {
     let cluster = common::cluster(kind).await?;
-    cluster.create_topic("bp", 2).await?;
+    let topic = if partition_queues { "bp-credit" } else { "bp" };
+    cluster.create_topic(topic, 2).await?;
     let n = 3000u64;
     // 1 KiB payloads, so that librdkafka's prefetch limits (in bytes) mean a known count.
     // Small producer batches: a fetch returns at least one whole record batch.
@@ -403,7 +417,7 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
         .create()?;
     weir_testkit::produce_with(
         &producer,
-        "bp",
+        topic,
         (0..n).map(|i| TestRecord::keyed(format!("k{}", i % 50), format!("{i:<1024}"))),
     )
     .await?;
@@ -419,7 +433,8 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
             Ok(())
         }
     });
-    let mut cfg = config(&cluster, "bp-g", &["bp"]);
+    let mut cfg = config(&cluster, &format!("{topic}-g"), &[topic]);
+    cfg.partition_queues = partition_queues;
     cfg.max_in_flight_per_partition = 4;
     cfg.max_buffered_per_partition = 64;
     cfg.kafka
@@ -431,10 +446,12 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
     let run = tokio::spawn(consumer.run());
     let mut saw_paused = false;
     let mut max_buffered = 0u64;
+    let mut own_queues = 0;
     let stats = handle.clone();
     wait_until("backlog processed", Duration::from_secs(120), || {
         let s = stats.stats();
         saw_paused |= s.paused_partitions() > 0;
+        own_queues = own_queues.max(s.own_queue_partitions());
         let held = s
             .received()
             .saturating_sub(s.processed() + s.refetched_duplicates());
@@ -450,11 +467,27 @@ async fn backpressure_pauses_and_loses_nothing(kind: BrokerKind) -> R {
         counts.values().all(|c| *c == 1),
         "no message processed twice"
     );
-    assert!(saw_paused, "the partitions were paused by backpressure");
+    assert!(saw_paused, "the partitions were held back by backpressure");
     eprintln!(
-        "{kind:?}: peak messages held in Weir = {max_buffered}, refetched = {}",
+        "{kind:?} (partition_queues {partition_queues}): peak messages held in Weir = {max_buffered}, refetched = {}",
         handle.stats().refetched_duplicates()
     );
+    if partition_queues {
+        assert_eq!(own_queues, 2, "both partitions read from their own queue");
+        // Credit covers what is on its way from the poll thread: never more
+        // than the cap per partition, whatever the broker's fetch sizes.
+        assert!(
+            max_buffered <= 2 * 64,
+            "held {max_buffered} messages; the cap is 64 per partition"
+        );
+        assert_eq!(
+            handle.stats().refetched_duplicates(),
+            0,
+            "nothing is fetched twice without pause/resume"
+        );
+        return Ok(());
+    }
+    assert_eq!(own_queues, 0, "partition_queues = false: the shared queue");
     // tansu 0.6.0 ignores max.partition.fetch.bytes (docs/brokers.md): one fetch
     // can carry the whole backlog there, so the byte bound is checked on the mock.
     if kind == BrokerKind::Tansu {

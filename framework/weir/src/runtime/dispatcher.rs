@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::poller::{Event, RevokeReply, WeirContext};
+use super::poller::{Event, Gate, RevokeReply, WeirContext};
 use super::task::Outcome;
 use super::{HaltedPartition, RunReport};
 use crate::error::WeirError;
@@ -113,7 +113,15 @@ struct PartitionState {
     timestamps: HashMap<i64, i64>,
     in_flight: usize,
     in_runnable: bool,
+    /// Held back: paused in librdkafka, or (with its own queue) out of credit.
     paused: bool,
+    /// The partition's own queue's credit; `None`: read from the consumer
+    /// queue, paused when full.
+    gate: Option<Arc<Gate>>,
+    /// Credit granted and messages received (with a gate), so that what is on
+    /// its way from the poll thread counts against the bound.
+    granted: i64,
+    received: i64,
     revoking: bool,
     halted: Option<HaltedPartition>,
     cancel: Arc<CancellationToken>,
@@ -273,6 +281,7 @@ impl<R: RunMessage> Dispatcher<R> {
             return;
         };
         let st = self.parts.get_mut(&epoch).expect("by_tp and parts agree");
+        st.received += 1;
         if st.revoking {
             ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
             return;
@@ -506,13 +515,43 @@ impl<R: RunMessage> Dispatcher<R> {
         self.check_pause(c.epoch);
     }
 
-    /// Pauses a partition whose window is full (or that is halted); resumes it at half.
+    /// Keeps a partition's window under `max_buffered_per_partition`: with its
+    /// own queue by granting credit, otherwise by pausing it when full and
+    /// resuming it at half.
     fn check_pause(&mut self, epoch: u64) {
         let Some(st) = self.parts.get_mut(&epoch) else {
             return;
         };
         let window = st.tracker.window_len();
         let cap = self.limits.max_buffered_per_partition;
+        if let Some(gate) = &st.gate {
+            if st.revoking {
+                return;
+            }
+            // Messages that came through the consumer queue (fetched before
+            // the split) were not granted: they do not make credit negative.
+            st.granted = st.granted.max(st.received);
+            let on_the_way = st.granted - st.received;
+            let room = cap as i64 - window as i64 - on_the_way;
+            // Grant in chunks (a quarter of the bound), or whatever is left
+            // once nothing is on its way, so that the poll thread takes
+            // batches rather than single messages.
+            let chunk = (cap as i64 / 4).max(1);
+            let mut granted_now = false;
+            if st.halted.is_none() && room > 0 && (room >= chunk || on_the_way == 0) {
+                gate.grant(room);
+                st.granted += room;
+                granted_now = true;
+            }
+            let held = st.halted.is_some() || (on_the_way == 0 && !granted_now);
+            if held != st.paused {
+                tracing::debug!(partition = %st.tp, window, held, "backpressure (partition queue)");
+                st.paused = held;
+                let paused = self.parts.values().filter(|s| s.paused).count();
+                ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
+            }
+            return;
+        }
         let want_paused = st.halted.is_some() || window >= cap || (st.paused && window > cap / 2);
         if want_paused == st.paused || st.revoking {
             return;
@@ -555,8 +594,9 @@ impl<R: RunMessage> Dispatcher<R> {
         }
     }
 
-    fn assign(&mut self, tps: Vec<TopicPartition>) {
-        for tp in tps {
+    fn assign(&mut self, tps: Vec<(TopicPartition, Option<Arc<Gate>>)>) {
+        let mut epochs = Vec::with_capacity(tps.len());
+        for (tp, gate) in tps {
             if let Some(old) = self.by_tp.remove(&tp)
                 && let Some(st) = self.parts.remove(&old)
             {
@@ -565,6 +605,7 @@ impl<R: RunMessage> Dispatcher<R> {
             }
             let epoch = self.next_epoch;
             self.next_epoch += 1;
+            epochs.push(epoch);
             self.by_tp.insert(tp.clone(), epoch);
             self.parts.insert(
                 epoch,
@@ -578,6 +619,9 @@ impl<R: RunMessage> Dispatcher<R> {
                     in_flight: 0,
                     in_runnable: false,
                     paused: false,
+                    gate,
+                    granted: 0,
+                    received: 0,
                     revoking: false,
                     halted: None,
                     cancel: Arc::new(CancellationToken::new()),
@@ -587,6 +631,12 @@ impl<R: RunMessage> Dispatcher<R> {
         }
         self.last_lookup = None;
         ConsumerStats::set(&self.stats.assigned_partitions, self.parts.len() as u64);
+        let own = self.parts.values().filter(|s| s.gate.is_some()).count();
+        ConsumerStats::set(&self.stats.own_queue_partitions, own as u64);
+        // First credit for partitions with their own queue.
+        for epoch in epochs {
+            self.check_pause(epoch);
+        }
     }
 
     fn begin_revoke(&mut self, partitions: Vec<TopicPartition>, reply: RevokeReply) {
@@ -661,6 +711,8 @@ impl<R: RunMessage> Dispatcher<R> {
             }
             self.last_lookup = None;
             ConsumerStats::set(&self.stats.assigned_partitions, self.parts.len() as u64);
+            let own = self.parts.values().filter(|s| s.gate.is_some()).count();
+            ConsumerStats::set(&self.stats.own_queue_partitions, own as u64);
             let paused = self.parts.values().filter(|s| s.paused).count();
             ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
             let _ = r.reply.send(offsets);

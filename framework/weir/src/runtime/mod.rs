@@ -304,6 +304,7 @@ where
             config.revoke_deadline,
             stats.clone(),
             config.group_id.clone(),
+            config.partition_queues,
         );
         let consumer: BaseConsumer<WeirContext> = config
             .client_config()
@@ -312,7 +313,8 @@ where
             context: "creating the consumer (check the [kafka] properties)".into(),
             source,
         })?;
-        let consumer = Arc::new(consumer);
+        let mut consumer = Arc::new(consumer);
+        WeirContext::attach(&mut consumer);
         check_topics(&consumer, &config).await?;
         let mut topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         let mut rescheduler = None;

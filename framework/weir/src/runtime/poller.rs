@@ -3,23 +3,38 @@
 //! One OS thread owns the polling: it keeps fetching (so group heartbeats and
 //! `max.poll.interval.ms` stay healthy while handlers run) and serves the
 //! rebalance callbacks. Messages go to the dispatcher in batches over an
-//! unbounded channel; memory is bounded by pausing partitions, never by
-//! blocking this thread.
+//! unbounded channel; memory is bounded by credit, never by blocking this
+//! thread.
+//!
+//! With `partition_queues` (the default) every assigned partition is split
+//! into its own librdkafka queue when it is assigned. The dispatcher grants
+//! each partition credit (room under `max_buffered_per_partition`, counting
+//! what is already on its way) through a [`Gate`]; this thread takes from a
+//! partition's queue only as much as its credit. A full partition is simply
+//! not read: librdkafka keeps its prefetch (bounded per partition by
+//! `queued.min.messages` / `queued.max.messages.kbytes`) and nothing has to
+//! be fetched again when room frees up. Without partition queues, full
+//! partitions are paused instead (see the dispatcher).
+//!
+//! The thread sleeps in `park` and is woken by librdkafka (a queue became
+//! non-empty) or by the dispatcher (a partition got credit).
 //!
 //! A revoke callback blocks this thread until the dispatcher has drained the
 //! revoked partitions (bounded by `revoke_deadline`), then commits their
 //! finished offsets synchronously before librdkafka releases them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, base_consumer::PartitionQueue,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
@@ -35,9 +50,46 @@ const BATCH: usize = 1024;
 
 pub(crate) type RevokeReply = std::sync::mpsc::SyncSender<Vec<(TopicPartition, NextOffset)>>;
 
+/// Wakes the poll thread: a queue became non-empty or a partition got credit.
+#[derive(Default)]
+pub(crate) struct PollWaker(OnceLock<std::thread::Thread>);
+
+impl PollWaker {
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.0.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Credit for one partition read from its own queue: how many more messages
+/// the poll thread may take from it. The dispatcher adds, the poll thread
+/// subtracts what it took.
+pub(crate) struct Gate {
+    room: AtomicI64,
+    waker: Arc<PollWaker>,
+}
+
+impl Gate {
+    /// Lets the poll thread take `n` more messages of this partition.
+    pub(crate) fn grant(&self, n: i64) {
+        if n > 0 {
+            self.room.fetch_add(n, Relaxed);
+            self.waker.wake();
+        }
+    }
+}
+
+struct Split {
+    tp: TopicPartition,
+    queue: PartitionQueue<WeirContext>,
+    gate: Arc<Gate>,
+}
+
 pub(crate) enum Event {
     Batch(Vec<RawMessage>),
-    Assigned(Vec<TopicPartition>),
+    /// Newly assigned partitions, each with its gate when it has its own queue.
+    Assigned(Vec<(TopicPartition, Option<Arc<Gate>>)>),
     Revoked {
         partitions: Vec<TopicPartition>,
         reply: RevokeReply,
@@ -55,6 +107,11 @@ pub(crate) struct WeirContext {
     /// The first fatal client error (authentication, untrusted certificate),
     /// so that start-up checks report it instead of a generic transport error.
     fatal: Mutex<Option<String>>,
+    /// The consumer, for splitting partition queues in the assign callback.
+    consumer: OnceLock<Weak<BaseConsumer<WeirContext>>>,
+    partition_queues: bool,
+    splits: Mutex<Vec<Split>>,
+    waker: Arc<PollWaker>,
 }
 
 impl WeirContext {
@@ -63,7 +120,9 @@ impl WeirContext {
         revoke_wait: Duration,
         stats: Arc<ConsumerStats>,
         group_id: String,
+        partition_queues: bool,
     ) -> Self {
+        let waker = Arc::new(PollWaker::default());
         WeirContext {
             events,
             batch: Mutex::new(Vec::with_capacity(BATCH)),
@@ -72,7 +131,98 @@ impl WeirContext {
             stats,
             group_id,
             fatal: Mutex::new(None),
+            consumer: OnceLock::new(),
+            partition_queues,
+            splits: Mutex::new(Vec::new()),
+            waker,
         }
+    }
+
+    /// Hands the context its consumer (weakly), so that partitions can get
+    /// their own queues when they are assigned; wakes the poll thread when the
+    /// consumer queue (messages, rebalances, errors) becomes non-empty.
+    pub(crate) fn attach(consumer: &mut Arc<BaseConsumer<WeirContext>>) {
+        let waker = consumer.context().waker.clone();
+        if let Some(c) = Arc::get_mut(consumer) {
+            c.set_nonempty_callback(move || waker.wake());
+        }
+        let _ = consumer.context().consumer.set(Arc::downgrade(consumer));
+    }
+
+    /// Gives each newly assigned partition its own queue and a gate with no
+    /// credit yet (the dispatcher grants it). `None` where splitting is off or
+    /// failed: that partition is read from the consumer queue and paused when full.
+    fn split(&self, tps: &[TopicPartition]) -> Vec<Option<Arc<Gate>>> {
+        let consumer = match self.consumer.get().and_then(Weak::upgrade) {
+            Some(c) if self.partition_queues => c,
+            _ => return vec![None; tps.len()],
+        };
+        let mut splits = self.splits.lock();
+        tps.iter()
+            .map(|tp| {
+                // Drop an old handle first: dropping it disables the queue's
+                // wake-up callback, which the new handle sets again.
+                splits.retain(|s| s.tp != *tp);
+                let mut queue = consumer.split_partition_queue(&tp.topic, tp.partition)?;
+                let waker = self.waker.clone();
+                queue.set_nonempty_callback(move || waker.wake());
+                let gate = Arc::new(Gate {
+                    room: AtomicI64::new(0),
+                    waker: self.waker.clone(),
+                });
+                splits.push(Split {
+                    tp: tp.clone(),
+                    queue,
+                    gate: gate.clone(),
+                });
+                Some(gate)
+            })
+            .collect()
+    }
+
+    fn has_splits(&self) -> bool {
+        !self.splits.lock().is_empty()
+    }
+
+    /// Drops the queues of revoked partitions (what they still hold belongs
+    /// to the next owner, which starts from the committed offset).
+    fn unsplit(&self, tps: &[TopicPartition]) {
+        self.splits.lock().retain(|s| !tps.contains(&s.tp));
+    }
+
+    /// Takes messages from the partition queues that have credit; returns
+    /// whether there may be more to take right away.
+    fn poll_partitions(&self, topics: &mut Topics) -> bool {
+        let splits = self.splits.lock();
+        let mut more = false;
+        for s in splits.iter() {
+            let room = s.gate.room.load(Relaxed);
+            if room <= 0 {
+                continue;
+            }
+            let want = (room as usize).min(BATCH);
+            let mut took = 0;
+            while took < want {
+                match s.queue.poll(Duration::ZERO) {
+                    Some(Ok(m)) => {
+                        took += 1;
+                        if self.push(convert(topics, &m)) >= BATCH {
+                            self.flush();
+                        }
+                    }
+                    Some(Err(e)) => {
+                        self.on_poll_error(e);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if took > 0 {
+                s.gate.room.fetch_sub(took as i64, Relaxed);
+            }
+            more |= took == want;
+        }
+        more
     }
 
     /// The first fatal client error seen, if any.
@@ -85,8 +235,11 @@ impl WeirContext {
         let _ = self.events.send(Event::Fatal(msg));
     }
 
-    fn push(&self, m: RawMessage) {
-        self.batch.lock().push(m);
+    /// Adds a message to the batch; returns the batch's length.
+    fn push(&self, m: RawMessage) -> usize {
+        let mut b = self.batch.lock();
+        b.push(m);
+        b.len()
     }
 
     /// Sends the partial batch. Called before any rebalance event so that the
@@ -236,10 +389,11 @@ impl ConsumerContext for WeirContext {
             return;
         };
         self.flush();
+        let partitions = to_tps(tpl);
+        self.unsplit(&partitions);
         if self.closing.load(Relaxed) {
             return;
         }
-        let partitions = to_tps(tpl);
         tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions revoked; draining");
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         if self
@@ -285,7 +439,10 @@ impl ConsumerContext for WeirContext {
                 self.flush();
                 let partitions = to_tps(tpl);
                 tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions assigned");
-                let _ = self.events.send(Event::Assigned(partitions));
+                let gates = self.split(&partitions);
+                let _ = self
+                    .events
+                    .send(Event::Assigned(partitions.into_iter().zip(gates).collect()));
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
@@ -369,30 +526,54 @@ pub(crate) fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessag
 /// final rebalance callbacks) happens on this thread.
 pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
     let ctx = consumer.context().clone();
+    let _ = ctx.waker.0.set(std::thread::current());
     let mut topics = Topics::default();
     while !stop.load(Relaxed) {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(e)) => ctx.on_poll_error(e),
-            Some(Ok(m)) => {
-                ctx.push(convert(&mut topics, &m));
-                drop(m);
-                for _ in 1..BATCH {
-                    match consumer.poll(Duration::ZERO) {
-                        Some(Ok(m)) => ctx.push(convert(&mut topics, &m)),
-                        Some(Err(e)) => {
-                            ctx.on_poll_error(e);
-                            break;
-                        }
-                        None => break,
+        // The consumer queue first: rebalance callbacks, errors, and messages
+        // of partitions without a queue of their own (or fetched before their
+        // queue was split, which must reach the dispatcher before anything
+        // from the new queue). Drained completely, in batches.
+        let mut more = false;
+        // Without partition queues there is nothing else to wait for: block
+        // in librdkafka as long as the consumer queue is empty.
+        let blocking = !ctx.has_splits();
+        let mut timeout = if blocking {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        // `poll` also answers `None` right after serving a commit or
+        // rebalance event while more is queued, so one `None` does not mean
+        // empty; several in a row do.
+        let mut nones = 0;
+        while nones < 4 {
+            match consumer.poll(timeout) {
+                None => nones += 1,
+                Some(Err(e)) => {
+                    nones = 0;
+                    ctx.on_poll_error(e)
+                }
+                Some(Ok(m)) => {
+                    nones = 0;
+                    if ctx.push(convert(&mut topics, &m)) >= BATCH {
+                        ctx.flush();
                     }
                 }
-                ctx.flush();
             }
+            timeout = Duration::ZERO;
+        }
+        more |= ctx.poll_partitions(&mut topics);
+        ctx.flush();
+        if !more && !blocking {
+            // Woken by librdkafka (a queue became non-empty) or by the
+            // dispatcher (credit); the timeout is only a safety net.
+            std::thread::park_timeout(Duration::from_millis(100));
         }
     }
     ctx.flush();
     ctx.closing.store(true, Relaxed);
+    // The partition queues hold references to the consumer.
+    ctx.splits.lock().clear();
     while Arc::strong_count(&consumer) > 1 {
         std::thread::sleep(Duration::from_millis(5));
     }
