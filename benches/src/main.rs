@@ -59,6 +59,15 @@ struct Args {
     /// are reported (shared machines are noisy).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Concurrent writer tasks of the outbox scenario, each committing
+    /// transactions of 10 rows (the load generator: too few writers measure
+    /// PostgreSQL's commit latency, not the relay).
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Outbox writers enqueue row by row (`enqueue`) instead of one
+    /// `enqueue_many` per transaction.
+    #[arg(long)]
+    single_enqueue: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -476,25 +485,40 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
     let relay_task = tokio::spawn(async move { r.run(s).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
-    let writers = 4;
+    let writers = args.writers.max(1);
+    // The writers' own pool, one connection each (the harness pool has 8).
+    let writer_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(writers as u32)
+        .connect(db.url())
+        .await?;
+    let single = args.single_enqueue;
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let pool = db.pool().clone();
+        let pool = writer_pool.clone();
         let payload = payload.clone();
         let waker = relay.waker();
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             while i < n {
                 let mut tx = pool.begin().await?;
+                let mut rows = Vec::with_capacity(10);
                 for _ in 0..10 {
                     if i >= n {
                         break;
                     }
-                    let rec = OutboxRecord::to(topic)
-                        .key(format!("k{}", i % 500))
-                        .payload(payload.clone());
-                    PostgresOutbox::enqueue(&mut tx, rec).await?;
+                    rows.push(
+                        OutboxRecord::to(topic)
+                            .key(format!("k{}", i % 500))
+                            .payload(payload.clone()),
+                    );
                     i += writers;
+                }
+                if single {
+                    for rec in rows {
+                        PostgresOutbox::enqueue(&mut tx, rec).await?;
+                    }
+                } else {
+                    PostgresOutbox::enqueue_many(&mut tx, rows).await?;
                 }
                 tx.commit().await?;
                 waker.notify_one();
@@ -563,7 +587,8 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
     Ok(json!({
         "rows_per_s": rate, "raw_producer_msgs_per_s": raw_rate, "ratio": rate / raw_rate,
         "p50_latency_ms": p50, "p99_latency_ms": p99, "lost": lost,
-        "commit_s": committed_s, "writers": writers, "drain_rows_per_s": drain_rate,
+        "commit_s": committed_s, "writers": writers,
+        "enqueue": if single { "single" } else { "many" }, "drain_rows_per_s": drain_rate,
     }))
 }
 

@@ -82,6 +82,60 @@ impl PostgresOutbox {
         Ok(id)
     }
 
+    /// Enqueues several records on `conn` (inside your transaction) in two
+    /// round trips, whatever their number: one takes the (topic, key) locks
+    /// [`enqueue`](Self::enqueue) takes, in a fixed order (so concurrent
+    /// batches cannot deadlock each other), one inserts the rows. Rows get ids
+    /// in the order given, so a key's records keep that order. Returns the
+    /// message IDs in the same order.
+    pub async fn enqueue_many(
+        conn: &mut PgConnection,
+        records: impl IntoIterator<Item = OutboxRecord>,
+    ) -> Result<Vec<String>, OutboxError> {
+        let db = OutboxError::db(BACKEND);
+        let mut topics = Vec::new();
+        let mut keys: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut payloads: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut headers = Vec::new();
+        let mut ids = Vec::new();
+        for mut r in records {
+            ids.push(r.ensure_id()?);
+            headers.push(crate::codec::encode(&r.headers));
+            keys.push(r.key.as_deref().map(<[u8]>::to_vec));
+            payloads.push(r.payload.as_deref().map(<[u8]>::to_vec));
+            topics.push(r.topic);
+        }
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        // Same lock keys as `enqueue`; sorted in a subquery so that they are
+        // taken in that order.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(h) FROM ( \
+               SELECT DISTINCT hashtextextended(t || ':' || encode(k, 'hex'), 7) AS h \
+               FROM unnest($1::text[], $2::bytea[]) AS u(t, k) WHERE k IS NOT NULL ORDER BY h) locks",
+        )
+        .bind(&topics)
+        .bind(&keys)
+        .execute(&mut *conn)
+        .await
+        .map_err(&db)?;
+        sqlx::query(
+            "INSERT INTO weir_outbox (topic, msg_key, payload, headers, message_id) \
+             SELECT t, k, p, h, m FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::text[]) \
+             WITH ORDINALITY AS u(t, k, p, h, m, n) ORDER BY n",
+        )
+        .bind(&topics)
+        .bind(&keys)
+        .bind(&payloads)
+        .bind(&headers)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await
+        .map_err(&db)?;
+        Ok(ids)
+    }
+
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool

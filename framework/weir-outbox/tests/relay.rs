@@ -88,6 +88,7 @@ async fn postgres_committed_rows_are_published_in_key_order(kind: BrokerKind) ->
     for t in 0..30 {
         let mut tx = db.pool().begin().await?;
         let mut these = Vec::new();
+        let mut batch = Vec::new();
         for i in 0..10 {
             let k = format!("link-{}", (t + i) % 7);
             let n = seq.entry(k.clone()).or_default();
@@ -96,7 +97,17 @@ async fn postgres_committed_rows_are_published_in_key_order(kind: BrokerKind) ->
                 .key(k.clone())
                 .payload(format!("{k}#{n}"))
                 .header("traceparent", "00-x-y-01");
-            these.push(PostgresOutbox::enqueue(&mut tx, rec).await?);
+            // Every other transaction enqueues its ten rows in one batch.
+            if t % 2 == 0 {
+                these.push(PostgresOutbox::enqueue(&mut tx, rec).await?);
+            } else {
+                batch.push(rec);
+            }
+        }
+        if !batch.is_empty() {
+            let ids = PostgresOutbox::enqueue_many(&mut tx, batch).await?;
+            assert_eq!(ids.len(), 10, "an ID per record");
+            these.extend(ids);
         }
         if t == 13 {
             tx.rollback().await?; // never published

@@ -172,9 +172,16 @@ async fn sigkill_mid_flight_loses_nothing(kind: BrokerKind) -> R {
         "{kind:?}: {} effects for {N} messages; {redelivered} redelivered after the kill",
         after.len()
     );
+    // Only the work done past the committed offsets before the kill comes
+    // again: nothing the group had committed is processed twice. (How much
+    // that is depends on speed x commit_interval, not on a fixed bound.) At
+    // most, not exactly: a commit sent just before the SIGKILL can reach the
+    // broker after `committed` was read.
+    let committed_total: usize = at_kill.iter().map(|&c| c.max(0) as usize).sum();
     assert!(
-        redelivered <= 64 * PARTITIONS as usize + 500,
-        "redeliveries bounded by in-flight and commit lag"
+        redelivered <= before.len() - committed_total,
+        "redelivered {redelivered}, but only {} were processed and not committed at the kill",
+        before.len() - committed_total
     );
     Ok(())
 }

@@ -533,12 +533,12 @@ impl<R: RunMessage> Dispatcher<R> {
             st.granted = st.granted.max(st.received);
             let on_the_way = st.granted - st.received;
             let room = cap as i64 - window as i64 - on_the_way;
-            // Grant in chunks (a quarter of the bound), or whatever is left
-            // once nothing is on its way, so that the poll thread takes
-            // batches rather than single messages.
+            // Grant in chunks of at least a quarter of the bound, so that the
+            // poll thread takes batches rather than single messages. The room
+            // always gets there: the window only holds messages that finish.
             let chunk = (cap as i64 / 4).max(1);
             let mut granted_now = false;
-            if st.halted.is_none() && room > 0 && (room >= chunk || on_the_way == 0) {
+            if st.halted.is_none() && room >= chunk {
                 gate.grant(room);
                 st.granted += room;
                 granted_now = true;
