@@ -215,7 +215,15 @@ async fn weir_noop_rate(
     let consumer = Consumer::builder(weir_config(cluster, &group, topic)).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
+    let deadline = Instant::now() + Duration::from_secs(300);
     while count.load(SeqCst) < n {
+        if Instant::now() > deadline {
+            bail!(
+                "overhead: weir processed {} of {n} in 300 s (received {})",
+                count.load(SeqCst),
+                handle.stats().received()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     handle.shutdown();
@@ -243,7 +251,11 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
     consumer.subscribe(&[topic])?;
     let mut done = 0u64;
     let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
     while done < seq_n {
+        if Instant::now() > deadline {
+            bail!("sequential baseline: {done} of {seq_n} messages in 120 s");
+        }
         if let Some(Ok(_m)) = consumer.poll(Duration::from_millis(100)) {
             first.get_or_insert_with(Instant::now);
             tokio::time::sleep(handler).await;
@@ -300,7 +312,15 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
         .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
+    let deadline = Instant::now() + Duration::from_secs(300);
     while count.load(SeqCst) < n {
+        if Instant::now() > deadline {
+            bail!(
+                "keyed: {} of {n} messages processed in 300 s (received {})",
+                count.load(SeqCst),
+                handle.stats().received()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let refetched = handle.stats().refetched_duplicates();
