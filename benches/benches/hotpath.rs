@@ -9,8 +9,10 @@ use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::executor::block_on;
 use weir::codec::Codec;
+use weir::codec::Encoder;
 use weir::scheduler::{KeyScheduler, Lane, Ordering, hash_key};
 use weir::{Headers, JsonCodec, OffsetTracker, RawMessage, StringCodec};
+use weir_avro::{AvroCodec, AvroSerializer, GenericAvroCodec, SchemaRegistry};
 
 const N: u64 = 1_000;
 
@@ -150,7 +152,7 @@ fn headers(c: &mut Criterion) {
     g.finish();
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 #[allow(dead_code)]
 struct Click {
     link: String,
@@ -159,6 +161,11 @@ struct Click {
     user_agent: String,
     referrer: Option<String>,
 }
+
+const CLICK_AVRO: &str = r#"{"type":"record","name":"Click","namespace":"weir.bench","fields":[
+  {"name":"link","type":"string"},{"name":"at_ms","type":"long"},
+  {"name":"ip","type":"string"},{"name":"user_agent","type":"string"},
+  {"name":"referrer","type":["null","string"],"default":null}]}"#;
 
 fn codecs(c: &mut Criterion) {
     let json = br#"{"link":"l-123","at_ms":1763800000000,"ip":"203.0.113.9","user_agent":"Mozilla/5.0 (X11; Linux x86_64)","referrer":"https://example.com/a"}"#;
@@ -171,6 +178,41 @@ fn codecs(c: &mut Criterion) {
     });
     g.bench_with_input(BenchmarkId::new("string", json.len()), &m, |b, m| {
         b.iter(|| block_on(StringCodec.decode(m)).unwrap().len())
+    });
+
+    // Avro in the Confluent wire format, against the in-process registry stub:
+    // the first decode fetches the writer schema, every later one hits the
+    // codec's cache (what a consumer does per message in steady state).
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let (_fixture, registry, avro) = rt.block_on(async {
+        let fixture = weir_testkit::SchemaRegistryFixture::stub().await;
+        let registry = SchemaRegistry::builder(fixture.url())
+            .build()
+            .expect("registry client");
+        fixture
+            .register("orders-value", CLICK_AVRO)
+            .await
+            .expect("register the schema");
+        let ser = AvroSerializer::<Click>::new(
+            registry.clone(),
+            apache_avro::Schema::parse_str(CLICK_AVRO).expect("schema"),
+        );
+        let click: Click = serde_json::from_slice(json).expect("click");
+        let bytes = ser.encode("orders", &click).await.expect("encode");
+        (fixture, registry, bytes)
+    });
+    let m = message(&avro, Headers::default());
+    let typed = AvroCodec::<Click>::new(registry.clone());
+    let generic = GenericAvroCodec::new(registry);
+    rt.block_on(async {
+        typed.decode(&m).await.expect("typed avro decode");
+        generic.decode(&m).await.expect("generic avro decode");
+    });
+    g.bench_with_input(BenchmarkId::new("avro_struct", avro.len()), &m, |b, m| {
+        b.iter(|| block_on(typed.decode(m)).unwrap().at_ms)
+    });
+    g.bench_with_input(BenchmarkId::new("avro_generic", avro.len()), &m, |b, m| {
+        b.iter(|| block_on(generic.decode(m)).is_ok())
     });
     g.finish();
 }

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use serde_json::json;
-use weir::{Consumer, ConsumerConfig, Message, Ordering, processor_fn};
+use weir::{Consumer, ConsumerConfig, ConsumerHandle, Message, Ordering, processor_fn};
 use weir_testkit::{BrokerKind, KafkaCluster, TansuStorage, TestRecord};
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -43,12 +43,22 @@ enum Broker {
     Tansu,
 }
 
+/// tansu's storage engine (`--broker tansu`).
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Storage {
+    Sqlite,
+    Memory,
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Weir benchmarks against in-run baselines")]
 struct Args {
     scenario: Scenario,
     #[arg(long, value_enum, default_value = "mock")]
     broker: Broker,
+    /// tansu's storage engine (with `--broker tansu`).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    tansu_storage: Storage,
     /// Messages to process (default: 40000 for overhead, 20000 for keyed).
     #[arg(long)]
     messages: Option<u64>,
@@ -73,10 +83,11 @@ struct Args {
     json: bool,
 }
 
-async fn cluster(b: Broker) -> anyhow::Result<KafkaCluster> {
-    Ok(match b {
-        Broker::Mock => KafkaCluster::mock(1)?,
-        Broker::Tansu => KafkaCluster::tansu(TansuStorage::Sqlite).await?,
+async fn cluster(b: Broker, storage: Storage) -> anyhow::Result<KafkaCluster> {
+    Ok(match (b, storage) {
+        (Broker::Mock, _) => KafkaCluster::mock(1)?,
+        (Broker::Tansu, Storage::Sqlite) => KafkaCluster::tansu(TansuStorage::Sqlite).await?,
+        (Broker::Tansu, Storage::Memory) => KafkaCluster::tansu(TansuStorage::Memory).await?,
     })
 }
 
@@ -110,6 +121,29 @@ fn weir_config(cluster: &KafkaCluster, group: &str, topic: &str) -> ConsumerConf
     // WEIR_KAFKA_FETCH_QUEUE_BACKOFF_MS, …); the baselines use librdkafka defaults.
     c.with_env(std::env::vars())
         .expect("valid WEIR_* variables")
+}
+
+/// Waits until the processor has counted `n` messages; fails with the counts
+/// after `limit` instead of hanging.
+async fn wait_for(
+    what: &str,
+    count: &AtomicU64,
+    n: u64,
+    limit: Duration,
+    handle: &ConsumerHandle,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while count.load(SeqCst) < n {
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: weir processed {} of {n} messages in {limit:?} (received {})",
+                count.load(SeqCst),
+                handle.stats().received()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// Raw rdkafka loop: rate from the first message to the n-th.
@@ -215,17 +249,7 @@ async fn weir_noop_rate(
     let consumer = Consumer::builder(weir_config(cluster, &group, topic)).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while count.load(SeqCst) < n {
-        if Instant::now() > deadline {
-            bail!(
-                "overhead: weir processed {} of {n} in 300 s (received {})",
-                count.load(SeqCst),
-                handle.stats().received()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for("overhead", &count, n, Duration::from_secs(300), &handle).await?;
     handle.shutdown();
     let _ = run.await?;
     let secs = (last.lock().unwrap() - first.lock().unwrap()).as_secs_f64();
@@ -312,17 +336,7 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
         .build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while count.load(SeqCst) < n {
-        if Instant::now() > deadline {
-            bail!(
-                "keyed: {} of {n} messages processed in 300 s (received {})",
-                count.load(SeqCst),
-                handle.stats().received()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for("keyed", &count, n, Duration::from_secs(300), &handle).await?;
     let refetched = handle.stats().refetched_duplicates();
     let received = handle.stats().received();
     handle.shutdown();
@@ -364,6 +378,114 @@ async fn keyed(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
 
 /// Every message fails its first delivery (retryable) and goes through a 1 s
 /// tier; lateness = second delivery's start minus its due time.
+/// A raw idempotent `acks=all` producer with Weir's producer settings.
+fn raw_producer(cluster: &KafkaCluster) -> anyhow::Result<rdkafka::producer::FutureProducer> {
+    Ok(cluster
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()?)
+}
+
+/// Sends `n` records of a 100-byte payload at once and waits for every ack.
+/// `record(i)` gives the i-th record's key and, optionally, its partition.
+async fn raw_burst(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    n: u64,
+    record: impl Fn(u64) -> (String, Option<i32>),
+) -> anyhow::Result<()> {
+    let payload = "x".repeat(100);
+    let sends = (0..n).map(|i| {
+        let (producer, payload) = (producer.clone(), payload.clone());
+        let (key, partition) = record(i);
+        async move {
+            let mut r = rdkafka::producer::FutureRecord::to(topic)
+                .key(&key)
+                .payload(&payload);
+            if let Some(p) = partition {
+                r = r.partition(p);
+            }
+            producer
+                .send(r, Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        }
+    });
+    for r in futures::future::join_all(sends).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// The broker's own delivery latency for a burst like the retry tier's: a raw
+/// consumer, already fetching the (empty) topic, reads `n` messages that an
+/// idempotent `acks=all` producer (the retry producer's settings) sends at
+/// once; latency = consume time minus the message's create time. Returns the
+/// sorted latencies in ms.
+async fn raw_delivery_latency(
+    cluster: &KafkaCluster,
+    topic: &str,
+    n: u64,
+    partitions: i32,
+) -> anyhow::Result<Vec<i64>> {
+    cluster.create_topic(topic, partitions).await?;
+    let consumer: BaseConsumer = cluster
+        .client_config()
+        .set("group.id", format!("raw-latency-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i64>> {
+        let mut lat = Vec::with_capacity(n as usize);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (lat.len() as u64) < n {
+            if Instant::now() > deadline {
+                bail!("raw delivery baseline: read {} of {n}", lat.len());
+            }
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+                && let Some(ts) = m.timestamp().to_millis()
+            {
+                lat.push(now_ms() - ts);
+            }
+        }
+        lat.sort_unstable();
+        Ok(lat)
+    });
+    // Let the consumer's first fetches go out, as the retry topic's do.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let producer = raw_producer(cluster)?;
+    raw_burst(&producer, topic, n, |i| {
+        (
+            format!("key-{}", i % 1000),
+            Some((i % partitions as u64) as i32),
+        )
+    })
+    .await?;
+    reader.await?
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The `p`-quantile of sorted values (0 when empty).
+fn quantile(sorted: &[i64], p: f64) -> i64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
 async fn retry(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json::Value> {
     use weir::retry::{RetryTopics, headers};
     let n = args.messages.unwrap_or(2_000);
@@ -389,10 +511,7 @@ async fn retry(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
                     "first try fails",
                 )));
             }
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now = now_ms();
             if let Some(due) = msg
                 .headers()
                 .get_str(headers::DUE_MS)
@@ -429,20 +548,26 @@ async fn retry(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_json
     let dlq = cluster.read_to_end(&rt.dlq_topic(topic)).await?.len();
     let mut lat = lateness.lock().clone();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    let (p50, p99, max) = (pct(0.5), pct(0.99), lat.last().copied().unwrap_or(0));
+    let (p50, p99, max) = (
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99),
+        lat.last().copied().unwrap_or(0),
+    );
     let early = lat.iter().filter(|&&x| x < 0).count();
     let lost = n - processed;
     println!(
         "retry: {processed}/{n} processed after one 1 s tier in {elapsed:.1} s; lateness p50 {p50} ms, p99 {p99} ms, max {max} ms; {early} early; {lost} lost; {dlq} in DLQ"
     );
+    // Baseline: how long the broker itself takes to deliver such a burst.
+    let base = raw_delivery_latency(cluster, "bench-retry-baseline", n, partitions).await?;
+    let (b50, b99) = (quantile(&base, 0.5), quantile(&base, 0.99));
+    println!(
+        "baseline: raw producer -> raw consumer, same burst of {n}: delivery latency p50 {b50} ms, p99 {b99} ms"
+    );
     Ok(json!({
         "p50_lateness_ms": p50, "p99_lateness_ms": p99, "max_lateness_ms": max,
         "early": early, "lost": lost, "dlq": dlq, "tier_ms": 1000, "elapsed_s": elapsed,
+        "raw_delivery_p50_ms": b50, "raw_delivery_p99_ms": b99,
     }))
 }
 
@@ -461,34 +586,14 @@ async fn outbox(args: &Args, cluster: &KafkaCluster) -> anyhow::Result<serde_jso
     outbox.migrate().await?;
 
     // Baseline: raw producer, same payloads, waiting for every ack.
-    let raw: rdkafka::producer::FutureProducer = cluster
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()?;
-    let payload = "x".repeat(100);
+    let raw = raw_producer(cluster)?;
     let t = Instant::now();
-    let sends = (0..n).map(|i| {
-        let key = format!("k{}", i % 500);
-        let raw = raw.clone();
-        let payload = payload.clone();
-        async move {
-            raw.send(
-                rdkafka::producer::FutureRecord::to("bench-outbox-raw")
-                    .key(&key)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
-        }
-    });
-    for r in futures::future::join_all(sends).await {
-        r?;
-    }
+    raw_burst(&raw, "bench-outbox-raw", n as u64, |i| {
+        (format!("k{}", i % 500), None)
+    })
+    .await?;
     let raw_rate = n as f64 / t.elapsed().as_secs_f64();
+    let payload = "x".repeat(100);
 
     let relay = Arc::new(Relay::new(
         outbox,
@@ -707,7 +812,7 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    let cluster = cluster(args.broker).await?;
+    let cluster = cluster(args.broker, args.tansu_storage).await?;
     let mut out = match args.scenario {
         Scenario::Overhead => overhead(&args, &cluster).await?,
         Scenario::Keyed => keyed(&args, &cluster).await?,
@@ -722,7 +827,10 @@ async fn main() -> anyhow::Result<()> {
     );
     obj.insert(
         "broker".into(),
-        json!(format!("{:?}", args.broker).to_lowercase()),
+        json!(match args.broker {
+            Broker::Mock => "mock".to_string(),
+            Broker::Tansu => format!("tansu-{:?}", args.tansu_storage).to_lowercase(),
+        }),
     );
     obj.insert(
         "messages".into(),

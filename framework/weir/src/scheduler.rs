@@ -49,15 +49,13 @@ impl Lane {
     }
 }
 
-/// FNV-1a over the key bytes. Two keys sharing a hash share a lane: that only
-/// costs parallelism, never order.
+/// The lane hash of a key: `FxHasher` over the key bytes, eight at a time.
+/// Two keys sharing a hash share a lane: that only costs parallelism, never
+/// order. In-process only (never persisted or sent), so it may change.
 pub fn hash_key(key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(key);
+    h.finish()
 }
 
 #[derive(Default)]

@@ -130,7 +130,8 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
 }
 
 /// A message that has not finished holds the committed offset below it, however
-/// many later messages finish; once it finishes the commit catches up.
+/// many later messages finish; once it finishes the commit catches up. The
+/// oldest-unprocessed age follows the held message, then drops to zero.
 async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("held", 1).await?;
@@ -171,9 +172,20 @@ async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
         vec![5],
         "never past an unfinished message"
     );
+    // The held message is the oldest unprocessed one: its age grows (the
+    // gauge is refreshed every commit interval) ...
+    wait_until("age of the held message", Duration::from_secs(30), || {
+        handle.stats().oldest_unprocessed_age_ms() >= 1_000
+    })
+    .await;
     release.notify_one();
     wait_until_async("commit at 20", Duration::from_secs(30), || async {
         committed(&cluster, "held-g", "held").await == vec![20]
+    })
+    .await;
+    // ... and drops to zero once everything has finished.
+    wait_until("no unprocessed message", Duration::from_secs(30), || {
+        handle.stats().oldest_unprocessed_age_ms() == 0
     })
     .await;
     wait_until("commit acknowledged", Duration::from_secs(5), || {

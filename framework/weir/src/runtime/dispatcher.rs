@@ -62,17 +62,32 @@ const DISPATCH_BUDGET: usize = 4096;
 struct InlinePolicy {
     avg_ns: u64,
     skipped: u32,
+    /// Counts tried first polls, so that one in `SAMPLE` is timed.
+    tried: u32,
 }
 
 impl InlinePolicy {
     const LIMIT_NS: u64 = 50_000;
     const PROBE: u32 = 64;
+    /// One first poll in this many is timed (two clock reads per timed poll);
+    /// while first polls are slow (spawning most), every probe is timed.
+    const SAMPLE: u32 = 8;
 
     fn new() -> Self {
         InlinePolicy {
             avg_ns: 0,
             skipped: 0,
+            tried: 0,
         }
+    }
+
+    /// Whether to time this first poll.
+    fn sample(&mut self) -> bool {
+        if self.avg_ns >= Self::LIMIT_NS {
+            return true;
+        }
+        self.tried = self.tried.wrapping_add(1);
+        self.tried.is_multiple_of(Self::SAMPLE)
     }
 
     fn should_try(&mut self) -> bool {
@@ -104,13 +119,17 @@ struct Completion {
 struct PartitionState {
     tp: TopicPartition,
     tracker: OffsetTracker,
-    lanes: KeyScheduler<RawMessage>,
-    ready: VecDeque<(Lane, RawMessage)>,
+    /// Messages are shared (`Arc`) from admission on: the handler needs them
+    /// shared anyway, and lanes and queues then move a pointer, not the message.
+    lanes: KeyScheduler<Arc<RawMessage>>,
+    ready: VecDeque<(Lane, Arc<RawMessage>)>,
     /// Messages not due yet (retry tiers), in offset order: the partition's
     /// processing is gated on the head's due time (FIFO, like the tier itself).
-    delayed: VecDeque<(Instant, RawMessage)>,
-    /// Timestamps of unfinished messages, for the oldest-unprocessed age.
-    timestamps: HashMap<i64, i64>,
+    delayed: VecDeque<(Instant, Arc<RawMessage>)>,
+    /// (offset, timestamp) of admitted messages in offset order, pruned below
+    /// the committable position as messages finish: the front is the oldest
+    /// unprocessed message, for its age.
+    timestamps: VecDeque<(i64, i64)>,
     in_flight: usize,
     in_runnable: bool,
     /// Held back: paused in librdkafka, or (with its own queue) out of credit.
@@ -292,9 +311,10 @@ impl<R: RunMessage> Dispatcher<R> {
             return;
         }
         if let Some(ts) = m.timestamp_ms {
-            st.timestamps.insert(m.offset, ts);
+            st.timestamps.push_back((m.offset, ts));
         }
         let due = crate::retry::due_at(&m);
+        let m = Arc::new(m);
         if due.is_some() || !st.delayed.is_empty() {
             let at = due.unwrap_or_else(Instant::now);
             if st.delayed.is_empty() {
@@ -314,7 +334,7 @@ impl<R: RunMessage> Dispatcher<R> {
         runnable: &mut VecDeque<u64>,
         epoch: u64,
         st: &mut PartitionState,
-        m: RawMessage,
+        m: Arc<RawMessage>,
     ) {
         let lane = Lane::of(ordering, m.key.as_deref());
         if let Some(m) = st.lanes.admit(lane, m) {
@@ -390,28 +410,26 @@ impl<R: RunMessage> Dispatcher<R> {
                     st.in_flight += 1;
                     self.in_flight += 1;
                     let offset = m.offset;
-                    let fut = self
-                        .runner
-                        .clone()
-                        .run_message(Arc::new(m), st.cancel.clone());
-                    let mut fut = Box::pin(async move {
-                        Completion {
-                            epoch,
-                            offset,
-                            lane,
-                            outcome: fut.await,
-                        }
-                    });
+                    // Boxed before the first poll (a polled future cannot move);
+                    // wrapped into a task only if it has to wait.
+                    let mut fut = Box::pin(self.runner.clone().run_message(m, st.cancel.clone()));
                     if self.limits.inline_first_poll && self.inline.should_try() {
-                        let started = std::time::Instant::now();
+                        let started = self.inline.sample().then(std::time::Instant::now);
                         let mut cx = Context::from_waker(Waker::noop());
                         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
                             fut.as_mut().poll(&mut cx)
                         }));
-                        self.inline.record(started.elapsed());
+                        if let Some(started) = started {
+                            self.inline.record(started.elapsed());
+                        }
                         match polled {
-                            Ok(Poll::Ready(c)) => {
-                                done.push(c);
+                            Ok(Poll::Ready(outcome)) => {
+                                done.push(Completion {
+                                    epoch,
+                                    offset,
+                                    lane,
+                                    outcome,
+                                });
                                 continue;
                             }
                             Ok(Poll::Pending) => {}
@@ -426,7 +444,14 @@ impl<R: RunMessage> Dispatcher<R> {
                     }
                     // Pending (or not tried): the task polls it again with its
                     // own waker, which replaces the no-op one of the first poll.
-                    self.tasks.spawn(fut);
+                    self.tasks.spawn(async move {
+                        Completion {
+                            epoch,
+                            offset,
+                            lane,
+                            outcome: fut.await,
+                        }
+                    });
                 }
                 if st.ready.is_empty() {
                     st.in_runnable = false;
@@ -488,7 +513,11 @@ impl<R: RunMessage> Dispatcher<R> {
         match c.outcome {
             Outcome::Finished => {
                 st.tracker.finish(c.offset);
-                st.timestamps.remove(&c.offset);
+                // Everything below the committable position has finished.
+                let next = st.tracker.committable().map_or(i64::MAX, |n| n.0);
+                while st.timestamps.front().is_some_and(|(o, _)| *o < next) {
+                    st.timestamps.pop_front();
+                }
                 if !st.revoking
                     && let Some(next) = st.lanes.complete(c.lane)
                 {
@@ -522,46 +551,70 @@ impl<R: RunMessage> Dispatcher<R> {
         let Some(st) = self.parts.get_mut(&epoch) else {
             return;
         };
-        let window = st.tracker.window_len();
-        let cap = self.limits.max_buffered_per_partition;
-        if let Some(gate) = &st.gate {
-            if st.revoking {
-                return;
-            }
-            // Messages that came through the consumer queue (fetched before
-            // the split) were not granted: they do not make credit negative.
-            st.granted = st.granted.max(st.received);
-            let on_the_way = st.granted - st.received;
-            let room = cap as i64 - window as i64 - on_the_way;
-            // Grant in chunks of at least a quarter of the bound, so that the
-            // poll thread takes batches rather than single messages. The room
-            // always gets there: the window only holds messages that finish.
-            let chunk = (cap as i64 / 4).max(1);
-            let mut granted_now = false;
-            if st.halted.is_none() && room >= chunk {
-                gate.grant(room);
-                st.granted += room;
-                granted_now = true;
-            }
-            let held = st.halted.is_some() || (on_the_way == 0 && !granted_now);
-            if held != st.paused {
-                tracing::debug!(partition = %st.tp, window, held, "backpressure (partition queue)");
-                st.paused = held;
-                let paused = self.parts.values().filter(|s| s.paused).count();
-                ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
-            }
+        if st.revoking {
             return;
         }
+        let cap = self.limits.max_buffered_per_partition;
+        let changed = if st.gate.is_some() {
+            Self::grant_credit(st, cap)
+        } else {
+            Self::pause_or_resume(&self.consumer, st, cap)
+        };
+        if changed {
+            let paused = self.parts.values().filter(|s| s.paused).count();
+            ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
+        }
+    }
+
+    /// Grants a partition with its own queue the room under `cap` (window and
+    /// messages on their way counted). Returns whether its held-back state changed.
+    fn grant_credit(st: &mut PartitionState, cap: usize) -> bool {
+        let Some(gate) = &st.gate else {
+            return false;
+        };
+        let window = st.tracker.window_len();
+        // Messages that came through the consumer queue (fetched before
+        // the split) were not granted: they do not make credit negative.
+        st.granted = st.granted.max(st.received);
+        let on_the_way = st.granted - st.received;
+        let room = cap as i64 - window as i64 - on_the_way;
+        // Grant in chunks of at least a quarter of the bound, so that the
+        // poll thread takes batches rather than single messages. The room
+        // always gets there: the window only holds messages that finish.
+        let chunk = (cap as i64 / 4).max(1);
+        let mut granted_now = false;
+        if st.halted.is_none() && room >= chunk {
+            gate.grant(room);
+            st.granted += room;
+            granted_now = true;
+        }
+        let held = st.halted.is_some() || (on_the_way == 0 && !granted_now);
+        if held == st.paused {
+            return false;
+        }
+        tracing::debug!(partition = %st.tp, window, held, "backpressure (partition queue)");
+        st.paused = held;
+        true
+    }
+
+    /// Pauses a partition read from the consumer queue when its window is full
+    /// (or it halted) and resumes it at half. Returns whether its state changed.
+    fn pause_or_resume(
+        consumer: &BaseConsumer<WeirContext>,
+        st: &mut PartitionState,
+        cap: usize,
+    ) -> bool {
+        let window = st.tracker.window_len();
         let want_paused = st.halted.is_some() || window >= cap || (st.paused && window > cap / 2);
-        if want_paused == st.paused || st.revoking {
-            return;
+        if want_paused == st.paused {
+            return false;
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&st.tp.topic, st.tp.partition);
         let res = if want_paused {
-            self.consumer.pause(&tpl)
+            consumer.pause(&tpl)
         } else {
-            self.consumer.resume(&tpl).map(|()| {
+            consumer.resume(&tpl).map(|()| {
                 // librdkafka dropped what it had prefetched for the paused
                 // partition; left alone, it fetches again only when its broker
                 // thread next wakes up, up to a second later (measured: the
@@ -577,7 +630,7 @@ impl<R: RunMessage> Dispatcher<R> {
                         st.tp.partition,
                         Offset::Offset(next),
                     );
-                    if let Err(e) = self.consumer.seek_partitions(seek, Duration::ZERO) {
+                    if let Err(e) = consumer.seek_partitions(seek, Duration::ZERO) {
                         tracing::debug!(partition = %st.tp, error = %e, "seek after resume failed; fetching resumes on librdkafka's schedule");
                     }
                 }
@@ -587,10 +640,12 @@ impl<R: RunMessage> Dispatcher<R> {
             Ok(()) => {
                 tracing::debug!(partition = %st.tp, window, paused = want_paused, "backpressure");
                 st.paused = want_paused;
-                let paused = self.parts.values().filter(|s| s.paused).count();
-                ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
+                true
             }
-            Err(e) => tracing::warn!(partition = %st.tp, error = %e, "pause/resume failed"),
+            Err(e) => {
+                tracing::warn!(partition = %st.tp, error = %e, "pause/resume failed");
+                false
+            }
         }
     }
 
@@ -615,7 +670,7 @@ impl<R: RunMessage> Dispatcher<R> {
                     lanes: KeyScheduler::new(),
                     ready: VecDeque::new(),
                     delayed: VecDeque::new(),
-                    timestamps: HashMap::default(),
+                    timestamps: VecDeque::new(),
                     in_flight: 0,
                     in_runnable: false,
                     paused: false,
@@ -751,8 +806,8 @@ impl<R: RunMessage> Dispatcher<R> {
             let age = st
                 .tracker
                 .committable()
-                .and_then(|c| st.timestamps.get(&c.0))
-                .map_or(0, |ts| (now - ts).max(0));
+                .and_then(|c| st.timestamps.front().filter(|(o, _)| *o == c.0))
+                .map_or(0, |(_, ts)| (now - ts).max(0));
             max = max.max(age);
             metrics::gauge!(
                 "weir_oldest_unprocessed_age_seconds",
@@ -896,6 +951,18 @@ impl<R: RunMessage> Dispatcher<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_policy_times_one_cheap_first_poll_in_eight_and_every_probe() {
+        let mut p = InlinePolicy::new();
+        let timed = (0..800).filter(|_| p.sample()).count();
+        assert_eq!(timed, 100, "cheap first polls: one in SAMPLE is timed");
+        // One slow timed poll is enough to leave inline mode, so a CPU-heavy
+        // handler is detected within SAMPLE messages.
+        p.record(Duration::from_millis(2));
+        assert!(!p.should_try(), "slow first poll detected");
+        assert!(p.sample(), "while slow, every probe is timed");
+    }
 
     #[test]
     fn inline_policy_backs_off_for_slow_first_polls_and_probes() {

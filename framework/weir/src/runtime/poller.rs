@@ -12,8 +12,8 @@
 //! what is already on its way) through a [`Gate`]; this thread takes from a
 //! partition's queue only as much as its credit. A full partition is simply
 //! not read: librdkafka keeps its prefetch (bounded per partition by
-//! `queued.min.messages` / `queued.max.messages.kbytes`) and nothing has to
-//! be fetched again when room frees up. Without partition queues, full
+//! `queued.max.messages.kbytes`, which Weir sets to 4 MiB unless configured)
+//! and nothing has to be fetched again when room frees up. Without partition queues, full
 //! partitions are paused instead (see the dispatcher).
 //!
 //! The thread sleeps in `park` and is woken by librdkafka (a queue became
@@ -180,19 +180,16 @@ impl WeirContext {
             .collect()
     }
 
-    fn has_splits(&self) -> bool {
-        !self.splits.lock().is_empty()
-    }
-
     /// Drops the queues of revoked partitions (what they still hold belongs
     /// to the next owner, which starts from the committed offset).
     fn unsplit(&self, tps: &[TopicPartition]) {
         self.splits.lock().retain(|s| !tps.contains(&s.tp));
     }
 
-    /// Takes messages from the partition queues that have credit; returns
-    /// whether there may be more to take right away.
-    fn poll_partitions(&self, topics: &mut Topics) -> bool {
+    /// Takes messages from the partition queues that have credit. Returns
+    /// whether any partition has its own queue, and whether there may be more
+    /// to take right away.
+    fn poll_partitions(&self) -> (bool, bool) {
         let splits = self.splits.lock();
         let mut more = false;
         for s in splits.iter() {
@@ -206,9 +203,8 @@ impl WeirContext {
                 match s.queue.poll(Duration::ZERO) {
                     Some(Ok(m)) => {
                         took += 1;
-                        if self.push(convert(topics, &m)) >= BATCH {
-                            self.flush();
-                        }
+                        // The queue is the partition's own: its topic is known.
+                        self.push(convert_with(s.tp.topic.clone(), s.tp.partition, &m));
                     }
                     Some(Err(e)) => {
                         self.on_poll_error(e);
@@ -222,7 +218,7 @@ impl WeirContext {
             }
             more |= took == want;
         }
-        more
+        (!splits.is_empty(), more)
     }
 
     /// The first fatal client error seen, if any.
@@ -235,11 +231,20 @@ impl WeirContext {
         let _ = self.events.send(Event::Fatal(msg));
     }
 
-    /// Adds a message to the batch; returns the batch's length.
-    fn push(&self, m: RawMessage) -> usize {
+    /// Copies a fetched message into the batch; sends the batch when full.
+    fn take(&self, topics: &mut Topics, m: &BorrowedMessage<'_>) {
+        self.push(convert(topics, m));
+    }
+
+    /// Adds a message to the batch; sends the batch when full.
+    fn push(&self, m: RawMessage) {
         let mut b = self.batch.lock();
         b.push(m);
-        b.len()
+        let full = b.len() >= BATCH;
+        drop(b);
+        if full {
+            self.flush();
+        }
     }
 
     /// Sends the partial batch. Called before any rebalance event so that the
@@ -499,6 +504,11 @@ impl Topics {
 }
 
 pub(crate) fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessage {
+    convert_with(topics.intern(m.topic()), m.partition(), m)
+}
+
+/// Copies a message out of librdkafka whose topic and partition are known.
+fn convert_with(topic: Arc<str>, partition: i32, m: &BorrowedMessage<'_>) -> RawMessage {
     let headers = match m.headers() {
         None => Headers::default(),
         Some(hs) => Headers(
@@ -511,8 +521,8 @@ pub(crate) fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessag
         ),
     };
     RawMessage {
-        topic: topics.intern(m.topic()),
-        partition: m.partition(),
+        topic,
+        partition,
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis(),
         key: m.key().map(Bytes::copy_from_slice),
@@ -528,15 +538,16 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
     let ctx = consumer.context().clone();
     let _ = ctx.waker.0.set(std::thread::current());
     let mut topics = Topics::default();
+    // No partition has its own queue before the first assignment.
+    let mut splits = false;
     while !stop.load(Relaxed) {
         // The consumer queue first: rebalance callbacks, errors, and messages
         // of partitions without a queue of their own (or fetched before their
         // queue was split, which must reach the dispatcher before anything
         // from the new queue). Drained completely, in batches.
-        let mut more = false;
         // Without partition queues there is nothing else to wait for: block
         // in librdkafka as long as the consumer queue is empty.
-        let blocking = !ctx.has_splits();
+        let blocking = !splits;
         let mut timeout = if blocking {
             Duration::from_millis(100)
         } else {
@@ -555,14 +566,13 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
                 }
                 Some(Ok(m)) => {
                     nones = 0;
-                    if ctx.push(convert(&mut topics, &m)) >= BATCH {
-                        ctx.flush();
-                    }
+                    ctx.take(&mut topics, &m);
                 }
             }
             timeout = Duration::ZERO;
         }
-        more |= ctx.poll_partitions(&mut topics);
+        let (has_splits, more) = ctx.poll_partitions();
+        splits = has_splits;
         ctx.flush();
         if !more && !blocking {
             // Woken by librdkafka (a queue became non-empty) or by the

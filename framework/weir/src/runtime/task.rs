@@ -88,21 +88,29 @@ where
         raw: Arc<RawMessage>,
         cancel: Arc<CancellationToken>,
     ) -> Outcome {
-        let span = tracing::info_span!(
-            "weir.process",
-            otel.name = %format_args!("{} process", raw.topic),
-            otel.kind = "consumer",
-            messaging.system = "kafka",
-            messaging.operation.type = "process",
-            messaging.destination.name = %raw.topic,
-            messaging.destination.partition.id = raw.partition,
-            messaging.kafka.offset = raw.offset,
-            messaging.consumer.group.name = %self.group_id,
-            messaging.message.id = raw.message_id().unwrap_or_default(),
-            weir.attempt = crate::retry::delivery_attempt(&raw),
-            messaging.kafka.message.key = tracing::field::Empty,
-            weir.payload = tracing::field::Empty,
-        );
+        // With no tracing subscriber at all, `tracing` would still build the
+        // span for its `log` fallback: evaluate every field (header scans)
+        // per message and, with a `log` logger at info, print a line per
+        // message. Weir's span is for tracing subscribers only.
+        let span = if tracing::dispatcher::has_been_set() {
+            tracing::info_span!(
+                "weir.process",
+                otel.name = %format_args!("{} process", raw.topic),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.operation.type = "process",
+                messaging.destination.name = %raw.topic,
+                messaging.destination.partition.id = raw.partition,
+                messaging.kafka.offset = raw.offset,
+                messaging.consumer.group.name = %self.group_id,
+                messaging.message.id = raw.message_id().unwrap_or_default(),
+                weir.attempt = crate::retry::delivery_attempt(&raw),
+                messaging.kafka.message.key = tracing::field::Empty,
+                weir.payload = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         if !span.is_disabled() {
             crate::trace::attach(&span, &raw.headers);
             if self.key_in_spans
@@ -139,7 +147,10 @@ where
         if let Some(rs) = &self.rescheduler
             && crate::retry::not_yet(raw)
         {
-            return match rs.reschedule(raw).await {
+            // Boxed: the producer's send future is large, and keeping it out
+            // of line keeps every message's future small (it is moved into
+            // its box, and polled inline, once per message).
+            return match Box::pin(rs.reschedule(raw)).await {
                 Disposition::Handled => Outcome::Finished,
                 Disposition::Stop => Outcome::Halted {
                     class: "reschedule".into(),
@@ -257,8 +268,8 @@ where
         })?;
         let msg = Message::with_shared_cancel(value, raw.clone(), attempt, cancel.clone());
         let fut = AssertUnwindSafe(self.processor.process(msg)).catch_unwind();
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.handler_timeout, fut).await;
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout_at(started + self.handler_timeout, fut).await;
         self.latency.record(started.elapsed().as_secs_f64());
         match result {
             Err(_) => {
