@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap as HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
@@ -387,6 +388,9 @@ impl<R: RunMessage> Dispatcher<R> {
     fn dispatch_ready(&mut self) -> Result<(), WeirError> {
         let mut budget = DISPATCH_BUDGET;
         let mut done = std::mem::take(&mut self.inline_done);
+        // The box of a future that finished inline, reused for the next
+        // message (no allocation per message while handlers finish inline).
+        let mut spare = None;
         loop {
             let mut visits = self.runnable.len();
             while visits > 0 && self.in_flight < self.limits.max_in_flight && budget > 0 {
@@ -412,7 +416,14 @@ impl<R: RunMessage> Dispatcher<R> {
                     let offset = m.offset;
                     // Boxed before the first poll (a polled future cannot move);
                     // wrapped into a task only if it has to wait.
-                    let mut fut = Box::pin(self.runner.clone().run_message(m, st.cancel.clone()));
+                    let run = self.runner.clone().run_message(m, st.cancel.clone());
+                    let mut fut = match spare.take() {
+                        Some(mut b) => {
+                            Pin::set(&mut b, run);
+                            b
+                        }
+                        None => Box::pin(run),
+                    };
                     if self.limits.inline_first_poll && self.inline.should_try() {
                         let started = self.inline.sample().then(std::time::Instant::now);
                         let mut cx = Context::from_waker(Waker::noop());
@@ -430,6 +441,7 @@ impl<R: RunMessage> Dispatcher<R> {
                                     lane,
                                     outcome,
                                 });
+                                spare = Some(fut);
                                 continue;
                             }
                             Ok(Poll::Pending) => {}
