@@ -573,9 +573,19 @@ impl<R: RunMessage> Dispatcher<R> {
             Self::pause_or_resume(&self.consumer, st, cap)
         };
         if changed {
-            let paused = self.parts.values().filter(|s| s.paused).count();
-            ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
+            self.publish_partition_counts();
         }
+    }
+
+    /// Sets the assigned / own-queue / held-back partition gauges.
+    fn publish_partition_counts(&self) {
+        let count = |f: fn(&PartitionState) -> bool| self.parts.values().filter(|s| f(s)).count();
+        ConsumerStats::set(&self.stats.assigned_partitions, self.parts.len() as u64);
+        ConsumerStats::set(
+            &self.stats.own_queue_partitions,
+            count(|s| s.gate.is_some()) as u64,
+        );
+        ConsumerStats::set(&self.stats.paused_partitions, count(|s| s.paused) as u64);
     }
 
     /// Grants a partition with its own queue the room under `cap` (window and
@@ -697,9 +707,7 @@ impl<R: RunMessage> Dispatcher<R> {
             );
         }
         self.last_lookup = None;
-        ConsumerStats::set(&self.stats.assigned_partitions, self.parts.len() as u64);
-        let own = self.parts.values().filter(|s| s.gate.is_some()).count();
-        ConsumerStats::set(&self.stats.own_queue_partitions, own as u64);
+        self.publish_partition_counts();
         // First credit for partitions with their own queue.
         for epoch in epochs {
             self.check_pause(epoch);
@@ -777,11 +785,7 @@ impl<R: RunMessage> Dispatcher<R> {
                 }
             }
             self.last_lookup = None;
-            ConsumerStats::set(&self.stats.assigned_partitions, self.parts.len() as u64);
-            let own = self.parts.values().filter(|s| s.gate.is_some()).count();
-            ConsumerStats::set(&self.stats.own_queue_partitions, own as u64);
-            let paused = self.parts.values().filter(|s| s.paused).count();
-            ConsumerStats::set(&self.stats.paused_partitions, paused as u64);
+            self.publish_partition_counts();
             let _ = r.reply.send(offsets);
         }
     }
