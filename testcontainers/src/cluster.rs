@@ -268,29 +268,67 @@ impl KafkaCluster {
 
     /// Creates a topic with `partitions` partitions (replication 1). An existing
     /// topic is not an error.
+    ///
+    /// A CreateTopics request that gets no answer within 15 s is sent again from a
+    /// new client, up to three times in all (an existing topic is success, so
+    /// resending is safe): tansu on SQLite storage once left one unanswered for
+    /// 60 s in CI (docs/brokers.md). When the last try fails on tansu, the error
+    /// carries the end of the broker's log.
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
         if let Backend::Mock(h) = &self.backend {
             return h.faults.create_topic(topic, partitions);
         }
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config()
-            .create()
-            .map_err(TestkitError::kafka("creating an admin client"))?;
+        const TRIES: u32 = 3;
         let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics([&new], &opts)
-            .await
-            .map_err(TestkitError::kafka(format!("creating topic {topic}")))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => {
-                    return Err(TestkitError::Other(format!("creating topic {t}: {code}")));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(15)));
+        for attempt in 1..=TRIES {
+            let admin: AdminClient<DefaultClientContext> = self
+                .client_config()
+                .create()
+                .map_err(TestkitError::kafka("creating an admin client"))?;
+            let results = match admin.create_topics([&new], &opts).await {
+                Ok(results) => results,
+                Err(e) if attempt < TRIES && is_timeout(&e) => {
+                    eprintln!(
+                        "weir-testkit: CreateTopics {topic} got no answer from {} in 15 s \
+                         (try {attempt} of {TRIES}); sending it again",
+                        self.bootstrap_servers()
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(TestkitError::Kafka {
+                        context: format!("creating topic {topic}{}", self.broker_log_tail().await),
+                        source: e,
+                    });
+                }
+            };
+            for r in results {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, code)) => {
+                        return Err(TestkitError::Other(format!("creating topic {t}: {code}")));
+                    }
                 }
             }
+            break;
         }
         self.wait_for_topic(topic, partitions).await
+    }
+
+    /// The last lines of the tansu broker's log, as a suffix for an error
+    /// message (empty on other backends).
+    async fn broker_log_tail(&self) -> String {
+        let Backend::Tansu(b) = &self.backend else {
+            return String::new();
+        };
+        let path = b.lock().await.log_path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        format!("; last lines of the tansu log {}:\n{tail}", path.display())
     }
 
     async fn wait_for_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
@@ -542,4 +580,17 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| TestkitError::Other(format!("blocking task failed: {e}")))?
+}
+
+/// A client-side or broker-side timeout of an admin request (rust-rdkafka
+/// reports admin errors as `AdminOp`, which has no `rdkafka_error_code`).
+fn is_timeout(e: &rdkafka::error::KafkaError) -> bool {
+    let code = match e {
+        rdkafka::error::KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
+    )
 }

@@ -224,6 +224,43 @@ async fn tansu_group_splits_commits_and_resumes() -> R {
     group_splits_commits_and_resumes(KafkaCluster::tansu(TansuStorage::Sqlite).await?).await
 }
 
+/// A CreateTopics the broker leaves unanswered past the fixture's 15 s request
+/// timeout (tansu stalled with SIGSTOP for 18 s) is sent again, and the topic
+/// is created once the broker answers (docs/brokers.md, seen in CI).
+#[tokio::test(flavor = "multi_thread")]
+async fn tansu_create_topic_outlasts_an_unanswered_request() -> R {
+    let cluster = KafkaCluster::tansu(TansuStorage::Memory).await?;
+    let broker = cluster.tansu_broker().expect("tansu");
+    broker.lock().await.stall()?;
+    let stalled = Instant::now();
+    let unstall = async {
+        tokio::time::sleep(Duration::from_secs(18)).await;
+        broker.lock().await.unstall()
+    };
+    let (created, unstalled) = tokio::join!(cluster.create_topic("late", 2), unstall);
+    unstalled?;
+    created?;
+    assert!(
+        stalled.elapsed() >= Duration::from_secs(18),
+        "created only after the broker answered"
+    );
+    cluster
+        .produce(
+            "late",
+            [
+                TestRecord::keyed("a", "1").partition(0),
+                TestRecord::keyed("b", "2").partition(1),
+            ],
+        )
+        .await?;
+    assert_eq!(
+        cluster.read_to_end("late").await?.len(),
+        2,
+        "two partitions"
+    );
+    Ok(())
+}
+
 /// With SQLite storage, a SIGKILLed broker comes back with its messages and the
 /// group's committed offsets.
 #[tokio::test(flavor = "multi_thread")]

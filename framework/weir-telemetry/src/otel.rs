@@ -133,12 +133,47 @@ pub fn install_propagator() -> bool {
 /// with `service.name` set. Add `tracing_opentelemetry::layer().with_tracer(provider.tracer(..))`
 /// to your subscriber and call [`install_propagator`]; call
 /// `provider.shutdown()` at exit to flush.
+///
+/// Call it inside a Tokio runtime (the gRPC channel's worker runs on it);
+/// outside one it returns [`TelemetryError::Exporter`](crate::TelemetryError::Exporter).
 #[cfg(feature = "otlp")]
 pub fn otlp_tracer_provider(
     service_name: &str,
 ) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, crate::TelemetryError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
+    build_otlp(service_name, None)
+}
+
+/// Like [`otlp_tracer_provider`], to an endpoint given in code
+/// (`http://collector:4317`) instead of `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[cfg(feature = "otlp")]
+pub fn otlp_tracer_provider_with_endpoint(
+    service_name: &str,
+    endpoint: &str,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, crate::TelemetryError> {
+    build_otlp(service_name, Some(endpoint))
+}
+
+#[cfg(feature = "otlp")]
+fn build_otlp(
+    service_name: &str,
+    endpoint: Option<&str>,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, crate::TelemetryError> {
+    use opentelemetry_otlp::WithExportConfig;
+
+    // The gRPC channel spawns its worker on the current runtime; without one
+    // the exporter would panic.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(crate::TelemetryError::Exporter(
+            "the OTLP tracer provider must be built inside a Tokio runtime \
+             (call it from async code or after `Runtime::enter`): its gRPC channel runs there"
+                .into(),
+        ));
+    }
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let exporter = builder
         .build()
         .map_err(|e| crate::TelemetryError::Exporter(e.to_string()))?;
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
@@ -149,4 +184,21 @@ pub fn otlp_tracer_provider(
                 .build(),
         )
         .build())
+}
+
+#[cfg(all(test, feature = "otlp"))]
+mod tests {
+    #[test]
+    fn otlp_provider_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = super::otlp_tracer_provider_with_endpoint("svc", "http://127.0.0.1:4317")
+            .expect_err("no runtime");
+        assert!(err.to_string().contains("inside a Tokio runtime"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn otlp_provider_inside_a_runtime_builds() {
+        let provider =
+            super::otlp_tracer_provider_with_endpoint("svc", "http://127.0.0.1:4317").unwrap();
+        let _ = provider.shutdown();
+    }
 }

@@ -1,7 +1,9 @@
 //! Metrics asserted, not just exposed, on the mock cluster and tansu: readiness
 //! flips when partitions are assigned, the oldest-unprocessed age grows while a
 //! handler is blocked, the DLQ counter counts a poison message, lag reaches zero
-//! when caught up, and health stays green.
+//! when caught up, and health stays green; a handler that blocks its thread
+//! wedges the dispatch loop, and `/healthz` and `/readyz` report it until it
+//! returns.
 
 #[path = "../../weir/tests/common/mod.rs"]
 mod common;
@@ -17,7 +19,10 @@ use weir_testkit::{BrokerKind, TestRecord};
 
 use common::{R, wait_until_async};
 
-broker_tests!(metrics_and_health_follow_the_consumer);
+broker_tests!(
+    metrics_and_health_follow_the_consumer,
+    a_wedged_dispatch_loop_fails_health
+);
 
 /// Sum of the samples of `name` whose labels contain `label`.
 fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
@@ -172,6 +177,93 @@ async fn metrics_and_health_follow_the_consumer(kind: BrokerKind) -> R {
     assert!(sample(&text, "weir_assigned_partitions", &lbl).unwrap_or(0.0) >= 2.0);
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     eprintln!("{kind:?}: lag while blocked {lag_blocked}; oldest age {a1:.1}s -> {a2:.1}s");
+    handle.shutdown();
+    let report = run.await??;
+    assert!(report.halted.is_empty());
+    Ok(())
+}
+
+/// A handler that blocks its thread (a synchronous call inside `async`) holds
+/// the dispatch loop while Weir polls it inline: the loop's heartbeat stops,
+/// `/healthz` and `/readyz` answer 503 naming the idle time, and both turn
+/// green again once the handler returns.
+async fn a_wedged_dispatch_loop_fails_health(kind: BrokerKind) -> R {
+    let telemetry = Telemetry::install()?;
+    let cluster = common::cluster(kind).await?;
+    let group = format!("wedge-{kind:?}").to_lowercase();
+    cluster.create_topic("jobs", 1).await?;
+    let processor = processor_fn(|m: Message<String>| async move {
+        if m.value() == "block" {
+            // Deliberately wrong: blocks the thread that polls the handler.
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        Ok::<_, ProcessError>(())
+    });
+    let consumer = Consumer::builder(common::config(&cluster, &group, &["jobs"]))
+        .codec(StringCodec)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let (addr, _server) = telemetry
+        .serve(
+            "127.0.0.1:0".parse()?,
+            vec![handle.clone()],
+            HealthOptions {
+                stale_after: Duration::from_secs(2),
+            },
+        )
+        .await?;
+    let base = format!("http://{addr}");
+    let run = tokio::spawn(consumer.run());
+    wait_until_async("ready", Duration::from_secs(30), || async {
+        get(&format!("{base}/readyz")).await.0 == 200
+    })
+    .await;
+    // Idle but not wedged: the loop's timers keep the heartbeat fresh.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&format!("{base}/healthz")).await.0,
+        200,
+        "idle is healthy"
+    );
+
+    cluster
+        .produce(
+            "jobs",
+            [
+                TestRecord::keyed("a", "ok"),
+                TestRecord::keyed("b", "block"),
+            ],
+        )
+        .await?;
+    let start = std::time::Instant::now();
+    let wedged = loop {
+        let answer = get(&format!("{base}/healthz")).await;
+        if answer.0 == 503 {
+            break answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "healthz never reported the blocked loop: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(wedged.1.contains("dispatch loop idle for"), "{}", wedged.1);
+    let (code, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(code, 503, "readyz too: {body}");
+    assert!(body.contains("dispatch loop idle"), "{body}");
+
+    // The handler returns: healthy again, and both messages were processed.
+    wait_until_async(
+        "healthz 200 after the handler returns",
+        Duration::from_secs(20),
+        || async { get(&format!("{base}/healthz")).await.0 == 200 },
+    )
+    .await;
+    wait_until_async("2 processed", Duration::from_secs(10), || async {
+        handle.stats().processed() >= 2
+    })
+    .await;
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
     handle.shutdown();
     let report = run.await??;
     assert!(report.halted.is_empty());

@@ -83,6 +83,7 @@
 //!   [`FailureSink`] (default [`StopPartition`]: halt the partition, loudly).
 //!   A handler that exceeds `handler_timeout` is cancelled and counts as retryable.
 
+mod client;
 pub mod codec;
 pub mod config;
 pub mod dlq;

@@ -13,14 +13,19 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as RdHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
+use tokio::sync::Notify;
 
 use crate::config::ConsumerConfig;
 use crate::error::WeirError;
@@ -194,6 +199,18 @@ pub enum ProduceError {
         /// The serialiser's message.
         message: String,
     },
+    /// The brokers refuse this client's connections (wrong credentials, a SASL
+    /// mechanism they do not offer, a certificate the client does not trust):
+    /// reported at once instead of after `message.timeout.ms`.
+    #[error(
+        "producing to `{topic}` failed: the brokers refuse this producer's connection: {reason}"
+    )]
+    Refused {
+        /// Destination topic.
+        topic: String,
+        /// What librdkafka reported, with what to fix.
+        reason: String,
+    },
     /// The record carries an empty, non-UTF-8 or over-long message ID header.
     #[error(
         "record for `{topic}` has an invalid `{MESSAGE_ID_HEADER}` header: it must be 1..={MAX_MESSAGE_ID_LEN} bytes of UTF-8"
@@ -205,7 +222,8 @@ pub enum ProduceError {
 }
 
 impl ProduceError {
-    /// True when trying again later can succeed (broker or network trouble).
+    /// True when trying again later can succeed (broker or network trouble; a
+    /// refused connection once the settings, users or ACLs are fixed).
     pub fn is_retryable(&self) -> bool {
         match self {
             ProduceError::Kafka { source, .. } => !matches!(
@@ -218,7 +236,76 @@ impl ProduceError {
                         | rdkafka::types::RDKafkaErrorCode::UnknownTopic
                 )
             ),
+            ProduceError::Refused { .. } => true,
             ProduceError::Encode { .. } | ProduceError::InvalidMessageId { .. } => false,
+        }
+    }
+}
+
+/// How long a refused connection keeps failing sends after librdkafka last
+/// reported it. librdkafka retries the connection at most
+/// `reconnect.backoff.max.ms` (10 s by default) apart and reports every
+/// refusal, so while the settings are wrong every send fails at once; once the
+/// brokers accept the client again, sends go through after this window.
+const REFUSAL_HOLD: Duration = Duration::from_secs(30);
+
+/// The [`Producer`]'s librdkafka context: logs through `tracing` (target
+/// `librdkafka`) and remembers the last refused connection (wrong credentials,
+/// an unoffered SASL mechanism, an untrusted broker certificate), so that sends
+/// fail at once with [`ProduceError::Refused`], saying what to fix, instead of
+/// each waiting out `message.timeout.ms`.
+#[derive(Default)]
+pub struct ProducerContext {
+    refusals: Arc<Refusals>,
+}
+
+/// The last refused connection, shared by the context and the [`Producer`].
+#[derive(Default)]
+struct Refusals {
+    last: Mutex<Option<(Instant, String)>>,
+    notify: Notify,
+}
+
+impl Refusals {
+    /// The refusal librdkafka reported within the last 30 s, if any.
+    fn recent(&self) -> Option<String> {
+        self.last
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REFUSAL_HOLD)
+            .map(|(_, reason)| reason.clone())
+    }
+
+    /// Resolves when a refusal is reported (or one is recent already).
+    async fn next(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.recent() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    fn report(&self, reason: String) {
+        *self.last.lock() = Some((Instant::now(), reason));
+        self.notify.notify_waiters();
+    }
+}
+
+impl ClientContext for ProducerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::client::log_to_tracing(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(why) = crate::client::refused_connection(&error, reason) {
+            tracing::error!(%error, reason, "the brokers refuse the producer's connection; sends fail until they accept it");
+            self.refusals.report(why);
+        } else {
+            tracing::warn!(%error, reason, "producer client error (librdkafka retries it)");
         }
     }
 }
@@ -227,8 +314,9 @@ impl ProduceError {
 /// message IDs and resolves each send when the broker has acknowledged it.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<ProducerContext>,
     queue_timeout: Duration,
+    refusals: Arc<Refusals>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -281,13 +369,18 @@ impl Producer {
                 c.set(k, v);
             }
         }
-        let inner: FutureProducer = c.create().map_err(|source| WeirError::Kafka {
-            context: "creating the producer".into(),
-            source,
-        })?;
+        let context = ProducerContext::default();
+        let refusals = context.refusals.clone();
+        let inner = c
+            .create_with_context(context)
+            .map_err(|source| WeirError::Kafka {
+                context: "creating the producer".into(),
+                source,
+            })?;
         Ok(Producer {
             inner,
             queue_timeout: Duration::from_secs(30),
+            refusals,
         })
     }
 
@@ -299,9 +392,18 @@ impl Producer {
 
     /// Produces `record` and waits for the acknowledgement. Assigns a message ID
     /// unless the record has one. Retries inside librdkafka up to
-    /// `delivery.timeout.ms` (default 2 minutes) before failing.
+    /// `delivery.timeout.ms` (default 2 minutes) before failing; fails at once
+    /// with [`ProduceError::Refused`] while the brokers refuse the connection
+    /// (a record already queued then may still be delivered later, when they
+    /// accept it: at least once).
     pub async fn send(&self, mut record: Record) -> Result<Delivery, ProduceError> {
         let message_id = record.ensure_message_id()?;
+        if let Some(reason) = self.refusals.recent() {
+            return Err(ProduceError::Refused {
+                topic: record.topic,
+                reason,
+            });
+        }
         crate::trace::inject(&mut record.headers);
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for h in record.headers.iter() {
@@ -325,10 +427,13 @@ impl Producer {
         }
         // `send` waits up to the queue timeout for room in a full queue, then
         // resolves on the delivery report.
-        let result = self
-            .inner
-            .send(fr, Timeout::After(self.queue_timeout))
-            .await;
+        let result = tokio::select! {
+            biased;
+            r = self.inner.send(fr, Timeout::After(self.queue_timeout)) => r,
+            reason = self.refusals.next() => {
+                return Err(ProduceError::Refused { topic: record.topic, reason });
+            }
+        };
         match result {
             Err((source, _)) => Err(ProduceError::Kafka {
                 topic: record.topic,
@@ -348,8 +453,15 @@ impl Producer {
         self.inner.flush(Timeout::After(timeout))
     }
 
+    /// Why the brokers refuse this producer's connection, if librdkafka
+    /// reported a refusal in the last 30 s (for health checks; sends fail with
+    /// [`ProduceError::Refused`] meanwhile).
+    pub fn refused_connection(&self) -> Option<String> {
+        self.refusals.recent()
+    }
+
     /// The underlying rdkafka producer.
-    pub fn inner(&self) -> &FutureProducer {
+    pub fn inner(&self) -> &FutureProducer<ProducerContext> {
         &self.inner
     }
 }

@@ -49,7 +49,7 @@ macro_rules! getters {
 getters! {
     received: "Messages received from the broker.",
     processed: "Messages processed successfully.",
-    failed: "Messages that failed for good and went to the failure sink.",
+    failed: "Deliveries whose in-process attempts ran out and went to the failure sink: a hand-off to a retry tier, a DLQ copy or a halt. With retry topics one message counts once per tier it fails in; `dlq_published` counts the messages that failed for good.",
     retries: "In-process retry attempts.",
     unavailable: "In-place waits because a dependency was unavailable (`ProcessError::unavailable`).",
     timeouts: "Handler runs cancelled by `handler_timeout`.",

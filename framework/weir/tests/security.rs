@@ -1,7 +1,8 @@
 //! Access control against tansu: SASL/SCRAM (right credentials work, wrong
-//! ones fail fast with a clear authentication error, secrets never appear in
-//! logs, errors or `Debug` output) and TLS (a client trusting the CA connects, one
-//! that does not is refused with a clear error).
+//! ones fail fast with a clear authentication error, for a consumer and for a
+//! producer's sends, secrets never appear in logs, errors or `Debug` output)
+//! and TLS (a client trusting the CA connects, a consumer or producer that does
+//! not is refused with a clear error).
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use weir::producer::ProduceError;
 use weir::{Consumer, ConsumerConfig, Message, ProcessError, Producer, Record, processor_fn};
 use weir_testkit::{TansuBroker, TansuStorage};
 
@@ -152,6 +154,45 @@ async fn sasl_scram_right_credentials_work_wrong_ones_fail_fast() -> R {
         "failed fast, not a retry loop: {took:?}"
     );
 
+    // Wrong credentials on a producer: its sends fail fast with the reason
+    // instead of each waiting out message.timeout.ms, and say what to fix.
+    let bad_producer = Producer::for_consumer(&sasl(config(&brokers, "secure-bad"), WRONG))?;
+    let start = Instant::now();
+    let err = bad_producer
+        .send(Record::to("secure").key("k").payload("refused"))
+        .await
+        .expect_err("a refused producer cannot deliver");
+    let took = start.elapsed();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ProduceError::Refused { .. }),
+        "refused, not a timeout: {msg}"
+    );
+    assert!(
+        msg.contains("check sasl.username"),
+        "says what to fix: {msg}"
+    );
+    assert!(!msg.contains(WRONG), "password in the error: {msg}");
+    assert!(
+        took < Duration::from_secs(20),
+        "failed fast, not after message.timeout.ms: {took:?}"
+    );
+    assert!(bad_producer.refused_connection().is_some());
+    let start = Instant::now();
+    let again = bad_producer
+        .send(Record::to("secure").key("k").payload("refused"))
+        .await
+        .expect_err("still refused");
+    assert!(matches!(again, ProduceError::Refused { .. }), "{again}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "later sends fail at once while the refusal is recent"
+    );
+    // The right producer is unaffected.
+    producer
+        .send(Record::to("secure").key("k").payload("m5"))
+        .await?;
+
     // Unauthenticated: refused too.
     let anon = config(&brokers, "secure-anon");
     let res = tokio::time::timeout(Duration::from_secs(25), consume(anon, 1)).await;
@@ -255,12 +296,26 @@ async fn tls_trusted_ca_connects_untrusted_is_refused() -> R {
         .set("security.protocol", "SSL")
         .set("ssl.ca.location", pki.path("other-ca.pem"));
     let start = Instant::now();
-    let err = consume(untrusted, 1)
+    let err = consume(untrusted.clone(), 1)
         .await
         .expect_err("a client not trusting the CA must be refused");
     let msg = err.to_string();
     assert!(
         msg.contains("certificate is not trusted") && msg.contains("ssl.ca.location"),
+        "clear TLS error: {msg}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20), "fails fast");
+
+    // A producer not trusting the CA: its send fails fast with the same advice.
+    let producer = Producer::for_consumer(&untrusted)?;
+    let start = Instant::now();
+    let err = producer
+        .send(Record::to("tls").key("k").payload("refused"))
+        .await
+        .expect_err("a producer not trusting the CA cannot deliver");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ProduceError::Refused { .. }) && msg.contains("ssl.ca.location"),
         "clear TLS error: {msg}"
     );
     assert!(start.elapsed() < Duration::from_secs(20), "fails fast");

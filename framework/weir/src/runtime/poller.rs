@@ -41,6 +41,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::client::{describe_fatal, is_fatal, refused_connection};
 use crate::message::{Header, Headers, RawMessage, TopicPartition};
 use crate::offsets::NextOffset;
 use crate::stats::ConsumerStats;
@@ -274,34 +275,6 @@ impl WeirContext {
     }
 }
 
-fn is_fatal(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::Fatal
-            | RDKafkaErrorCode::Authentication
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::GroupAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::InvalidArgument
-            | RDKafkaErrorCode::UnsupportedSASLMechanism
-    )
-}
-
-fn describe_fatal(code: RDKafkaErrorCode, e: &KafkaError) -> String {
-    match code {
-        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
-            format!(
-                "authentication failed: check sasl.username / sasl.password / sasl.mechanism ({e})"
-            )
-        }
-        RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed => {
-            format!("not authorized: grant this principal access to the topic and group ({e})")
-        }
-        _ => e.to_string(),
-    }
-}
-
 fn to_tps(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
@@ -334,19 +307,7 @@ impl ClientContext for WeirContext {
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
-        }
+        crate::client::log_to_tracing(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -355,36 +316,15 @@ impl ClientContext for WeirContext {
         {
             tracing::error!(group = %self.group_id, %error, reason, "fatal client error");
             self.fatal(format!("{}: {reason}", describe_fatal(code, &error)));
-        } else if error.rdkafka_error_code() == Some(RDKafkaErrorCode::SSL)
-            && untrusted_certificate(reason)
-        {
+        } else if let Some(msg) = refused_connection(&error, reason) {
             // A broker certificate the client does not trust will not become
             // trusted by retrying: stop with a message that says what to fix.
             tracing::error!(group = %self.group_id, %error, reason, "fatal TLS error");
-            self.fatal(format!(
-                "TLS: the broker's certificate is not trusted: set ssl.ca.location to the CA that signed it, or check the broker address ({reason})"
-            ));
+            self.fatal(msg);
         } else {
             tracing::warn!(group = %self.group_id, %error, reason, "client error (librdkafka retries it)");
         }
     }
-}
-
-/// librdkafka's reasons for a certificate the client rejects (as opposed to a
-/// connection reset mid-handshake, which is transient).
-fn untrusted_certificate(reason: &str) -> bool {
-    let r = reason.to_ascii_lowercase();
-    [
-        "certificate verify failed",
-        "unable to get local issuer",
-        "self-signed certificate",
-        "self signed certificate",
-        "certificate has expired",
-        "hostname mismatch",
-        "ip address mismatch",
-    ]
-    .iter()
-    .any(|m| r.contains(m))
 }
 
 impl ConsumerContext for WeirContext {
