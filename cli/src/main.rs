@@ -23,7 +23,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use weir::WeirError;
 use weir::dlq::{
-    DlqFilter, DlqMessage, ReplayOptions, counts_by_class, read_dlq, replay, replay_record,
+    DlqFilter, DlqMessage, ReplayOptions, counts_by_class, earlier_copies, read_dlq, replay,
+    replay_record,
 };
 
 #[derive(Parser, Debug)]
@@ -252,6 +253,10 @@ enum DlqCmd {
         /// At most this many messages per second.
         #[arg(long)]
         rate: Option<f64>,
+        /// Also send later copies of a message already selected (same message
+        /// ID: dead-lettered twice); by default only the first copy is sent.
+        #[arg(long)]
+        keep_duplicates: bool,
         /// Really send (the default is a dry run that prints the plan).
         #[arg(long)]
         execute: bool,
@@ -763,17 +768,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let msgs =
                     read_dlq(&client, &filter.topic, &dlq_filter(&filter)?, filter.limit).await?;
                 let counts = counts_by_class(&msgs);
+                let earlier = earlier_copies(&msgs);
+                let copies = earlier.iter().filter(|e| e.is_some()).count();
                 if json {
+                    let messages: Vec<_> = msgs
+                        .iter()
+                        .zip(&earlier)
+                        .map(|(m, e)| {
+                            let mut v = to_json(m, false);
+                            v["duplicate_of"] = serde_json::json!(e.map(|i| msgs[i].coordinates()));
+                            v
+                        })
+                        .collect();
                     let v = serde_json::json!({
                         "topic": filter.topic,
                         "count": msgs.len(),
+                        "distinct": msgs.len() - copies,
                         "by_class": counts,
-                        "messages": msgs.iter().map(|m| to_json(m, false)).collect::<Vec<_>>(),
+                        "messages": messages,
                     });
                     println!("{v}");
                 } else {
                     print_table(&msgs);
                     print_counts(&counts, msgs.len());
+                    if copies > 0 {
+                        println!(
+                            "{copies} of them are later copies of a message listed above (same message ID, dead-lettered again); `dlq replay` sends the first copy only"
+                        );
+                    }
                 }
                 Ok(())
             }
@@ -813,6 +835,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 filter,
                 to,
                 rate,
+                keep_duplicates,
                 execute,
                 json,
             } => {
@@ -821,7 +844,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     read_dlq(&client, &filter.topic, &dlq_filter(&filter)?, filter.limit).await?;
                 let mut plan: BTreeMap<String, usize> = BTreeMap::new();
                 let mut nowhere = Vec::new();
-                for m in &msgs {
+                let mut copies = Vec::new();
+                for (m, e) in msgs.iter().zip(earlier_copies(&msgs)) {
+                    if e.is_some() && !keep_duplicates {
+                        copies.push(m.coordinates());
+                        continue;
+                    }
                     match replay_record(m, to.as_deref()) {
                         Some(r) => *plan.entry(r.topic).or_default() += 1,
                         None => nowhere.push(m.coordinates()),
@@ -831,7 +859,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if json {
                         println!(
                             "{}",
-                            serde_json::json!({"dry_run": true, "selected": msgs.len(), "plan": plan, "no_destination": nowhere})
+                            serde_json::json!({"dry_run": true, "selected": msgs.len(), "plan": plan, "no_destination": nowhere, "duplicates": copies})
                         );
                     } else {
                         println!(
@@ -847,6 +875,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 "  {} without an original topic (use --to): {:?}",
                                 nowhere.len(),
                                 nowhere
+                            );
+                        }
+                        if !copies.is_empty() {
+                            println!(
+                                "  {} later copies of a message selected above, not sent (--keep-duplicates sends them): {:?}",
+                                copies.len(),
+                                copies
                             );
                         }
                         println!("run again with --execute to send them");
@@ -867,6 +902,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     &ReplayOptions {
                         to_topic: to.clone(),
                         rate_per_s: rate,
+                        keep_duplicates,
                     },
                     |done, _| bar.set_position(done as u64),
                 )
@@ -875,7 +911,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({"dry_run": false, "sent": report.sent, "skipped": report.skipped})
+                        serde_json::json!({"dry_run": false, "sent": report.sent, "skipped": report.skipped, "duplicates": report.duplicates})
                     );
                 } else {
                     println!("replayed {} message(s)", report.sent);
@@ -883,6 +919,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!(
                             "skipped (no original topic; use --to): {:?}",
                             report.skipped
+                        );
+                    }
+                    if !report.duplicates.is_empty() {
+                        println!(
+                            "not sent, later copies of a message replayed above (--keep-duplicates sends them): {:?}",
+                            report.duplicates
                         );
                     }
                 }

@@ -33,6 +33,25 @@ fn weir(args: &[&str]) -> std::process::Output {
         .expect("run weir")
 }
 
+/// `weir dlq list --topic orders.dlq --json`, parsed.
+fn list_json(brokers: &str) -> serde_json::Value {
+    let out = weir(&[
+        "dlq",
+        "list",
+        "--brokers",
+        brokers,
+        "--topic",
+        "orders.dlq",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 async fn dlq_list_replay_and_idempotent_rereplay(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     let b = cluster.bootstrap_servers().to_string();
@@ -82,21 +101,7 @@ async fn dlq_list_replay_and_idempotent_rereplay(kind: BrokerKind) -> R {
     .await;
     let mut listed = serde_json::Value::Null;
     for _ in 0..50 {
-        let out = weir(&[
-            "dlq",
-            "list",
-            "--brokers",
-            &b,
-            "--topic",
-            "orders.dlq",
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        listed = serde_json::from_slice(&out.stdout)?;
+        listed = list_json(&b);
         if listed["count"] == 3 {
             break;
         }
@@ -126,6 +131,31 @@ async fn dlq_list_replay_and_idempotent_rereplay(kind: BrokerKind) -> R {
         "{table}"
     );
 
+    // A consumer that stopped after publishing a DLQ copy and before
+    // committing dead-letters that message again: a second copy, same headers.
+    let first = cluster.read_to_end("orders.dlq").await?.remove(0);
+    let again = TestRecord {
+        key: first.key.clone(),
+        payload: first.payload.clone(),
+        headers: first.headers.clone(),
+        partition: Some(first.partition),
+    };
+    cluster.produce("orders.dlq", [again]).await?;
+    let listed = list_json(&b);
+    assert_eq!(listed["count"], 4, "{listed}");
+    assert_eq!(listed["distinct"], 3, "{listed}");
+    let copies: Vec<_> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| !m["duplicate_of"].is_null())
+        .collect();
+    assert_eq!(copies.len(), 1, "{listed}");
+    assert_eq!(
+        copies[0]["duplicate_of"],
+        format!("orders.dlq/{}@{}", first.partition, first.offset)
+    );
+
     // Dry run by default: nothing is sent.
     let before = cluster.read_to_end("orders").await?.len();
     let out = weir(&[
@@ -140,7 +170,11 @@ async fn dlq_list_replay_and_idempotent_rereplay(kind: BrokerKind) -> R {
     assert!(out.status.success());
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(plan["dry_run"], true);
-    assert_eq!(plan["plan"]["orders"], 3);
+    assert_eq!(
+        plan["plan"]["orders"], 3,
+        "the later copy is not planned: {plan}"
+    );
+    assert_eq!(plan["duplicates"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         cluster.read_to_end("orders").await?.len(),
         before,
@@ -167,7 +201,8 @@ async fn dlq_list_replay_and_idempotent_rereplay(kind: BrokerKind) -> R {
         String::from_utf8_lossy(&out.stderr)
     );
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(rep["sent"], 3);
+    assert_eq!(rep["sent"], 3, "{rep}");
+    assert_eq!(rep["duplicates"].as_array().map(Vec::len), Some(1), "{rep}");
     wait_until("replayed orders processed", Duration::from_secs(30), || {
         effects.lock().len() >= 12
     })
@@ -207,7 +242,7 @@ async fn dlq_list_replay_and_idempotent_rereplay(kind: BrokerKind) -> R {
     assert_eq!(
         from.len(),
         6,
-        "each replayed copy names its DLQ coordinates"
+        "each replayed copy names its DLQ coordinates; the duplicate copy was never sent"
     );
     Ok(())
 }

@@ -81,6 +81,45 @@ impl DlqMessage {
     pub fn coordinates(&self) -> String {
         self.raw.coordinates()
     }
+
+    /// Which message this copy stands for: its message ID (kept through retry
+    /// tiers and replays; Weir gives a message without one its original
+    /// coordinates), else its original coordinates when Weir wrote them. Two
+    /// copies with one identity are one message dead-lettered twice, for
+    /// example by a consumer that stopped after publishing the copy and before
+    /// committing the offset (at-least-once), or a replayed message that
+    /// failed again; `None` for a copy without either.
+    pub fn identity(&self) -> Option<String> {
+        self.message_id.clone().or_else(|| {
+            match (
+                &self.original_topic,
+                self.original_partition,
+                self.original_offset,
+            ) {
+                (Some(t), Some(p), Some(o)) => Some(format!("{t}/{p}@{o}")),
+                _ => None,
+            }
+        })
+    }
+}
+
+/// For each of `msgs`, the index of an earlier copy of the same message
+/// ([`DlqMessage::identity`]), or `None` for a first copy.
+pub fn earlier_copies(msgs: &[DlqMessage]) -> Vec<Option<usize>> {
+    let mut first: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let id = m.identity()?;
+            match first.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Which DLQ messages to select. Empty fields match everything.
@@ -291,6 +330,9 @@ pub struct ReplayOptions {
     pub to_topic: Option<String>,
     /// At most this many messages per second (`None`: as fast as acknowledged).
     pub rate_per_s: Option<f64>,
+    /// Send every copy even when several are copies of one message (see
+    /// [`DlqMessage::identity`]); by default only the first copy is sent.
+    pub keep_duplicates: bool,
 }
 
 /// What a replay did.
@@ -300,6 +342,9 @@ pub struct ReplayReport {
     pub sent: usize,
     /// Messages skipped because their original topic is unknown and no target was given.
     pub skipped: Vec<String>,
+    /// DLQ coordinates of later copies of a message already sent in this
+    /// replay (not sent unless [`ReplayOptions::keep_duplicates`]).
+    pub duplicates: Vec<String>,
 }
 
 /// The record a replay sends for `m`: same key, payload and message ID, the
@@ -343,7 +388,9 @@ pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
 }
 
 /// Replays `msgs` (see [`replay_record`]), waiting for each acknowledgement,
-/// calling `progress(done, total)` as it goes. With an idempotent processor,
+/// calling `progress(done, total)` as it goes. Later copies of a message sent
+/// already are skipped (listed in [`ReplayReport::duplicates`]) unless
+/// [`ReplayOptions::keep_duplicates`]. With an idempotent processor,
 /// replaying the same messages twice has one effect: the message ID is kept.
 pub async fn replay(
     producer: &Producer,
@@ -352,11 +399,19 @@ pub async fn replay(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ReplayReport, crate::producer::ProduceError> {
     let mut report = ReplayReport::default();
+    let earlier = earlier_copies(msgs);
     let start = tokio::time::Instant::now();
+    let mut paced = 0usize;
     for (i, m) in msgs.iter().enumerate() {
-        if let Some(rate) = opts.rate_per_s.filter(|r| *r > 0.0) {
-            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        if earlier[i].is_some() && !opts.keep_duplicates {
+            report.duplicates.push(m.coordinates());
+            progress(i + 1, msgs.len());
+            continue;
         }
+        if let Some(rate) = opts.rate_per_s.filter(|r| *r > 0.0) {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(paced as f64 / rate)).await;
+        }
+        paced += 1;
         match replay_record(m, opts.to_topic.as_deref()) {
             Some(r) => {
                 producer.send(r).await?;
@@ -485,6 +540,44 @@ mod tests {
         assert_eq!(
             anon.headers.get_str(MESSAGE_ID_HEADER).unwrap(),
             Some("orders.dlq/1@9")
+        );
+    }
+
+    #[test]
+    fn copies_of_one_message_are_found_by_id_then_original_coordinates() {
+        let coords = |t: &str, p: &str, o: &str| {
+            vec![
+                (headers::ORIGINAL_TOPIC, t.to_string()),
+                (headers::ORIGINAL_PARTITION, p.to_string()),
+                (headers::ORIGINAL_OFFSET, o.to_string()),
+            ]
+        };
+        let with = |hs: Vec<(&str, String)>| {
+            let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            dlq_msg(&hs)
+        };
+        let mut a1 = coords("orders", "0", "5");
+        a1.push((MESSAGE_ID_HEADER, "id-a".into()));
+        // The same message replayed and failed again: new coordinates, same ID.
+        let mut a2 = coords("orders", "1", "40");
+        a2.push((MESSAGE_ID_HEADER, "id-a".into()));
+        let b = coords("orders", "0", "6");
+        let b_again = coords("orders", "0", "6");
+        let msgs = vec![
+            with(a1),
+            with(b),
+            with(a2),
+            with(vec![]),
+            with(b_again),
+            with(vec![]),
+        ];
+        assert_eq!(msgs[0].identity().as_deref(), Some("id-a"));
+        assert_eq!(msgs[1].identity().as_deref(), Some("orders/0@6"));
+        assert_eq!(msgs[3].identity(), None, "nothing to tell it by");
+        assert_eq!(
+            earlier_copies(&msgs),
+            vec![None, None, Some(0), None, Some(1), None],
+            "copies without an identity are never merged"
         );
     }
 }
