@@ -37,6 +37,12 @@ fn overhead_smoke() {
 fn keyed_smoke() {
     let v = run(&["keyed", "--messages", "600", "--concurrency", "50"]);
     assert_eq!(v["order_violations"], 0);
+    assert_eq!(v["handler_timer"], "precise");
+    let mean = v["handler_mean_ms"].as_f64().unwrap();
+    assert!(
+        (5.0..50.0).contains(&mean),
+        "the handler waits at least its 5 ms: {mean} ms"
+    );
 }
 
 #[test]
