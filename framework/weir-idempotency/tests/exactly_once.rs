@@ -138,7 +138,9 @@ fn consumer_config(bootstrap: &str) -> ConsumerConfig {
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
         .set("max.poll.interval.ms", "20000")
-        .set("topic.metadata.refresh.interval.ms", "1000");
+        // Not a divisor of the mock cluster's 5 s rejoin delay (see
+        // weir/tests/common/mod.rs and docs/brokers.md).
+        .set("topic.metadata.refresh.interval.ms", "1300");
     c.revoke_deadline = Duration::from_secs(5);
     c.shutdown_deadline = Duration::from_secs(5);
     c.max_in_flight = 32;

@@ -182,8 +182,10 @@ pub struct ConsumerConfig {
     /// needed when room frees up. librdkafka's prefetch limits
     /// (`queued.min.messages`, `queued.max.messages.kbytes`) then apply per
     /// partition; unless set in `kafka`, Weir sets
-    /// `queued.max.messages.kbytes` to 4096 (4 MiB per partition) and
-    /// `fetch.queue.backoff.ms` to 20 ms. `false` reads every
+    /// `queued.max.messages.kbytes` to 4096 (4 MiB per partition),
+    /// `fetch.queue.backoff.ms` to 20 ms and `fetch.max.bytes` to librdkafka's
+    /// default 50 MiB (which librdkafka would otherwise lower to the 4 MiB
+    /// queue limit). `false` reads every
     /// partition from the shared consumer queue and pauses full partitions.
     pub partition_queues: bool,
     /// How often finished offsets are committed (asynchronously).
@@ -582,6 +584,17 @@ impl ConsumerConfig {
             if !self.kafka.contains_key("fetch.queue.backoff.ms") {
                 c.set("fetch.queue.backoff.ms", "20");
             }
+            // librdkafka lowers `fetch.max.bytes` (the whole fetch response,
+            // all partitions) to `queued.max.messages.kbytes` unless it is set:
+            // 4 MiB per response halved a no-op consumer's rate on tansu
+            // (docs/brokers.md). Keep librdkafka's own default (50 MiB; each
+            // partition is still capped by `max.partition.fetch.bytes`),
+            // unless the user sized either limit.
+            if !self.kafka.contains_key("fetch.max.bytes")
+                && !self.kafka.contains_key("receive.message.max.bytes")
+            {
+                c.set("fetch.max.bytes", "52428800");
+            }
         }
         // Lag comes from librdkafka's statistics.
         if !self.kafka.contains_key("statistics.interval.ms") {
@@ -718,5 +731,30 @@ mod tests {
             assert!(is_secret_key(k), "{k}");
         }
         assert!(!is_secret_key("sasl.username"));
+    }
+
+    #[test]
+    fn partition_queues_keep_librdkafkas_fetch_size_unless_the_user_sized_it() {
+        let base = ConsumerConfig::new("127.0.0.1:9", "g", &["t"]);
+        let c = base.client_config();
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("52428800"));
+        // librdkafka accepts the combination (it checks fetch.max.bytes
+        // against message.max.bytes and receive.message.max.bytes).
+        let _: rdkafka::consumer::BaseConsumer = c.create().expect("valid config");
+
+        let own = base.clone().set("fetch.max.bytes", "2097152");
+        assert_eq!(own.client_config().get("fetch.max.bytes"), Some("2097152"));
+        let recv = base.clone().set("receive.message.max.bytes", "8000000");
+        assert_eq!(recv.client_config().get("fetch.max.bytes"), None);
+        let _: rdkafka::consumer::BaseConsumer =
+            recv.client_config().create().expect("valid config");
+        let mut shared = base;
+        shared.partition_queues = false;
+        assert_eq!(shared.client_config().get("fetch.max.bytes"), None);
+        assert_eq!(
+            shared.client_config().get("queued.max.messages.kbytes"),
+            None
+        );
     }
 }

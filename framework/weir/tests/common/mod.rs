@@ -51,7 +51,12 @@ pub fn config(cluster: &KafkaCluster, group: &str, topics: &[&str]) -> ConsumerC
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
         .set("max.poll.interval.ms", "10000")
-        .set("topic.metadata.refresh.interval.ms", "1000");
+        // Not a divisor of the mock cluster's 5 s rejoin delay: with 1000 ms
+        // the periodic metadata refresh could land, every cycle, between a
+        // leader's JoinGroup answer and its assignor's own metadata answer,
+        // which makes librdkafka 2.12.1 rejoin instead of assigning; the group
+        // then never got partitions (docs/brokers.md).
+        .set("topic.metadata.refresh.interval.ms", "1300");
     c.commit_interval = Duration::from_millis(100);
     c.revoke_deadline = Duration::from_secs(5);
     c.shutdown_deadline = Duration::from_secs(5);
