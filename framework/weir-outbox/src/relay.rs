@@ -294,10 +294,13 @@ impl<B: Backend> Relay<B> {
         if let Some(e) = first_err {
             // Some rows may be in Kafka already: they are published again with
             // the same message IDs next time (consumers de-duplicate).
+            let all: Vec<i64> = records.iter().map(|(id, _, _)| *id).collect();
+            let recorded = self.backend.fail(claim, all, e.to_string()).await;
+            // Counted once the failure is on the rows (or recording it
+            // failed), so that whoever sees the counter sees the rows' error.
             self.stats.publish_errors.fetch_add(1, Relaxed);
             metrics::counter!("weir_outbox_publish_errors_total").increment(1);
-            let all: Vec<i64> = records.iter().map(|(id, _, _)| *id).collect();
-            self.backend.fail(claim, all, e.to_string()).await?;
+            recorded?;
             return Err(e.into());
         }
         let n = ids.len();

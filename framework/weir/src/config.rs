@@ -183,9 +183,9 @@ pub struct ConsumerConfig {
     /// (`queued.min.messages`, `queued.max.messages.kbytes`) then apply per
     /// partition; unless set in `kafka`, Weir sets
     /// `queued.max.messages.kbytes` to 4096 (4 MiB per partition),
-    /// `fetch.queue.backoff.ms` to 20 ms and `fetch.max.bytes` to librdkafka's
-    /// default 50 MiB (which librdkafka would otherwise lower to the 4 MiB
-    /// queue limit). `false` reads every
+    /// `fetch.queue.backoff.ms` to 20 ms and, with its own queue limit,
+    /// `fetch.max.bytes` to librdkafka's default 50 MiB (which librdkafka
+    /// would otherwise lower to the 4 MiB queue limit). `false` reads every
     /// partition from the shared consumer queue and pauses full partitions.
     pub partition_queues: bool,
     /// How often finished offsets are committed (asynchronously).
@@ -575,7 +575,8 @@ impl ConsumerConfig {
         // partition (not for the whole consumer): keep them near Weir's own
         // per-partition bound unless the user chose them.
         if self.partition_queues {
-            if !self.kafka.contains_key("queued.max.messages.kbytes") {
+            let own_queue_limit = !self.kafka.contains_key("queued.max.messages.kbytes");
+            if own_queue_limit {
                 c.set("queued.max.messages.kbytes", "4096");
             }
             // A partition whose queue is at those limits is checked again
@@ -587,10 +588,13 @@ impl ConsumerConfig {
             // librdkafka lowers `fetch.max.bytes` (the whole fetch response,
             // all partitions) to `queued.max.messages.kbytes` unless it is set:
             // 4 MiB per response halved a no-op consumer's rate on tansu
-            // (docs/brokers.md). Keep librdkafka's own default (50 MiB; each
-            // partition is still capped by `max.partition.fetch.bytes`),
-            // unless the user sized either limit.
-            if !self.kafka.contains_key("fetch.max.bytes")
+            // (docs/brokers.md). With Weir's own queue limit, keep
+            // librdkafka's default (50 MiB; each partition is still capped by
+            // `max.partition.fetch.bytes`). A queue limit, fetch size or
+            // receive size the user chose is left to librdkafka's rule: a
+            // small queue limit then also keeps fetches small (memory).
+            if own_queue_limit
+                && !self.kafka.contains_key("fetch.max.bytes")
                 && !self.kafka.contains_key("receive.message.max.bytes")
             {
                 c.set("fetch.max.bytes", "52428800");
@@ -745,6 +749,12 @@ mod tests {
 
         let own = base.clone().set("fetch.max.bytes", "2097152");
         assert_eq!(own.client_config().get("fetch.max.bytes"), Some("2097152"));
+        let small = base.clone().set("queued.max.messages.kbytes", "64");
+        assert_eq!(
+            small.client_config().get("fetch.max.bytes"),
+            None,
+            "a small queue limit keeps fetches small too"
+        );
         let recv = base.clone().set("receive.message.max.bytes", "8000000");
         assert_eq!(recv.client_config().get("fetch.max.bytes"), None);
         let _: rdkafka::consumer::BaseConsumer =
