@@ -60,12 +60,14 @@ fn ci_configuration_loses_nothing_and_applies_nothing_twice() {
 
 /// With the idempotency store off, the redeliveries that kills cause become
 /// duplicate effects, the harness reports them and exits non-zero: its
-/// accounting can fail.
+/// accounting can fail. 8,000 messages: since consumers fetch up to 50 MiB
+/// per response on tansu (2026-12-01), 3,000 were all processed before the
+/// second kill, and no kill landed on uncommitted work.
 #[test]
 fn harness_detects_duplicates_without_idempotency() {
     let (ok, r, stderr) = run(&[
         "--messages",
-        "3000",
+        "8000",
         "--kills",
         "4",
         "--broker-restarts",

@@ -300,14 +300,22 @@ impl KafkaCluster {
                 }
                 Err(e) => {
                     return Err(TestkitError::Kafka {
-                        context: format!("creating topic {topic}{}", self.broker_log_tail().await),
+                        context: format!("creating topic {topic}{}", self.broker_log_tail()),
                         source: e,
                     });
                 }
             };
             for r in results {
                 match r {
-                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    // A broker-side timeout may still create it: the metadata
+                    // wait below decides.
+                    Ok(_)
+                    | Err((
+                        _,
+                        RDKafkaErrorCode::TopicAlreadyExists
+                        | RDKafkaErrorCode::RequestTimedOut
+                        | RDKafkaErrorCode::OperationTimedOut,
+                    )) => {}
                     Err((t, code)) => {
                         return Err(TestkitError::Other(format!("creating topic {t}: {code}")));
                     }
@@ -320,11 +328,16 @@ impl KafkaCluster {
 
     /// The last lines of the tansu broker's log, as a suffix for an error
     /// message (empty on other backends).
-    async fn broker_log_tail(&self) -> String {
+    fn broker_log_tail(&self) -> String {
         let Backend::Tansu(b) = &self.backend else {
             return String::new();
         };
-        let path = b.lock().await.log_path();
+        // Not waiting for the lock: a caller may hold it (stall/kill tests).
+        let Ok(broker) = b.try_lock() else {
+            return String::new();
+        };
+        let path = broker.log_path();
+        drop(broker);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(20)..].join("\n");
