@@ -43,6 +43,19 @@ fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
     found
 }
 
+/// Serves the endpoints for `handle` on a free port; returns the base URL and
+/// the server task (keep it).
+async fn serve(
+    telemetry: &Telemetry,
+    handle: &weir::ConsumerHandle,
+    opts: HealthOptions,
+) -> Result<(String, tokio::task::JoinHandle<()>), Box<dyn std::error::Error + Send + Sync>> {
+    let (addr, server) = telemetry
+        .serve("127.0.0.1:0".parse()?, vec![handle.clone()], opts)
+        .await?;
+    Ok((format!("http://{addr}"), server))
+}
+
 async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
@@ -83,14 +96,7 @@ async fn metrics_and_health_follow_the_consumer(kind: BrokerKind) -> R {
         .retry_topics(rt)
         .build(processor)?;
     let handle = consumer.handle();
-    let (addr, _server) = telemetry
-        .serve(
-            "127.0.0.1:0".parse()?,
-            vec![handle.clone()],
-            HealthOptions::default(),
-        )
-        .await?;
-    let base = format!("http://{addr}");
+    let (base, _server) = serve(&telemetry, &handle, HealthOptions::default()).await?;
     let (code, body) = get(&format!("{base}/readyz")).await;
     assert_eq!(code, 503, "not ready before start: {body}");
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
@@ -203,16 +209,10 @@ async fn a_wedged_dispatch_loop_fails_health(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .build(processor)?;
     let handle = consumer.handle();
-    let (addr, _server) = telemetry
-        .serve(
-            "127.0.0.1:0".parse()?,
-            vec![handle.clone()],
-            HealthOptions {
-                stale_after: Duration::from_secs(2),
-            },
-        )
-        .await?;
-    let base = format!("http://{addr}");
+    let stale = HealthOptions {
+        stale_after: Duration::from_secs(2),
+    };
+    let (base, _server) = serve(&telemetry, &handle, stale).await?;
     let run = tokio::spawn(consumer.run());
     wait_until_async("ready", Duration::from_secs(30), || async {
         get(&format!("{base}/readyz")).await.0 == 200
