@@ -1,14 +1,18 @@
 //! `weir-chaos`: Jepsen-style accounting for Weir under abuse.
 //!
-//! Starts tansu (SQLite storage, survives restarts) and a fresh PostgreSQL
+//! Starts a broker (Apache Kafka with three nodes by default, tansu, or the
+//! mock cluster: `--broker`) and a fresh PostgreSQL
 //! database, produces `--messages` messages with unique IDs over several
 //! partitions and keys (a share poison, a share failing transiently), runs
 //! three consumer **processes** (a test processor writing its effect through
 //! `weir_idempotency::Transactional` into PostgreSQL), and while they work:
 //! SIGKILLs a random worker `--kills` times and restarts it, restarts the
-//! broker `--broker-restarts` times (SIGKILL, then start on the same port and
-//! storage) and stalls it (SIGSTOP/SIGCONT) `--stalls` times. Every action is
-//! drawn from `--seed`, so a failing run can be replayed.
+//! broker `--broker-restarts` times (on Kafka: SIGKILLs the leader of a source
+//! partition, then starts it on the same data; on tansu the one broker) and
+//! stalls it (SIGSTOP/SIGCONT; on Kafka a random node, past its broker
+//! session timeout) `--stalls` times, and bounces every Kafka node in turn
+//! (SIGTERM, restart) `--rolling-bounces` times. Every action is drawn from
+//! `--seed`, so a failing run can be replayed.
 //!
 //! At the end it reads the effects table, the delivery log, the DLQ topic and
 //! the committed offsets, prints a report and, with `--json`, a last line with
@@ -40,7 +44,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use weir::retry::RetryTopics;
 use weir::{Consumer, ConsumerConfig, JsonCodec, Message, ProcessError, Processor};
 use weir_idempotency::{PostgresStore, Transactional, TxProcessor};
-use weir_testkit::{KafkaCluster, PostgresDb, TansuStorage, TestRecord};
+use weir_testkit::{KafkaCluster, KafkaOptions, PostgresDb, TansuStorage, TestRecord};
 
 const TOPIC: &str = "chaos";
 const GROUP: &str = "chaos-workers";
@@ -63,9 +67,17 @@ struct Args {
     /// Broker restarts (SIGKILL, then start on the same port and storage).
     #[arg(long, default_value_t = 1)]
     broker_restarts: usize,
-    /// Broker stalls (SIGSTOP for 1-3 s, then SIGCONT).
+    /// Broker stalls (SIGSTOP, then SIGCONT: 1-3 s on tansu; on Kafka longer
+    /// than the 6 s broker session timeout, so the controller fences the node).
     #[arg(long, default_value_t = 1)]
     stalls: usize,
+    /// Rolling bounces of a Kafka cluster: each node in turn stopped with
+    /// SIGTERM (controlled shutdown) and started again (Kafka only).
+    #[arg(long, default_value_t = 0)]
+    rolling_bounces: usize,
+    /// Nodes of the Kafka cluster (`--broker kafka`).
+    #[arg(long, default_value_t = 3)]
+    kafka_nodes: usize,
     /// Seed for every random choice (payload kinds, keys, timing, victims).
     #[arg(long)]
     seed: Option<u64>,
@@ -84,11 +96,13 @@ struct Args {
     /// Print a JSON object as the last line.
     #[arg(long)]
     json: bool,
-    /// The broker: `tansu` (SQLite storage; restarts are SIGKILL + start, stalls
-    /// SIGSTOP/SIGCONT) or `mock` (librdkafka's mock cluster in this process,
-    /// which workers reach over TCP; restarts are every broker down then up,
-    /// stalls a 1-3 s round-trip time: connection-level faults, no process).
-    #[arg(long, default_value = "tansu")]
+    /// The broker: `kafka` (Apache Kafka, `--kafka-nodes` KRaft nodes;
+    /// restarts SIGKILL a partition leader, stalls SIGSTOP a node), `tansu`
+    /// (SQLite storage; restarts are SIGKILL + start, stalls SIGSTOP/SIGCONT)
+    /// or `mock` (librdkafka's mock cluster in this process, which workers
+    /// reach over TCP; restarts are every broker down then up, stalls a 1-3 s
+    /// round-trip time: connection-level faults, no process).
+    #[arg(long, default_value = "kafka")]
     broker: String,
     /// Consumer `session.timeout.ms`. Tansu 0.6's SQLite storage answers every
     /// request on one queue and its fetches scan the record table, so on big
@@ -135,6 +149,7 @@ struct Report {
     kills: usize,
     broker_restarts: usize,
     stalls: usize,
+    rolling_bounces: usize,
     lost: usize,
     duplicate_effects: i64,
     dlq: usize,
@@ -447,6 +462,72 @@ enum Action {
     KillWorker,
     RestartBroker,
     StallBroker,
+    RollingBounce,
+}
+
+/// Crashes the broker side: on Kafka the leader of `partition` of the source
+/// topic (SIGKILL, restart on the same data after `pause_ms`), on tansu its one
+/// process, on the mock every broker (down, then up).
+async fn restart_broker(
+    cluster: &KafkaCluster,
+    partition: i32,
+    pause_ms: u64,
+    say: &impl Fn(String),
+    done: i64,
+    expected: i64,
+) -> anyhow::Result<()> {
+    let pause = Duration::from_millis(pause_ms);
+    if let Some(nodes) = cluster.kafka_nodes() {
+        let leader = nodes
+            .lock()
+            .await
+            .leader(TOPIC, partition)
+            .await?
+            .unwrap_or(1);
+        say(format!(
+            "SIGKILL node {leader}, leader of {TOPIC}/{partition}, at {done}/{expected}"
+        ));
+        nodes.lock().await.kill(leader)?;
+        tokio::time::sleep(pause).await;
+        nodes.lock().await.restart(leader).await?;
+    } else if let Some(broker) = cluster.tansu_broker() {
+        say(format!("SIGKILL broker at {done}/{expected}"));
+        broker.lock().await.kill()?;
+        tokio::time::sleep(pause).await;
+        broker.lock().await.restart().await?;
+    } else {
+        say(format!("all mock brokers down at {done}/{expected}"));
+        cluster.kill_brokers().await?;
+        tokio::time::sleep(pause).await;
+        cluster.restart_brokers().await?;
+    }
+    say(format!("broker back after {pause_ms} ms down"));
+    Ok(())
+}
+
+/// Stalls the broker side for `pause_ms`: one Kafka node or tansu SIGSTOPped,
+/// or the mock's round-trip time raised.
+async fn stall_broker(cluster: &KafkaCluster, node: u32, pause_ms: u64) -> anyhow::Result<()> {
+    let pause = Duration::from_millis(pause_ms);
+    if let Some(nodes) = cluster.kafka_nodes() {
+        nodes.lock().await.stall(node)?;
+        tokio::time::sleep(pause).await;
+        nodes.lock().await.unstall(node)?;
+    } else if let Some(broker) = cluster.tansu_broker() {
+        broker.lock().await.stall()?;
+        tokio::time::sleep(pause).await;
+        broker.lock().await.unstall()?;
+    } else {
+        let faults = cluster.mock_faults().context("mock faults")?;
+        for b in 1..=faults.brokers() {
+            faults.round_trip_time(b, pause)?;
+        }
+        tokio::time::sleep(pause).await;
+        for b in 1..=faults.brokers() {
+            faults.round_trip_time(b, Duration::ZERO)?;
+        }
+    }
+    Ok(())
 }
 
 async fn count(pool: &PgPool, sql: &str) -> anyhow::Result<i64> {
@@ -465,10 +546,22 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
 
     let db = PostgresDb::fresh().await?;
     let cluster = match args.broker.as_str() {
+        "kafka" => {
+            // Brokers that the controller fences quickly when stalled.
+            KafkaCluster::kafka_with(
+                KafkaOptions::nodes(args.kafka_nodes)
+                    .property("broker.session.timeout.ms", "6000")
+                    .property("broker.heartbeat.interval.ms", "1000"),
+            )
+            .await?
+        }
         "tansu" => KafkaCluster::tansu(TansuStorage::Sqlite).await?,
         "mock" => KafkaCluster::mock(3)?,
-        other => bail!("--broker {other}: use tansu or mock"),
+        other => bail!("--broker {other}: use kafka, tansu or mock"),
     };
+    if args.rolling_bounces > 0 && cluster.kafka_nodes().is_none() {
+        bail!("--rolling-bounces needs --broker kafka");
+    }
     let bootstrap = cluster.bootstrap_servers().to_string();
     let pool = db.pool().clone();
     PostgresStore::new(pool.clone()).migrate().await?;
@@ -550,6 +643,10 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
             args.broker_restarts,
         ))
         .chain(std::iter::repeat_n(Action::StallBroker, args.stalls))
+        .chain(std::iter::repeat_n(
+            Action::RollingBounce,
+            args.rolling_bounces,
+        ))
         .collect();
     actions.shuffle(&mut rng);
     let n_actions = actions.len();
@@ -587,42 +684,32 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
                 }
                 Action::RestartBroker => {
                     let pause = rng.random_range(200..1500);
-                    if let Some(broker) = cluster.tansu_broker() {
-                        say(format!("SIGKILL broker at {done}/{expected_good}"));
-                        broker.lock().await.kill()?;
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                        broker.lock().await.restart().await?;
-                    } else {
-                        let faults = cluster.mock_faults().context("mock faults")?;
-                        say(format!("all mock brokers down at {done}/{expected_good}"));
-                        for b in 1..=faults.brokers() {
-                            faults.broker_down(b)?;
-                        }
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                        for b in 1..=faults.brokers() {
-                            faults.broker_up(b)?;
-                        }
-                    }
-                    say(format!("broker back after {pause} ms down"));
+                    let partition = rng.random_range(0..args.partitions);
+                    restart_broker(&cluster, partition, pause, &say, done, expected_good).await?;
                 }
                 Action::StallBroker => {
-                    let pause = rng.random_range(1000..3000);
+                    let pause = if cluster.kafka_nodes().is_some() {
+                        rng.random_range(7000..9000)
+                    } else {
+                        rng.random_range(1000..3000)
+                    };
+                    let node = rng.random_range(0..args.kafka_nodes.max(1)) as u32 + 1;
                     say(format!(
                         "stalling the broker for {pause} ms at {done}/{expected_good}"
                     ));
-                    if let Some(broker) = cluster.tansu_broker() {
-                        broker.lock().await.stall()?;
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                        broker.lock().await.unstall()?;
-                    } else {
-                        let faults = cluster.mock_faults().context("mock faults")?;
-                        for b in 1..=faults.brokers() {
-                            faults.round_trip_time(b, Duration::from_millis(pause))?;
-                        }
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                        for b in 1..=faults.brokers() {
-                            faults.round_trip_time(b, Duration::ZERO)?;
-                        }
+                    stall_broker(&cluster, node, pause).await?;
+                }
+                Action::RollingBounce => {
+                    let nodes = cluster.kafka_nodes().context("Kafka nodes")?;
+                    let ids = nodes.lock().await.node_ids();
+                    for id in ids {
+                        say(format!(
+                            "rolling bounce: SIGTERM node {id} at {done}/{expected_good}"
+                        ));
+                        let mut n = nodes.lock().await;
+                        n.stop(id)?;
+                        n.restart(id).await?;
+                        say(format!("rolling bounce: node {id} back"));
                     }
                 }
             }
@@ -703,6 +790,7 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
         kills: args.kills,
         broker_restarts: args.broker_restarts,
         stalls: args.stalls,
+        rolling_bounces: args.rolling_bounces,
         lost: lost.len(),
         duplicate_effects,
         dlq: dlq.len(),

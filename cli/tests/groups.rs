@@ -1,9 +1,9 @@
-//! `weir groups describe` and `weir offsets reset` on the mock cluster and tansu.
-//! Neither test broker answers ListGroups/DescribeGroups (docs/brokers.md), so
-//! membership (`groups list`, members in `describe`, the active-member check of
-//! `reset --execute`) is not exercised here; what is: positions, lag, oldest
-//! age, reset plans, `--force` commits, the refusal when membership cannot be
-//! checked, and the exit codes.
+//! `weir groups list/describe` and `weir offsets reset` on the mock cluster and
+//! Apache Kafka: positions, lag, oldest age, reset plans, `--force` commits,
+//! the refusal when membership cannot be checked (the mock answers no
+//! ListGroups), and the exit codes; on Kafka also membership (`groups list`,
+//! members and their assignment in `describe`), the refusal of `reset
+//! --execute` while a member is active, and a reset by datetime.
 
 #[path = "../../framework/weir/tests/common/mod.rs"]
 mod common;
@@ -70,10 +70,15 @@ async fn describe_and_reset(kind: BrokerKind) -> R {
         "--json",
     ]));
     assert_eq!(d["lag"], 0, "caught up: {d}");
-    assert!(
-        d["membership_error"].is_string(),
-        "these brokers do not answer ListGroups: {d}"
-    );
+    if kind == BrokerKind::Mock {
+        assert!(
+            d["membership_error"].is_string(),
+            "the mock cluster does not answer ListGroups: {d}"
+        );
+    } else {
+        assert!(d["membership_error"].is_null(), "{d}");
+        assert_eq!(d["info"]["state"], "Empty", "the consumer left: {d}");
+    }
 
     // New messages: lag and the oldest unconsumed age.
     cluster
@@ -132,7 +137,26 @@ async fn describe_and_reset(kind: BrokerKind) -> R {
         "a dry run commits nothing"
     );
 
-    // Executing needs the membership check; these brokers cannot answer it.
+    if kind == BrokerKind::Kafka {
+        // Kafka answers the membership check: an empty group may be reset
+        // without --force (a shift by 0 keeps the positions the test expects).
+        let ok = weir(&[
+            "offsets",
+            "reset",
+            "--brokers",
+            &b,
+            "--group",
+            "reporting",
+            "--topic",
+            "events",
+            "--shift-by",
+            "0",
+            "--execute",
+            "--json",
+        ]);
+        assert_eq!(json(&ok)["executed"], true);
+    }
+    // Executing needs the membership check; the mock cannot answer it.
     let out = weir(&[
         "offsets",
         "reset",
@@ -145,17 +169,46 @@ async fn describe_and_reset(kind: BrokerKind) -> R {
         "--to-earliest",
         "--execute",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(5),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
-    assert_eq!(
-        common::committed(&cluster, "reporting", "events").await,
-        vec![15, 15]
-    );
+    if kind == BrokerKind::Mock {
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+        assert_eq!(
+            common::committed(&cluster, "reporting", "events").await,
+            vec![15, 15]
+        );
+    } else {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            common::committed(&cluster, "reporting", "events").await,
+            vec![0, 0],
+            "reset to earliest"
+        );
+        // Back to 15/15 for the rest of the test.
+        json(&weir(&[
+            "offsets",
+            "reset",
+            "--brokers",
+            &b,
+            "--group",
+            "reporting",
+            "--topic",
+            "events",
+            "--to-offset",
+            "15",
+            "--execute",
+            "--json",
+        ]));
+    }
     let forced = weir(&[
         "offsets",
         "reset",
@@ -265,4 +318,142 @@ async fn describe_and_reset(kind: BrokerKind) -> R {
         "no target"
     );
     Ok(())
+}
+
+/// Kafka only: `groups list` and `describe` show the live member and its
+/// assignment, `reset --execute` is refused (exit 5) while it is active and
+/// nothing moves, and once it has left, a reset by datetime moves each
+/// partition to its first message at or after that time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_membership_refusal_and_datetime_reset() -> R {
+    common::init();
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    let b = cluster.bootstrap_servers().to_string();
+    cluster.create_topic("events", 2).await?;
+    cluster
+        .produce(
+            "events",
+            (0..20).map(|i| TestRecord::keyed("k", format!("early{i}")).partition(i % 2)),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cut = rfc3339_now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster
+        .produce(
+            "events",
+            (0..10).map(|i| TestRecord::keyed("k", format!("late{i}")).partition(i % 2)),
+        )
+        .await?;
+    let c = Consumer::builder(common::config(&cluster, "live", &["events"]))
+        .codec(StringCodec)
+        .build(processor_fn(|_m: Message<String>| async {
+            Ok::<_, ProcessError>(())
+        }))?;
+    let h = c.handle();
+    let run = tokio::spawn(c.run());
+    wait_until("30 processed", Duration::from_secs(60), || {
+        h.stats().processed() >= 30
+    })
+    .await;
+    common::wait_until_async("commits of 15/15", Duration::from_secs(30), || async {
+        common::committed(&cluster, "live", "events").await == vec![15, 15]
+    })
+    .await;
+
+    let list = json(&weir(&["groups", "list", "--brokers", &b, "--json"]));
+    let g = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "live")
+        .unwrap_or_else(|| panic!("live in {list}"))
+        .clone();
+    assert_eq!(g["state"], "Stable", "{g}");
+    assert_eq!(g["members"].as_array().unwrap().len(), 1, "{g}");
+    let d = json(&weir(&[
+        "groups",
+        "describe",
+        "live",
+        "--brokers",
+        &b,
+        "--json",
+    ]));
+    assert!(d["membership_error"].is_null(), "{d}");
+    assert_eq!(
+        d["info"]["members"][0]["assignment"]["events"],
+        serde_json::json!([0, 1]),
+        "{d}"
+    );
+    assert_eq!(d["lag"], 0, "topics taken from the assignment: {d}");
+
+    let refused = weir(&[
+        "offsets",
+        "reset",
+        "--brokers",
+        &b,
+        "--group",
+        "live",
+        "--topic",
+        "events",
+        "--to-earliest",
+        "--execute",
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("1 active member"), "{stderr}");
+    // --force does not override an active member.
+    let forced = weir(&[
+        "offsets",
+        "reset",
+        "--brokers",
+        &b,
+        "--group",
+        "live",
+        "--topic",
+        "events",
+        "--to-earliest",
+        "--execute",
+        "--force",
+    ]);
+    assert_eq!(
+        forced.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_eq!(
+        common::committed(&cluster, "live", "events").await,
+        vec![15, 15],
+        "nothing moved"
+    );
+
+    h.shutdown();
+    let _ = run.await??;
+    let reset = json(&weir(&[
+        "offsets",
+        "reset",
+        "--brokers",
+        &b,
+        "--group",
+        "live",
+        "--topic",
+        "events",
+        "--to-datetime",
+        &cut,
+        "--execute",
+        "--json",
+    ]));
+    assert_eq!(reset["executed"], true, "{reset}");
+    assert_eq!(
+        common::committed(&cluster, "live", "events").await,
+        vec![10, 10],
+        "each partition at its first message after {cut}"
+    );
+    Ok(())
+}
+
+/// Now as RFC 3339 (UTC, milliseconds).
+fn rfc3339_now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

@@ -83,9 +83,9 @@ mod chaos {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn relay_sigkilled_repeatedly_loses_nothing_tansu() -> crate::common::R {
+    async fn relay_sigkilled_repeatedly_loses_nothing_kafka() -> crate::common::R {
         crate::common::init();
-        super::relay_sigkilled_repeatedly_loses_nothing(weir_testkit::BrokerKind::Tansu).await
+        super::relay_sigkilled_repeatedly_loses_nothing(weir_testkit::BrokerKind::Kafka).await
     }
 }
 

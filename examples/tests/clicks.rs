@@ -1,9 +1,9 @@
 //! The README's main job, run as a user runs it: the `clicks` binary, on the
-//! embedded defaults (mock cluster, SQLite) and on tansu with PostgreSQL.
+//! embedded defaults (mock cluster, SQLite) and on Apache Kafka with PostgreSQL.
 
 use std::process::Command;
 
-use weir_testkit::{KafkaCluster, PostgresDb, TansuStorage};
+use weir_testkit::{KafkaCluster, PostgresDb};
 
 fn check(out: std::process::Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -47,10 +47,8 @@ fn clicks_on_embedded_defaults() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clicks_on_tansu_and_postgres() {
-    let cluster = KafkaCluster::tansu(TansuStorage::Sqlite)
-        .await
-        .expect("tansu");
+async fn clicks_on_kafka_and_postgres() {
+    let cluster = KafkaCluster::kafka(1).await.expect("kafka");
     let db = PostgresDb::fresh().await.expect("postgres");
     let (b, url) = (
         cluster.bootstrap_servers().to_string(),

@@ -13,6 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::Mutex;
 
 use crate::TestkitError;
+use crate::kafka::{KafkaNodes, KafkaOptions};
 use crate::mock::{MockFaults, MockHandle};
 use crate::tansu::{TansuBroker, TansuStorage};
 
@@ -23,6 +24,8 @@ pub enum BrokerKind {
     Mock,
     /// A tansu broker process.
     Tansu,
+    /// Apache Kafka 4.1 in KRaft mode, from Maven Central jars ([`KafkaNodes`]).
+    Kafka,
     /// A cluster named by `KAFKA_BOOTSTRAP_SERVERS`.
     External,
     /// Apache Kafka in a Docker container.
@@ -40,6 +43,7 @@ impl BrokerKind {
         match value {
             None | Some("") | Some("mock") => Ok(BrokerKind::Mock),
             Some("tansu") => Ok(BrokerKind::Tansu),
+            Some("kafka") => Ok(BrokerKind::Kafka),
             Some("external") => Ok(BrokerKind::External),
             Some("docker") => Ok(BrokerKind::Docker),
             Some(other) => Err(TestkitError::UnknownBroker(other.to_string())),
@@ -51,6 +55,7 @@ impl BrokerKind {
         match self {
             BrokerKind::Mock => "mock",
             BrokerKind::Tansu => "tansu",
+            BrokerKind::Kafka => "kafka",
             BrokerKind::External => "external",
             BrokerKind::Docker => "docker",
         }
@@ -60,6 +65,13 @@ impl BrokerKind {
 enum Backend {
     Mock(MockHandle),
     Tansu(Mutex<TansuBroker>),
+    Kafka {
+        nodes: Mutex<KafkaNodes>,
+        /// Node count (fixed at start), for replication factors.
+        count: usize,
+        /// The working directory, for log tails without the lock.
+        dir: std::path::PathBuf,
+    },
     External,
     /// Held so that the container lives as long as the cluster value.
     #[cfg(feature = "docker")]
@@ -165,6 +177,7 @@ impl KafkaCluster {
         match kind {
             BrokerKind::Mock => Self::mock(1),
             BrokerKind::Tansu => Self::tansu(TansuStorage::Sqlite).await,
+            BrokerKind::Kafka => Self::kafka(1).await,
             BrokerKind::External => Self::external(),
             BrokerKind::Docker => Self::docker().await,
         }
@@ -195,6 +208,26 @@ impl KafkaCluster {
             kind: BrokerKind::Tansu,
             bootstrap: broker.bootstrap_servers(),
             backend: Backend::Tansu(Mutex::new(broker)),
+        })
+    }
+
+    /// Apache Kafka with `nodes` combined broker+controller nodes (1, or 3 for
+    /// failure tests: replication factor 3, `min.insync.replicas=2`).
+    pub async fn kafka(nodes: usize) -> Result<Self, TestkitError> {
+        Self::kafka_with(KafkaOptions::nodes(nodes)).await
+    }
+
+    /// Apache Kafka with these options (extra broker properties, SCRAM users…).
+    pub async fn kafka_with(options: KafkaOptions) -> Result<Self, TestkitError> {
+        let nodes = KafkaNodes::start(options).await?;
+        Ok(KafkaCluster {
+            kind: BrokerKind::Kafka,
+            bootstrap: nodes.bootstrap_servers(),
+            backend: Backend::Kafka {
+                count: nodes.node_ids().len(),
+                dir: nodes.work_dir().to_path_buf(),
+                nodes: Mutex::new(nodes),
+            },
         })
     }
 
@@ -266,8 +299,64 @@ impl KafkaCluster {
         }
     }
 
-    /// Creates a topic with `partitions` partitions (replication 1). An existing
-    /// topic is not an error.
+    /// The Apache Kafka nodes, for kill/stop/stall/restart (Kafka only).
+    pub fn kafka_nodes(&self) -> Option<&Mutex<KafkaNodes>> {
+        match &self.backend {
+            Backend::Kafka { nodes, .. } => Some(nodes),
+            _ => None,
+        }
+    }
+
+    /// Takes the whole cluster away: the mock's brokers refuse connections,
+    /// tansu and every Kafka node are SIGKILLed (their data stays on disk).
+    pub async fn kill_brokers(&self) -> Result<(), TestkitError> {
+        match &self.backend {
+            Backend::Mock(h) => {
+                (1..=h.faults.brokers()).try_for_each(|id| h.faults.broker_down(id))
+            }
+            Backend::Tansu(b) => b.lock().await.kill(),
+            Backend::Kafka { nodes, .. } => {
+                let mut nodes = nodes.lock().await;
+                nodes
+                    .node_ids()
+                    .into_iter()
+                    .try_for_each(|id| nodes.kill(id))
+            }
+            _ => Err(TestkitError::Unsupported {
+                what: "killing brokers",
+                backend: self.kind.name(),
+            }),
+        }
+    }
+
+    /// Brings back what [`kill_brokers`](Self::kill_brokers) took away, on the
+    /// same ports and data, and waits until the cluster answers.
+    pub async fn restart_brokers(&self) -> Result<(), TestkitError> {
+        match &self.backend {
+            Backend::Mock(h) => (1..=h.faults.brokers()).try_for_each(|id| h.faults.broker_up(id)),
+            Backend::Tansu(b) => b.lock().await.restart().await,
+            Backend::Kafka { nodes, .. } => {
+                let mut nodes = nodes.lock().await;
+                nodes.restart_all().await
+            }
+            _ => Err(TestkitError::Unsupported {
+                what: "restarting brokers",
+                backend: self.kind.name(),
+            }),
+        }
+    }
+
+    /// Number of broker nodes (1 for the mock cluster, tansu and an external cluster).
+    pub fn node_count(&self) -> usize {
+        match &self.backend {
+            Backend::Mock(h) => h.faults.brokers() as usize,
+            Backend::Kafka { count, .. } => *count,
+            _ => 1,
+        }
+    }
+
+    /// Creates a topic with `partitions` partitions (replication: the node
+    /// count, at most 3). An existing topic is not an error.
     ///
     /// A CreateTopics request that gets no answer within 15 s is sent again from a
     /// new client, up to three times in all (an existing topic is success, so
@@ -279,7 +368,8 @@ impl KafkaCluster {
             return h.faults.create_topic(topic, partitions);
         }
         const TRIES: u32 = 3;
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let rf = self.node_count().min(3) as i32;
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(15)));
@@ -329,6 +419,9 @@ impl KafkaCluster {
     /// The last lines of the tansu broker's log, as a suffix for an error
     /// message (empty on other backends).
     fn broker_log_tail(&self) -> String {
+        if let Backend::Kafka { dir, .. } = &self.backend {
+            return format!("; Kafka logs are under {}", dir.display());
+        }
         let Backend::Tansu(b) = &self.backend else {
             return String::new();
         };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum TestkitError {
     /// `WEIR_TEST_BROKER` has a value this crate does not know.
-    #[error("WEIR_TEST_BROKER={0:?} is not one of mock, tansu, external, docker")]
+    #[error("WEIR_TEST_BROKER={0:?} is not one of mock, kafka, tansu, external, docker")]
     UnknownBroker(String),
     /// `external` was asked for without `KAFKA_BOOTSTRAP_SERVERS`.
     #[error("WEIR_TEST_BROKER=external needs KAFKA_BOOTSTRAP_SERVERS=host:port[,host:port]")]

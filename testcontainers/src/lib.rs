@@ -5,6 +5,7 @@
 //! | `WEIR_TEST_BROKER` | what starts |
 //! |---|---|
 //! | `mock` (default) | librdkafka's in-process mock cluster, with fault injection ([`MockFaults`]) |
+//! | `kafka` | Apache Kafka 4.1 in KRaft mode from Maven Central jars, one node or three ([`KafkaNodes`]) |
 //! | `tansu` | a [Tansu](https://tansu.io) broker process on a free loopback port ([`TansuBroker`]) |
 //! | `external` | the cluster at `KAFKA_BOOTSTRAP_SERVERS` (Apache Kafka, Redpanda, a managed service) |
 //! | `docker` | Apache Kafka in a Docker container (cargo feature `docker`, needs a Docker engine) |
@@ -26,24 +27,32 @@
 //! # Ok(()) }
 //! ```
 
+mod apicurio;
 mod cluster;
 mod db;
+pub mod dist;
 #[cfg(feature = "docker")]
 mod docker;
 mod error;
+mod kafka;
 mod mock;
+mod process;
 mod proxy;
+mod raw;
 #[cfg(feature = "schema-registry")]
 mod schema_registry;
 mod tansu;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use apicurio::ApicurioRegistry;
 pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord, produce_with};
 pub use db::{PostgresDb, SqliteDb};
 pub use error::TestkitError;
+pub use kafka::{KafkaNodes, KafkaOptions};
 pub use mock::MockFaults;
 pub use proxy::TcpProxy;
+pub use raw::{RawRecord, produce_raw, record_batch};
 #[cfg(feature = "schema-registry")]
 pub use schema_registry::SchemaRegistryFixture;
 pub use tansu::{TansuBroker, TansuStorage};

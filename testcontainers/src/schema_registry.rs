@@ -27,6 +27,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 pub struct SchemaRegistryFixture {
     url: String,
     stub: Option<(MockServer, Arc<Mutex<State>>)>,
+    /// Held so that the process lives as long as the fixture.
+    _apicurio: Option<crate::ApicurioRegistry>,
 }
 
 impl std::fmt::Debug for SchemaRegistryFixture {
@@ -202,9 +204,36 @@ impl SchemaRegistryFixture {
     /// The registry at `SCHEMA_REGISTRY_URL` when set, otherwise a fresh stub.
     pub async fn from_env() -> Self {
         match std::env::var("SCHEMA_REGISTRY_URL") {
-            Ok(url) if !url.is_empty() => SchemaRegistryFixture { url, stub: None },
+            Ok(url) if !url.is_empty() => SchemaRegistryFixture {
+                url,
+                stub: None,
+                _apicurio: None,
+            },
             _ => Self::stub().await,
         }
+    }
+
+    /// A real registry: `SCHEMA_REGISTRY_URL` when set, otherwise a fresh
+    /// Apicurio Registry process ([`crate::ApicurioRegistry`]).
+    pub async fn real() -> Result<Self, crate::TestkitError> {
+        match std::env::var("SCHEMA_REGISTRY_URL") {
+            Ok(url) if !url.is_empty() => Ok(SchemaRegistryFixture {
+                url,
+                stub: None,
+                _apicurio: None,
+            }),
+            _ => Self::apicurio().await,
+        }
+    }
+
+    /// A fresh Apicurio Registry process, used through its Confluent-compatible API.
+    pub async fn apicurio() -> Result<Self, crate::TestkitError> {
+        let reg = crate::ApicurioRegistry::start().await?;
+        Ok(SchemaRegistryFixture {
+            url: reg.url(),
+            stub: None,
+            _apicurio: Some(reg),
+        })
     }
 
     /// A fresh in-process stub on a free loopback port.
@@ -218,6 +247,7 @@ impl SchemaRegistryFixture {
         SchemaRegistryFixture {
             url: server.uri(),
             stub: Some((server, state)),
+            _apicurio: None,
         }
     }
 
@@ -269,65 +299,11 @@ impl SchemaRegistryFixture {
         schema: &str,
         schema_type: &str,
     ) -> Result<u32, String> {
-        let body = serde_json::json!({ "schema": schema, "schemaType": schema_type }).to_string();
-        let url = format!(
-            "{}/subjects/{}/versions",
-            self.url,
-            subject.replace('/', "%2F")
-        );
-        let (status, text) = http_post(&url, &body).await?;
-        if status != 200 {
-            return Err(format!("register {subject}: HTTP {status}: {text}"));
-        }
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        v.get("id")
-            .and_then(|i| i.as_u64())
-            .map(|i| i as u32)
-            .ok_or_else(|| format!("register {subject}: no id in {text}"))
+        crate::apicurio::register(&self.url, subject, schema, schema_type).await
     }
 
     /// Requests the stub has answered, as `METHOD /path` (stub only).
     pub fn requests(&self) -> Vec<String> {
         self.state().lock().requests.clone()
     }
-}
-
-/// A minimal HTTP/1.1 POST over a TCP stream (the fixture's own setup calls;
-/// Weir's client under test uses reqwest).
-async fn http_post(url: &str, body: &str) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("only http:// URLs are supported by the fixture: {url}"))?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut s = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| format!("connect {host}: {e}"))?;
-    let req = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad HTTP response: {text}"))?;
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    // The stub answers with Content-Length; a chunked real registry answer is
-    // rare for these calls, strip a chunk header if present.
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.lines().nth(1).unwrap_or("").to_string()
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
 }

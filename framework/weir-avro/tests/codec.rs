@@ -1,6 +1,8 @@
-//! Avro codecs against a schema registry over real HTTP: the in-process stub
-//! of the Confluent REST API (`weir_testkit::SchemaRegistryFixture`), or the
-//! registry at `SCHEMA_REGISTRY_URL` when set (stub-only checks are skipped).
+//! Avro codecs against a schema registry over real HTTP: Apicurio Registry's
+//! Confluent-compatible API (or the registry at `SCHEMA_REGISTRY_URL`), and
+//! the in-process stub of the Confluent REST API
+//! (`weir_testkit::SchemaRegistryFixture::stub`) where a test injects faults,
+//! auth refusals or counts requests.
 #![allow(missing_docs)]
 
 mod schemas;
@@ -54,7 +56,7 @@ fn uuid_like() -> String {
 
 #[tokio::test]
 async fn wire_bytes_match_the_confluent_format() -> R {
-    let f = SchemaRegistryFixture::from_env().await;
+    let f = SchemaRegistryFixture::real().await?;
     let reg = registry(&f);
     let topic = unique("clicks");
     let ser = AvroSerializer::<ClickV1>::new(reg.clone(), Schema::parse_str(CLICK_V1)?);
@@ -93,7 +95,7 @@ async fn wire_bytes_match_the_confluent_format() -> R {
 
 #[tokio::test]
 async fn round_trips_typed_generic_and_keys_independently() -> R {
-    let f = SchemaRegistryFixture::from_env().await;
+    let f = SchemaRegistryFixture::real().await?;
     let reg = registry(&f);
     let topic = unique("orders");
     let key_ser =
@@ -183,7 +185,7 @@ async fn schema_lookups_are_cached_and_shared() -> R {
 
 #[tokio::test]
 async fn reader_schema_reads_older_and_newer_data() -> R {
-    let f = SchemaRegistryFixture::from_env().await;
+    let f = SchemaRegistryFixture::real().await?;
     let reg = registry(&f);
     let topic = unique("evo");
     let v1 = AvroSerializer::<ClickV1>::new(reg.clone(), Schema::parse_str(CLICK_V1)?);
@@ -248,7 +250,7 @@ fn assert_class(e: &DecodeError, class: &str) {
 
 #[tokio::test]
 async fn every_decoding_failure_is_classified() -> R {
-    let f = SchemaRegistryFixture::from_env().await;
+    let f = SchemaRegistryFixture::real().await?;
     let reg = registry(&f);
     let topic = unique("bad");
     let id1 = f.register(&format!("{topic}-value"), CLICK_V1).await?;

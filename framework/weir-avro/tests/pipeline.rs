@@ -1,5 +1,5 @@
-//! Avro through real brokers (mock cluster and tansu) with the registry stub
-//! (or `SCHEMA_REGISTRY_URL`): produced with `AvroSerializer` through
+//! Avro through real brokers (mock cluster and Apache Kafka) with Apicurio
+//! Registry (or `SCHEMA_REGISTRY_URL`; the stub where an outage is injected): produced with `AvroSerializer` through
 //! `weir::Producer`, consumed with a newer reader schema, transient failures
 //! retried through a tier (the copy keeps its schema id and decodes the same),
 //! every decoding failure class in the DLQ with its class, and a registry
@@ -50,7 +50,7 @@ const N: usize = 60;
 
 async fn avro_pipeline_with_evolution_retries_and_classified_dlq(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
-    let sr = SchemaRegistryFixture::from_env().await;
+    let sr = SchemaRegistryFixture::real().await?;
     let registry = SchemaRegistry::builder(sr.url()).build()?;
     let topic = "clicks";
     cluster.create_topic(topic, 2).await?;
@@ -285,7 +285,7 @@ async fn avro_rows_through_the_outbox(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     let topic = "outbox-clicks";
     cluster.create_topic(topic, 2).await?;
-    let sr = SchemaRegistryFixture::from_env().await;
+    let sr = SchemaRegistryFixture::real().await?;
     let registry = SchemaRegistry::builder(sr.url()).build()?;
     let ser = AvroSerializer::<ClickV1>::new(registry.clone(), Schema::parse_str(CLICK_V1)?);
     let db = weir_testkit::SqliteDb::fresh()?;

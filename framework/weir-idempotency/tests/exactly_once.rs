@@ -49,9 +49,9 @@ mod more {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn zombie_and_successor_yield_one_effect_tansu() -> crate::common::R {
+    async fn zombie_and_successor_yield_one_effect_kafka() -> crate::common::R {
         crate::common::init();
-        super::zombie_and_successor_yield_one_effect(weir_testkit::BrokerKind::Tansu).await
+        super::zombie_and_successor_yield_one_effect(weir_testkit::BrokerKind::Kafka).await
     }
 }
 

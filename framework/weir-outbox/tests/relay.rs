@@ -1,4 +1,4 @@
-//! The outbox relay against real brokers (mock cluster, tansu) and real
+//! The outbox relay against real brokers (mock cluster, Apache Kafka) and real
 //! databases (PostgreSQL, SQLite).
 
 #[path = "../../weir/tests/common/mod.rs"]
@@ -35,9 +35,9 @@ mod more {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn broker_outage_loses_nothing_tansu() -> crate::common::R {
+    async fn broker_outage_loses_nothing_kafka() -> crate::common::R {
         crate::common::init();
-        super::broker_outage_loses_nothing(weir_testkit::BrokerKind::Tansu).await
+        super::broker_outage_loses_nothing(weir_testkit::BrokerKind::Kafka).await
     }
 }
 
@@ -390,12 +390,9 @@ async fn broker_outage_loses_nothing(kind: BrokerKind) -> R {
     let stop = CancellationToken::new();
     let (r, s) = (relay.clone(), stop.clone());
     let task = tokio::spawn(async move { r.run(s).await });
-    // Mock: the broker refuses connections; tansu: the process is killed (its
-    // SQLite storage keeps the topic) and restarted later.
-    match kind {
-        BrokerKind::Mock => cluster.mock_faults().expect("mock").broker_down(1)?,
-        _ => cluster.tansu_broker().expect("tansu").lock().await.kill()?,
-    }
+    // Mock: the broker refuses connections; Kafka: the node is SIGKILLed (its
+    // log keeps the topic) and restarted later.
+    cluster.kill_brokers().await?;
     for i in 0..50 {
         let mut tx = db.pool().begin().await?;
         PostgresOutbox::enqueue(
@@ -421,18 +418,7 @@ async fn broker_outage_loses_nothing(kind: BrokerKind) -> R {
             .fetch_one(db.pool())
             .await?;
     assert!(last_error.is_some(), "the failure is recorded on the rows");
-    match kind {
-        BrokerKind::Mock => cluster.mock_faults().expect("mock").broker_up(1)?,
-        _ => {
-            cluster
-                .tansu_broker()
-                .expect("tansu")
-                .lock()
-                .await
-                .restart()
-                .await?
-        }
-    }
+    cluster.restart_brokers().await?;
     wait_until(
         "all published after the outage",
         Duration::from_secs(60),

@@ -134,9 +134,9 @@ macro_rules! both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() -> crate::common::R { super::otlp(); super::$name(weir_testkit::BrokerKind::Mock).await }
         )* }
-        mod tansu { $(
+        mod kafka { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() -> crate::common::R { super::otlp(); super::$name(weir_testkit::BrokerKind::Tansu).await }
+            async fn $name() -> crate::common::R { super::otlp(); super::$name(weir_testkit::BrokerKind::Kafka).await }
         )* }
     };
 }

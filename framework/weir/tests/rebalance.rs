@@ -1,9 +1,9 @@
 //! Rebalances under load: three members join and leave during a 20,000-message
 //! run. Nothing is lost, and an idempotent sink applies each effect once.
 //!
-//! Runs on the mock cluster. tansu 0.6.0 keeps a departed leader while its group
-//! re-forms and then never assigns partitions again (docs/brokers.md), so a
-//! leave/join storm there tests tansu, not Weir.
+//! Runs on the mock cluster and Apache Kafka. (tansu 0.6.0 keeps a departed
+//! leader while its group re-forms and then never assigns partitions again,
+//! docs/brokers.md, so it is not run there.)
 
 mod common;
 
@@ -67,7 +67,16 @@ async fn stop(m: Member) -> R {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_three_members_join_and_leave_under_load() -> R {
     common::init();
-    let cluster = KafkaCluster::mock(1)?;
+    three_members_join_and_leave_under_load(KafkaCluster::mock(1)?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_three_members_join_and_leave_under_load() -> R {
+    common::init();
+    three_members_join_and_leave_under_load(KafkaCluster::kafka(1).await?).await
+}
+
+async fn three_members_join_and_leave_under_load(cluster: KafkaCluster) -> R {
     cluster.create_topic("rebalance", 6).await?;
     cluster
         .produce(

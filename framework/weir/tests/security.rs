@@ -1,4 +1,4 @@
-//! Access control against tansu: SASL/SCRAM (right credentials work, wrong
+//! Access control against Apache Kafka: SASL/SCRAM (right credentials work, wrong
 //! ones fail fast with a clear authentication error, for a consumer and for a
 //! producer's sends, secrets never appear in logs, errors or `Debug` output)
 //! and TLS (a client trusting the CA connects, a consumer or producer that does
@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use weir::producer::ProduceError;
 use weir::{Consumer, ConsumerConfig, Message, ProcessError, Producer, Record, processor_fn};
-use weir_testkit::{TansuBroker, TansuStorage};
+use weir_testkit::{KafkaNodes, KafkaOptions};
 
 use common::R;
 
@@ -112,13 +112,16 @@ async fn consume(cfg: ConsumerConfig, expect: usize) -> Result<usize, weir::Weir
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_scram_right_credentials_work_wrong_ones_fail_fast() -> R {
     let logs = captured_logs();
-    let mut broker = TansuBroker::start(TansuStorage::Sqlite).await?;
+    // The client listener is SASL_PLAINTEXT with SCRAM-SHA-512; the user is
+    // created when the storage is formatted.
+    let broker = KafkaNodes::start(KafkaOptions {
+        scram_users: vec![("weir".into(), PASSWORD.into())],
+        ..KafkaOptions::nodes(1)
+    })
+    .await?;
+    assert_eq!(broker.security_protocol(), "SASL_PLAINTEXT");
     let brokers = broker.bootstrap_servers();
-    create_topic(&brokers, &[], "secure").await?;
-    broker.create_user("weir", PASSWORD).await?;
-    broker.stop()?;
-    broker.set_extra_args(vec!["--authentication".into()]);
-    broker.restart().await?;
+    create_topic(&broker.internal_bootstrap(), &[], "secure").await?;
 
     // Right credentials: produce and consume.
     let good = sasl(config(&brokers, "secure-good"), PASSWORD);
@@ -253,23 +256,29 @@ impl Pki {
     }
 }
 
-/// Tansu 0.6.0 cannot serve TLS itself (`--cert` and `--key` are mutually
-/// exclusive in its CLI: see docs/brokers.md), so a TLS terminator sits in
-/// front of it and tansu advertises the terminator's address: every client
-/// connection, bootstrap and broker, is TLS.
+/// Kafka serves TLS on its client listener from a PEM keystore (key and
+/// certificate signed by the test CA): every client connection, bootstrap and
+/// broker, is TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_trusted_ca_connects_untrusted_is_refused() -> R {
     let _ = captured_logs();
     let pki = Pki::new()?;
-    let tls = weir_testkit::TlsProxy::bind(
-        &std::fs::read(pki.path("server.pem"))?,
-        &std::fs::read(pki.path("server.key"))?,
-    )
+    let keystore = pki.path("server-keystore.pem");
+    std::fs::write(
+        &keystore,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(pki.path("server.key"))?,
+            std::fs::read_to_string(pki.path("server.pem"))?
+        ),
+    )?;
+    let broker = KafkaNodes::start(KafkaOptions {
+        tls_keystore_pem: Some(keystore.into()),
+        ..KafkaOptions::nodes(1)
+    })
     .await?;
-    let broker =
-        TansuBroker::start_advertised(TansuStorage::Memory, Vec::new(), tls.addr().port()).await?;
-    tls.forward_to(&broker.bootstrap_servers());
-    let brokers = tls.addr().to_string();
+    assert_eq!(broker.security_protocol(), "SSL");
+    let brokers = broker.bootstrap_servers();
     let ca = pki.path("ca.pem");
     create_topic(
         &brokers,

@@ -1,4 +1,4 @@
-//! Shared helpers for Weir's integration tests (mock cluster and tansu).
+//! Shared helpers for Weir's integration tests (mock cluster and Apache Kafka).
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -9,7 +9,7 @@ use weir_testkit::{BrokerKind, KafkaCluster, TansuStorage};
 
 pub type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// Generates `mock_<name>` and `tansu_<name>` tests calling `name(BrokerKind)`.
+/// Generates `mock::<name>` and `kafka::<name>` tests calling `name(BrokerKind)`.
 #[macro_export]
 macro_rules! broker_tests {
     ($($name:ident),* $(,)?) => {
@@ -22,12 +22,12 @@ macro_rules! broker_tests {
                 }
             )*
         }
-        mod tansu {
+        mod kafka {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() -> $crate::common::R {
                     $crate::common::init();
-                    super::$name(weir_testkit::BrokerKind::Tansu).await
+                    super::$name(weir_testkit::BrokerKind::Kafka).await
                 }
             )*
         }
