@@ -165,6 +165,9 @@ fn now_ms() -> u64 {
 /// Why a consumer is wedged, if it is. A consumer that has not started its
 /// loop yet (heartbeat 0) is not wedged.
 fn wedged(c: &ConsumerHandle, stale_after: Duration) -> Option<String> {
+    if c.stats().run_failed() > 0 {
+        return Some("the consumer stopped with an error".into());
+    }
     let hb = c.stats().loop_heartbeat_ms();
     if hb == 0 {
         return None;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::WeirError;
@@ -279,18 +279,7 @@ pub async fn read_dlq(
                         timestamp_ms: m.timestamp().to_millis(),
                         key: m.key().map(Bytes::copy_from_slice),
                         payload: m.payload().map(Bytes::copy_from_slice),
-                        headers: Headers(
-                            m.headers()
-                                .map(|hs| {
-                                    hs.iter()
-                                        .map(|h| Header {
-                                            key: h.key.to_string(),
-                                            value: h.value.map(Bytes::copy_from_slice),
-                                        })
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        ),
+                        headers: crate::runtime::poller::read_headers(&m),
                     };
                     if let Some(&end) = ends.get(&p)
                         && m.offset() + 1 >= end

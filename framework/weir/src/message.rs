@@ -33,6 +33,11 @@ pub struct Header {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers(pub Vec<Header>);
 
+/// Stands in for a header whose name librdkafka could not hand over as UTF-8
+/// (its value is the header's index): the message goes to the failure sink
+/// as `invalid_header_name` (the original name's bytes are not kept).
+pub const UNREADABLE_HEADER_NAME: &str = "weir-unreadable-header-name";
+
 impl Headers {
     /// The last header called `name` (Kafka convention: the latest wins).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
@@ -139,6 +144,13 @@ pub enum MessageError {
         /// Header name.
         name: String,
     },
+    /// A header name is not valid UTF-8 (it reads as
+    /// [`UNREADABLE_HEADER_NAME`] in [`RawMessage::headers`]).
+    #[error("header #{index} has a name that is not valid UTF-8")]
+    InvalidHeaderName {
+        /// Position of the header in the message.
+        index: usize,
+    },
     /// The headers are larger than `max_header_bytes`.
     #[error("headers take {size} bytes, above max_header_bytes = {limit}")]
     OversizedHeaders {
@@ -156,6 +168,7 @@ impl MessageError {
             MessageError::MissingKey => "missing_key",
             MessageError::InvalidKey => "invalid_key",
             MessageError::InvalidHeader { .. } => "invalid_header",
+            MessageError::InvalidHeaderName { .. } => "invalid_header_name",
             MessageError::OversizedHeaders { .. } => "oversized_headers",
         }
     }

@@ -358,11 +358,15 @@ where
         tracing::info!(group = %group_id, ?topics, ordering = ?config.ordering, "consumer started");
 
         let stop = Arc::new(AtomicBool::new(false));
+        // Dropping this future (an aborted task, a lost `select!`) stops the
+        // poll thread too: it would otherwise stay in the group, heartbeating,
+        // holding partitions that nothing processes.
+        let _stop_on_drop = StopOnDrop(stop.clone());
         let poll_consumer = consumer.clone();
         let poll_stop = stop.clone();
         let poller = std::thread::Builder::new()
             .name(format!("weir-poll-{group_id}"))
-            .spawn(move || poller::poll_loop(poll_consumer, poll_stop))
+            .spawn(move || poller::poll_thread(poll_consumer, poll_stop))
             .map_err(|e| WeirError::Internal(format!("spawning the poll thread: {e}")))?;
 
         let runner = Arc::new(Runner {
@@ -418,6 +422,11 @@ where
             group_id.clone(),
         );
         let result = dispatcher.run(rx).await;
+        if result.is_err() {
+            stats
+                .run_failed
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(t) = depth_task {
             t.abort();
         }
@@ -427,6 +436,15 @@ where
         let _ = tokio::task::spawn_blocking(move || poller.join()).await;
         tracing::info!(group = %group_id, "consumer stopped and left the group");
         result
+    }
+}
+
+/// Sets the poll thread's stop flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -42,7 +42,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::client::{describe_fatal, is_fatal, refused_connection};
-use crate::message::{Header, Headers, RawMessage, TopicPartition};
+use crate::message::{Header, Headers, RawMessage, TopicPartition, UNREADABLE_HEADER_NAME};
 use crate::offsets::NextOffset;
 use crate::stats::ConsumerStats;
 
@@ -447,19 +447,48 @@ pub(crate) fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessag
     convert_with(topics.intern(m.topic()), m.partition(), m)
 }
 
+/// Copies a message's headers out of librdkafka, never panicking on what a
+/// producer sent: rust-rdkafka's accessor unwraps every header name as UTF-8
+/// (`BorrowedHeaders::try_get`), so a name that is not UTF-8 panics inside
+/// it. Such a header is replaced by [`UNREADABLE_HEADER_NAME`] with the
+/// header's index as its value, and the runner sends the message to the
+/// failure sink as `invalid_header_name`. The panic stays inside this call.
+pub(crate) fn read_headers(m: &BorrowedMessage<'_>) -> Headers {
+    let Some(hs) = m.headers() else {
+        return Headers::default();
+    };
+    let mut out = Vec::with_capacity(hs.count());
+    for i in 0..hs.count() {
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            hs.try_get(i).map(|h| Header {
+                key: h.key.to_string(),
+                value: h.value.map(Bytes::copy_from_slice),
+            })
+        }));
+        match got {
+            Ok(Some(h)) => out.push(h),
+            Ok(None) => {}
+            Err(_) => {
+                tracing::warn!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    index = i,
+                    "a header name is not valid UTF-8; the message goes to the failure sink"
+                );
+                out.push(Header {
+                    key: UNREADABLE_HEADER_NAME.to_string(),
+                    value: Some(Bytes::from(i.to_string())),
+                });
+            }
+        }
+    }
+    Headers(out)
+}
+
 /// Copies a message out of librdkafka whose topic and partition are known.
 fn convert_with(topic: Arc<str>, partition: i32, m: &BorrowedMessage<'_>) -> RawMessage {
-    let headers = match m.headers() {
-        None => Headers::default(),
-        Some(hs) => Headers(
-            hs.iter()
-                .map(|h| Header {
-                    key: h.key.to_string(),
-                    value: h.value.map(Bytes::copy_from_slice),
-                })
-                .collect(),
-        ),
-    };
+    let headers = read_headers(m);
     RawMessage {
         topic,
         partition,
@@ -468,6 +497,23 @@ fn convert_with(topic: Arc<str>, partition: i32, m: &BorrowedMessage<'_>) -> Raw
         key: m.key().map(Bytes::copy_from_slice),
         payload: m.payload().map(Bytes::copy_from_slice),
         headers,
+    }
+}
+
+/// Runs [`poll_loop`]; a panic in it (a bug: the loop handles every error it
+/// knows) is reported to the dispatcher as a fatal error, so `run()` ends with
+/// it instead of waiting for a poll thread that is gone.
+pub(crate) fn poll_thread(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
+    let ctx = consumer.context().clone();
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_loop(consumer, stop)));
+    if let Err(p) = result {
+        let msg = format!(
+            "the poll thread panicked ({}); the consumer stops: restart it, and report this as a bug",
+            crate::runtime::task::panic_message(p)
+        );
+        tracing::error!(group = %ctx.group_id, "{msg}");
+        let _ = ctx.events.send(Event::Fatal(msg));
     }
 }
 

@@ -253,6 +253,13 @@ where
         attempt: u32,
         cancel: &Arc<CancellationToken>,
     ) -> Result<(), ProcessError> {
+        if let Some(index) = raw.headers.get(crate::message::UNREADABLE_HEADER_NAME) {
+            let index = std::str::from_utf8(index)
+                .ok()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            return Err(MessageError::InvalidHeaderName { index }.into());
+        }
         let size = raw.headers.byte_size();
         if size > self.max_header_bytes {
             return Err(MessageError::OversizedHeaders {
@@ -261,11 +268,26 @@ where
             }
             .into());
         }
-        let value = self.codec.decode(raw).await.inspect_err(|e| {
-            if !e.is_unavailable() {
+        // A codec must not panic; one that does fails this message, not the consumer.
+        let decoded = AssertUnwindSafe(self.codec.decode(raw))
+            .catch_unwind()
+            .await;
+        let value = match decoded {
+            Ok(v) => v.inspect_err(|e| {
+                if !e.is_unavailable() {
+                    ConsumerStats::add(&self.stats.decode_errors, 1);
+                }
+            })?,
+            Err(p) => {
                 ConsumerStats::add(&self.stats.decode_errors, 1);
+                ConsumerStats::add(&self.stats.panics, 1);
+                return Err(ProcessError::terminal(HandlerPanic(format!(
+                    "the codec panicked: {}",
+                    panic_message(p)
+                )))
+                .with_class("decode_panic"));
             }
-        })?;
+        };
         let msg = Message::with_shared_cancel(value, raw.clone(), attempt, cancel.clone());
         let fut = AssertUnwindSafe(self.processor.process(msg)).catch_unwind();
         let started = tokio::time::Instant::now();
