@@ -344,7 +344,7 @@ pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
     let topic = to_topic
         .map(str::to_owned)
         .or_else(|| m.original_topic.clone())?;
-    let mut hs: Vec<Header> = m
+    let hs: Vec<Header> = m
         .raw
         .headers
         .iter()
@@ -355,12 +355,9 @@ pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
         })
         .cloned()
         .collect();
-    if !hs.iter().any(|h| h.key == MESSAGE_ID_HEADER) {
-        hs.push(Header {
-            key: MESSAGE_ID_HEADER.into(),
-            value: Some(Bytes::from(m.coordinates())),
-        });
-    }
+    let mut hs = Headers(hs);
+    crate::id::repair_message_id(&mut hs, || m.coordinates());
+    let mut hs = hs.0;
     hs.push(Header {
         key: headers::REPLAYED_FROM.into(),
         value: Some(Bytes::from(m.coordinates())),

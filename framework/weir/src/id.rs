@@ -20,6 +20,36 @@ pub const MESSAGE_ID_HEADER: &str = "weir-message-id";
 /// input instead of being stored.
 pub const MAX_MESSAGE_ID_LEN: usize = 255;
 
+/// Where a copy (retry tier, DLQ, replay) keeps a [`MESSAGE_ID_HEADER`] value
+/// that is not a valid ID (empty, longer than [`MAX_MESSAGE_ID_LEN`], not
+/// UTF-8), byte for byte, when it gets a valid one instead.
+pub const INVALID_MESSAGE_ID_HEADER: &str = "weir-invalid-message-id";
+
+/// Whether `id` is a message ID a Weir producer accepts.
+pub fn is_valid_message_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_MESSAGE_ID_LEN && std::str::from_utf8(id).is_ok()
+}
+
+/// Gives `headers` one valid [`MESSAGE_ID_HEADER`] before a copy is produced:
+/// a valid one is kept; a missing one becomes `fallback()` (the original's
+/// coordinates); an invalid one moves to [`INVALID_MESSAGE_ID_HEADER`] and
+/// `fallback()` takes its place, so the copy can always be sent.
+pub(crate) fn repair_message_id(
+    headers: &mut crate::message::Headers,
+    fallback: impl FnOnce() -> String,
+) {
+    let current = headers.get(MESSAGE_ID_HEADER).map(<[u8]>::to_vec);
+    if current.as_deref().is_some_and(is_valid_message_id) {
+        return;
+    }
+    headers.0.retain(|h| h.key != MESSAGE_ID_HEADER);
+    if let Some(bad) = current {
+        headers.0.retain(|h| h.key != INVALID_MESSAGE_ID_HEADER);
+        headers.push(INVALID_MESSAGE_ID_HEADER, bad);
+    }
+    headers.push(MESSAGE_ID_HEADER, fallback());
+}
+
 /// A fresh message ID: a UUIDv7 (time-ordered, so indexes on it stay compact).
 pub fn new_message_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -28,6 +58,31 @@ pub fn new_message_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Headers;
+
+    #[test]
+    fn invalid_ids_are_kept_aside_and_replaced() {
+        for bad in [vec![], vec![b'x'; MAX_MESSAGE_ID_LEN + 1], vec![0xff, 0x00]] {
+            let mut h = Headers::default();
+            h.push(MESSAGE_ID_HEADER, bad.clone());
+            repair_message_id(&mut h, || "t/0@5".into());
+            assert_eq!(h.get_str(MESSAGE_ID_HEADER).unwrap(), Some("t/0@5"));
+            assert_eq!(h.get(INVALID_MESSAGE_ID_HEADER), Some(bad.as_slice()));
+            assert_eq!(h.iter().filter(|x| x.key == MESSAGE_ID_HEADER).count(), 1);
+        }
+        let mut h = Headers::default();
+        h.push(MESSAGE_ID_HEADER, "good");
+        repair_message_id(&mut h, || unreachable!());
+        assert_eq!(h.get_str(MESSAGE_ID_HEADER).unwrap(), Some("good"));
+        assert!(h.get(INVALID_MESSAGE_ID_HEADER).is_none());
+        let mut h = Headers::default();
+        repair_message_id(&mut h, || "t/1@2".into());
+        assert_eq!(h.get_str(MESSAGE_ID_HEADER).unwrap(), Some("t/1@2"));
+        assert!(
+            h.get(INVALID_MESSAGE_ID_HEADER).is_none(),
+            "a missing id is not invalid"
+        );
+    }
 
     #[test]
     fn ids_are_unique_v7_and_time_ordered() {

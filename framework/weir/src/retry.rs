@@ -46,7 +46,6 @@ use tokio::time::Instant;
 
 use crate::error::{ErrorKind, ProcessError};
 use crate::failure::{Disposition, Failure, FailureSink};
-use crate::id::MESSAGE_ID_HEADER;
 use crate::message::{Header, Headers, RawMessage};
 use crate::producer::{Producer, Record};
 
@@ -98,9 +97,13 @@ pub mod headers {
 /// Longest error message copied into [`headers::ERROR_MESSAGE`].
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 
-/// Longest hold the dispatcher honours for a due time (a corrupt header must
-/// not park a partition for years).
-const MAX_HOLD: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Clock skew allowed between the member that stamped a due time and the one
+/// holding the copy, on top of the tier's delay and jitter.
+pub const HOLD_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// Highest delivery attempt read from a header: a hostile `weir-attempt`
+/// saturates here instead of overflowing attempt arithmetic.
+pub const MAX_DELIVERY_ATTEMPT: u32 = 1_000_000;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -113,34 +116,38 @@ fn header_i64(h: &Headers, name: &str) -> Option<i64> {
     h.get_str(name).ok().flatten()?.trim().parse().ok()
 }
 
-/// The delivery attempt a message starts at: its [`headers::ATTEMPT`], else 1.
+/// The delivery attempt a message starts at: its [`headers::ATTEMPT`], else 1;
+/// at most [`MAX_DELIVERY_ATTEMPT`].
 pub(crate) fn delivery_attempt(m: &RawMessage) -> u32 {
     header_i64(&m.headers, headers::ATTEMPT)
-        .and_then(|a| u32::try_from(a).ok())
         .filter(|a| *a >= 1)
+        .map(|a| a.min(i64::from(MAX_DELIVERY_ATTEMPT)) as u32)
         .unwrap_or(1)
 }
 
-/// When a message becomes due, if its [`headers::DUE_MS`] is in the future.
-pub(crate) fn due_at(m: &RawMessage) -> Option<Instant> {
+/// When a message on a tier topic becomes due, if its [`headers::DUE_MS`] is
+/// in the future: held at most `max_hold` (the tier's delay with jitter and
+/// [`HOLD_SKEW_ALLOWANCE`]), whatever the header says.
+pub(crate) fn due_at(m: &RawMessage, max_hold: Duration) -> Option<Instant> {
     let due = header_i64(&m.headers, headers::DUE_MS)?;
-    let wait = due - now_ms();
+    let wait = due.saturating_sub(now_ms());
     if wait <= 0 {
         return None;
     }
     let wait = Duration::from_millis(wait as u64);
-    if wait > MAX_HOLD {
+    if wait > max_hold {
         tracing::warn!(
             topic = %m.topic, partition = m.partition, offset = m.offset,
-            "due time more than 7 days ahead; holding for 7 days"
+            ?wait, ?max_hold,
+            "due time further ahead than this tier delays; holding for the tier's delay"
         );
     }
-    Some(Instant::now() + wait.min(MAX_HOLD))
+    Some(Instant::now() + wait.min(max_hold))
 }
 
 /// True when a scheduled message's [`headers::NOT_BEFORE_MS`] is still ahead.
 pub(crate) fn not_yet(m: &RawMessage) -> bool {
-    header_i64(&m.headers, headers::NOT_BEFORE_MS).is_some_and(|nb| nb > now_ms() + 2)
+    header_i64(&m.headers, headers::NOT_BEFORE_MS).is_some_and(|nb| nb > now_ms().saturating_add(2))
 }
 
 /// The tier for a wait of `remaining`: the longest delay not above it, else the
@@ -320,6 +327,23 @@ impl RetryTopics {
         self.dlq_topic_pattern.replace("{topic}", source)
     }
 
+    /// The tier topics of `sources` with the longest hold a due time gets on
+    /// each: the tier's delay, plus jitter, plus [`HOLD_SKEW_ALLOWANCE`].
+    pub(crate) fn tier_holds(&self, sources: &[String]) -> HashMap<String, Duration> {
+        let mut out = HashMap::new();
+        if self.keep_key_order {
+            return out;
+        }
+        for s in sources {
+            for d in self.backoff.delays() {
+                let hold = d.mul_f64(1.0 + self.jitter.clamp(0.0, 1.0)) + HOLD_SKEW_ALLOWANCE;
+                let e = out.entry(self.retry_topic(s, d)).or_insert(hold);
+                *e = (*e).max(hold);
+            }
+        }
+        out
+    }
+
     /// Every tier topic of `source`, without duplicates, in tier order (none
     /// in [`keep_key_order`](Self::keep_key_order) mode).
     pub fn retry_topics_of(&self, source: &str) -> Vec<String> {
@@ -489,7 +513,7 @@ impl RetrySink {
                     Some(&delay) => Route::Retry {
                         topic: self.cfg.retry_topic(&source, delay),
                         delay,
-                        next_attempt: attempt + 1,
+                        next_attempt: attempt.saturating_add(1),
                     },
                     None => dlq("retries_exhausted"),
                 }
@@ -561,13 +585,12 @@ impl RetrySink {
             .collect();
         let mut out = Headers(Vec::new());
         std::mem::swap(&mut out.0, &mut hs);
+        // The identity the idempotency layer gave the original (its id, else
+        // its coordinates) stays its identity on every copy; an invalid id is
+        // kept aside so that the copy can be sent.
+        crate::id::repair_message_id(&mut out, || m.coordinates());
         let has = |name: &str| out.get(name).is_some();
         let mut add: Vec<(&str, String)> = Vec::new();
-        if !has(MESSAGE_ID_HEADER) {
-            // The identity the idempotency layer gave the original (its
-            // coordinates) stays its identity on every copy.
-            add.push((MESSAGE_ID_HEADER, m.coordinates()));
-        }
         if !has(headers::ORIGINAL_TOPIC) {
             add.push((headers::ORIGINAL_TOPIC, m.topic.to_string()));
             add.push((headers::ORIGINAL_PARTITION, m.partition.to_string()));
@@ -882,6 +905,7 @@ pub(crate) async fn ensure_topics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::MESSAGE_ID_HEADER;
 
     fn raw(topic: &str, hs: &[(&str, &str)]) -> RawMessage {
         let mut h = Headers::default();
@@ -1117,15 +1141,47 @@ mod tests {
         assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "3")])), 3);
         assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "-4")])), 1);
         assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "zz")])), 1);
+        assert_eq!(
+            delivery_attempt(&raw("t", &[(headers::ATTEMPT, "4294967295")])),
+            MAX_DELIVERY_ATTEMPT
+        );
+        let hold = Duration::from_secs(70);
         assert!(
-            due_at(&raw("t", &[(headers::DUE_MS, "12")])).is_none(),
+            due_at(&raw("t", &[(headers::DUE_MS, "12")]), hold).is_none(),
             "past"
         );
+        assert!(due_at(&raw("t", &[(headers::DUE_MS, &i64::MIN.to_string())]), hold).is_none());
         let soon = (now_ms() + 60_000).to_string();
-        assert!(due_at(&raw("t", &[(headers::DUE_MS, &soon)])).is_some());
-        assert!(due_at(&raw("t", &[(headers::DUE_MS, "garbage")])).is_none());
+        assert!(due_at(&raw("t", &[(headers::DUE_MS, &soon)]), hold).is_some());
+        assert!(due_at(&raw("t", &[(headers::DUE_MS, "garbage")]), hold).is_none());
         let far = i64::MAX.to_string();
-        let at = due_at(&raw("t", &[(headers::DUE_MS, &far)])).unwrap();
-        assert!(at <= Instant::now() + MAX_HOLD);
+        let at = due_at(&raw("t", &[(headers::DUE_MS, &far)]), hold).unwrap();
+        assert!(at <= Instant::now() + hold);
+        let nb = raw("t", &[(headers::NOT_BEFORE_MS, &far)]);
+        assert!(not_yet(&nb));
+    }
+
+    #[test]
+    fn tier_holds_cover_each_tier_with_jitter_and_skew() {
+        let rt = RetryTopics::tiers([Duration::from_secs(1), Duration::from_secs(10)]).jitter(0.5);
+        let holds = rt.tier_holds(&["orders".to_string()]);
+        assert_eq!(holds.len(), 2);
+        assert_eq!(
+            holds["orders.retry.1s"],
+            Duration::from_millis(1500) + HOLD_SKEW_ALLOWANCE
+        );
+        assert_eq!(
+            holds["orders.retry.10s"],
+            Duration::from_secs(15) + HOLD_SKEW_ALLOWANCE
+        );
+        assert!(
+            !holds.contains_key("orders"),
+            "the source topic holds nothing"
+        );
+        assert!(
+            rt.keep_key_order()
+                .tier_holds(&["orders".to_string()])
+                .is_empty()
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use weir::retry::{RetryTopics, headers};
 use weir::{
     Codec, Consumer, DecodeError, Disposition, Failure, FailureSink, Message, ProcessError,
     RawMessage, StringCodec, processor_fn,
@@ -20,6 +21,9 @@ broker_tests!(
     a_header_name_that_is_not_utf8_reaches_the_sink_and_the_partition_goes_on,
     a_panicking_codec_fails_only_that_message,
     dropping_the_run_future_stops_the_poll_thread,
+    hostile_numbers_in_headers_neither_panic_nor_hold,
+    an_invalid_message_id_is_kept_aside_and_the_copy_gets_a_valid_one,
+    a_due_time_holds_only_tier_topics_and_only_about_their_delay,
 );
 
 /// Records (offset, class) and lets the partition move on.
@@ -219,5 +223,211 @@ async fn dropping_the_run_future_stops_the_poll_thread(kind: BrokerKind) -> R {
         poll_threads(&prefix) == 0
     })
     .await;
+    Ok(())
+}
+
+/// Runs a consumer that records every value until `n` were processed; returns
+/// the values, the sink's (offset, class) list and the run report.
+async fn consume_n(
+    cluster: &weir_testkit::KafkaCluster,
+    group: &str,
+    topics: &[&str],
+    rt: Option<RetryTopics>,
+    n: usize,
+    limit: Duration,
+) -> Result<
+    (Vec<String>, Vec<(i64, String)>, weir::RunReport),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let sink = Recording::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let mut b = Consumer::builder(config(cluster, group, topics))
+        .codec(StringCodec)
+        .failure_sink(sink.clone());
+    if let Some(rt) = rt {
+        b = b.retry_topics(rt);
+    }
+    let c = b.build(processor_fn(move |m: Message<String>| {
+        let s = s.clone();
+        async move {
+            if m.value().starts_with("fail") {
+                return Err(ProcessError::terminal(std::io::Error::other("bad")).with_class("bad"));
+            }
+            s.lock().push(m.value().clone());
+            Ok::<_, ProcessError>(())
+        }
+    }))?;
+    let h = c.handle();
+    let run = tokio::spawn(c.run());
+    wait_until(&format!("{n} processed"), limit, || {
+        seen.lock().len() >= n || run.is_finished()
+    })
+    .await;
+    assert!(!run.is_finished(), "run() ended early: {:?}", run.await);
+    h.shutdown();
+    let report = run.await??;
+    let values = seen.lock().clone();
+    let failures = sink.0.lock().clone();
+    Ok((values, failures, report))
+}
+
+/// Issue 21.3: `weir-attempt: 4294967295` and `weir-due-ms` at `i64::MIN` or
+/// `i64::MAX` overflowed header arithmetic (a panic in debug builds, outside
+/// any `catch_unwind`; a wrap in release). Now they saturate: every message is
+/// processed, none is held, nothing halts.
+async fn hostile_numbers_in_headers_neither_panic_nor_hold(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("numbers", 1).await?;
+    let rec = |p: &str, h: &str, v: &str| TestRecord::keyed("k", p).header(h, v).partition(0);
+    cluster
+        .produce(
+            "numbers",
+            [
+                rec("a", headers::ATTEMPT, "4294967295"),
+                rec("b", headers::ATTEMPT, "-9223372036854775808"),
+                rec("c", headers::DUE_MS, "-9223372036854775808"),
+                rec("d", headers::DUE_MS, "9223372036854775807"),
+                rec("e", headers::NOT_BEFORE_MS, "9223372036854775807"),
+            ],
+        )
+        .await?;
+    let (values, failures, report) = consume_n(
+        &cluster,
+        "numbers-g",
+        &["numbers"],
+        None,
+        5,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(
+        values,
+        ["a", "b", "c", "d", "e"],
+        "all processed, none held"
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(report.halted.is_empty(), "{report:?}");
+    Ok(())
+}
+
+/// Issue 21.4: a message whose `weir-message-id` is empty, over-long or not
+/// UTF-8 used to make its DLQ copy unsendable (the producer refuses such an
+/// id, not retryably), so the sink halted the partition. Now the copy keeps the
+/// bad value under `weir-invalid-message-id` and gets a valid id (the
+/// original's coordinates); nothing halts.
+async fn an_invalid_message_id_is_kept_aside_and_the_copy_gets_a_valid_one(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("ids", 1).await?;
+    let rt = RetryTopics::dlq_only();
+    cluster.create_topic(&rt.dlq_topic("ids"), 1).await?;
+    let long = "x".repeat(300);
+    cluster
+        .produce(
+            "ids",
+            [
+                TestRecord::keyed("k", "fail-empty").header(weir::MESSAGE_ID_HEADER, ""),
+                TestRecord::keyed("k", "fail-long").header(weir::MESSAGE_ID_HEADER, &long),
+                TestRecord::keyed("k", "fail-bytes")
+                    .header(weir::MESSAGE_ID_HEADER, [0xffu8, 0x00]),
+                TestRecord::keyed("k", "ok"),
+            ]
+            .map(|r| r.partition(0)),
+        )
+        .await?;
+    let sink_free = {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let c = Consumer::builder(config(&cluster, "ids-g", &["ids"]))
+            .codec(StringCodec)
+            .retry_topics(rt.clone())
+            .build(processor_fn(move |m: Message<String>| {
+                let s = s.clone();
+                async move {
+                    if m.value().starts_with("fail") {
+                        return Err(ProcessError::terminal(std::io::Error::other("bad")));
+                    }
+                    s.lock().push(m.value().clone());
+                    Ok::<_, ProcessError>(())
+                }
+            }))?;
+        let h = c.handle();
+        let run = tokio::spawn(c.run());
+        wait_until("ok processed", Duration::from_secs(30), || {
+            !seen.lock().is_empty() || run.is_finished()
+        })
+        .await;
+        let mut dlq = Vec::new();
+        for _ in 0..100 {
+            dlq = cluster.read_to_end(&rt.dlq_topic("ids")).await?;
+            if dlq.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        h.shutdown();
+        let report = run.await??;
+        assert!(report.halted.is_empty(), "nothing halted: {report:?}");
+        dlq
+    };
+    assert_eq!(sink_free.len(), 3, "three DLQ copies");
+    let originals: Vec<Vec<u8>> = vec![vec![], long.into_bytes(), vec![0xff, 0x00]];
+    for (m, original) in sink_free.iter().zip(originals) {
+        let id = std::str::from_utf8(m.header(weir::MESSAGE_ID_HEADER).expect("an id")).unwrap();
+        assert!(id.starts_with("ids/0@"), "the coordinates as the id: {id}");
+        assert_eq!(
+            m.header("weir-invalid-message-id"),
+            Some(original.as_slice())
+        );
+    }
+    Ok(())
+}
+
+/// Issue 21.6: `weir-due-ms` used to hold a partition of any topic for up to
+/// 7 days. Now it holds only on a retry tier's topic, and there at most about
+/// the tier's delay (plus jitter and a 5 s clock-skew allowance).
+async fn a_due_time_holds_only_tier_topics_and_only_about_their_delay(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("due", 1).await?;
+    let rt = RetryTopics::tiers([Duration::from_millis(500)]).jitter(0.0);
+    let tier = rt.retry_topic("due", Duration::from_millis(500));
+    for t in rt.retry_topics_of("due") {
+        cluster.create_topic(&t, 1).await?;
+    }
+    cluster.create_topic(&rt.dlq_topic("due"), 1).await?;
+    let in_an_hour = (now_ms() + 3_600_000).to_string();
+    cluster
+        .produce(
+            "due",
+            [TestRecord::keyed("k", "source").header(headers::DUE_MS, &in_an_hour)],
+        )
+        .await?;
+    cluster
+        .produce(
+            &tier,
+            [TestRecord::keyed("k", "tier")
+                .header(headers::DUE_MS, &in_an_hour)
+                .header(headers::ATTEMPT, "2")],
+        )
+        .await?;
+    let started = std::time::Instant::now();
+    let (values, failures, _) = consume_n(
+        &cluster,
+        "due-g",
+        &["due"],
+        Some(rt),
+        2,
+        Duration::from_secs(40),
+    )
+    .await?;
+    let mut values = values;
+    values.sort();
+    assert_eq!(values, ["source", "tier"]);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "held about the tier's delay, not an hour: {:?}",
+        started.elapsed()
+    );
     Ok(())
 }

@@ -50,6 +50,15 @@ pub(crate) struct Limits {
     pub(crate) commit_interval: Duration,
     pub(crate) revoke_deadline: Duration,
     pub(crate) shutdown_deadline: Duration,
+    /// Retry-tier topics and the longest hold a due time gets on each; a due
+    /// time on any other topic is not honoured.
+    pub(crate) tier_holds: std::collections::HashMap<String, Duration>,
+}
+
+/// Milliseconds from a producer timestamp to `now`, 0 for one in the future;
+/// saturating, since a hostile producer chooses the timestamp.
+pub(crate) fn age_ms(now: i64, ts: i64) -> i64 {
+    now.saturating_sub(ts).max(0)
 }
 
 /// Most messages started by one dispatch round before the loop looks at its
@@ -314,7 +323,11 @@ impl<R: RunMessage> Dispatcher<R> {
         if let Some(ts) = m.timestamp_ms {
             st.timestamps.push_back((m.offset, ts));
         }
-        let due = crate::retry::due_at(&m);
+        let due = self
+            .limits
+            .tier_holds
+            .get(&*m.topic)
+            .and_then(|max| crate::retry::due_at(&m, *max));
         let m = Arc::new(m);
         if due.is_some() || !st.delayed.is_empty() {
             let at = due.unwrap_or_else(Instant::now);
@@ -823,7 +836,7 @@ impl<R: RunMessage> Dispatcher<R> {
                 .tracker
                 .committable()
                 .and_then(|c| st.timestamps.front().filter(|(o, _)| *o == c.0))
-                .map_or(0, |(_, ts)| (now - ts).max(0));
+                .map_or(0, |(_, ts)| age_ms(now, *ts));
             max = max.max(age);
             metrics::gauge!(
                 "weir_oldest_unprocessed_age_seconds",
@@ -966,6 +979,19 @@ impl<R: RunMessage> Dispatcher<R> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ages_saturate_on_hostile_timestamps() {
+        assert_eq!(super::age_ms(1_000, 400), 600);
+        assert_eq!(
+            super::age_ms(1_000, 5_000),
+            0,
+            "a future timestamp is age 0"
+        );
+        assert_eq!(super::age_ms(1_700_000_000_000, i64::MIN), i64::MAX);
+        assert_eq!(super::age_ms(i64::MIN, i64::MAX), 0);
+    }
+
     use super::*;
 
     #[test]

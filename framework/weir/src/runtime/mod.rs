@@ -411,6 +411,10 @@ where
             commit_interval: config.commit_interval,
             revoke_deadline: config.revoke_deadline,
             shutdown_deadline: config.shutdown_deadline,
+            tier_holds: retry_topics
+                .as_ref()
+                .map(|rt| rt.tier_holds(&config.topics))
+                .unwrap_or_default(),
         };
         let dispatcher = Dispatcher::new(
             consumer,

@@ -167,7 +167,10 @@ where
         let mut attempt = 1;
         let mut outage: u32 = 0;
         loop {
-            match self.attempt(raw, base + attempt - 1, cancel).await {
+            match self
+                .attempt(raw, base.saturating_add(attempt - 1), cancel)
+                .await
+            {
                 Ok(()) => {
                     ConsumerStats::add(&self.stats.processed, 1);
                     return Outcome::Finished;
@@ -232,7 +235,7 @@ where
                     let failure = Failure {
                         message: raw,
                         error: &e,
-                        attempts: base + attempt - 1,
+                        attempts: base.saturating_add(attempt - 1),
                         group_id: &self.group_id,
                     };
                     return match self.sink.on_failure(failure).await {
