@@ -364,12 +364,26 @@ impl KafkaCluster {
     /// 60 s in CI (docs/brokers.md). When the last try fails on tansu, the error
     /// carries the end of the broker's log.
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
+        self.create_topic_with(topic, partitions, &[]).await
+    }
+
+    /// Like [`create_topic`](Self::create_topic) with topic configs such as
+    /// `("cleanup.policy", "compact")` (the mock cluster ignores them).
+    pub async fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<(), TestkitError> {
         if let Backend::Mock(h) = &self.backend {
             return h.faults.create_topic(topic, partitions);
         }
         const TRIES: u32 = 3;
         let rf = self.node_count().min(3) as i32;
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
+        for (k, v) in configs {
+            new = new.set(k, v);
+        }
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(15)));

@@ -222,24 +222,78 @@ pub enum ProduceError {
 }
 
 impl ProduceError {
-    /// True when trying again later can succeed (broker or network trouble; a
-    /// refused connection once the settings, users or ACLs are fixed).
+    /// True when trying again later can succeed: broker or network trouble
+    /// (leaders moving, replicas missing, timeouts, a full local queue,
+    /// throttling), and a refused connection once the settings, users or ACLs
+    /// are fixed. Everything else is permanent: the same record will be
+    /// refused again (too large, invalid for the topic such as a keyless
+    /// record on a compacted topic, a bad timestamp, a policy violation, a
+    /// missing topic, missing authorisation, a fatal idempotent-producer
+    /// state), so retrying it would loop forever; callers halt instead.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ProduceError::Kafka { source, .. } => !matches!(
-                source.rdkafka_error_code(),
-                Some(
-                    rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge
-                        | rdkafka::types::RDKafkaErrorCode::InvalidMessage
-                        | rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed
-                        | rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
-                        | rdkafka::types::RDKafkaErrorCode::UnknownTopic
-                )
-            ),
+            ProduceError::Kafka { source, .. } => match source.rdkafka_error_code() {
+                Some(code) => is_transient(code),
+                // Not a broker or librdkafka error code (a client that is
+                // being destroyed, a canceled future): try again.
+                None => true,
+            },
             ProduceError::Refused { .. } => true,
             ProduceError::Encode { .. } | ProduceError::InvalidMessageId { .. } => false,
         }
     }
+}
+
+/// Error codes after which the same record can succeed later.
+pub(crate) fn is_transient(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        // librdkafka, local
+        C::BrokerTransportFailure
+            | C::Resolve
+            | C::MessageTimedOut
+            | C::AllBrokersDown
+            | C::OperationTimedOut
+            | C::QueueFull
+            | C::TimedOutQueue
+            | C::Retry
+            | C::PurgeQueue
+            | C::PurgeInflight
+            | C::ISRInsufficient
+            | C::NodeUpdate
+            | C::WaitingForCoordinator
+            | C::InProgress
+            | C::Interrupted
+            | C::UnknownPartition
+            | C::SSL
+            | C::Authentication
+            | C::Fail
+            // the broker's retriable errors
+            | C::Unknown
+            | C::LeaderNotAvailable
+            | C::NotLeaderForPartition
+            | C::RequestTimedOut
+            | C::BrokerNotAvailable
+            | C::ReplicaNotAvailable
+            | C::NetworkException
+            | C::CoordinatorLoadInProgress
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::NotController
+            | C::ConcurrentTransactions
+            | C::KafkaStorageError
+            | C::ReassignmentInProgress
+            | C::FencedLeaderEpoch
+            | C::UnknownLeaderEpoch
+            | C::OffsetNotAvailable
+            | C::PreferredLeaderNotAvailable
+            | C::EligibleLeadersNotAvailable
+            | C::ThrottlingQuotaExceeded
+            | C::UnknownTopicId
+    )
 }
 
 /// How long a refused connection keeps failing sends after librdkafka last
@@ -469,6 +523,48 @@ impl Producer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permanent_produce_errors_are_not_retried() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let err = |code| ProduceError::Kafka {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(code),
+        };
+        for permanent in [
+            C::InvalidRecord,
+            C::InvalidTimestamp,
+            C::PolicyViolation,
+            C::Fatal,
+            C::MessageSizeTooLarge,
+            C::MessageBatchTooLarge,
+            C::TopicAuthorizationFailed,
+            C::ClusterAuthorizationFailed,
+            C::UnknownTopicOrPartition,
+            C::UnknownTopic,
+            C::InvalidRequiredAcks,
+            C::UnsupportedForMessageFormat,
+            C::InvalidArgument,
+            C::OutOfOrderSequenceNumber,
+            C::InvalidProducerEpoch,
+            C::ProducerFenced,
+        ] {
+            assert!(!err(permanent).is_retryable(), "{permanent:?} is permanent");
+        }
+        for transient in [
+            C::MessageTimedOut,
+            C::QueueFull,
+            C::AllBrokersDown,
+            C::NotLeaderForPartition,
+            C::NotEnoughReplicas,
+            C::RequestTimedOut,
+            C::ThrottlingQuotaExceeded,
+            C::KafkaStorageError,
+        ] {
+            assert!(err(transient).is_retryable(), "{transient:?} is transient");
+        }
+    }
 
     #[test]
     fn keeps_a_given_id_and_assigns_one_otherwise() {

@@ -3,6 +3,14 @@
 
 mod common;
 
+mod kafka_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_permanent_dlq_publish_error_halts_the_partition_loudly() -> crate::common::R {
+        crate::common::init();
+        super::a_permanent_dlq_publish_error_halts_the_partition_loudly().await
+    }
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -428,6 +436,53 @@ async fn a_due_time_holds_only_tier_topics_and_only_about_their_delay(kind: Brok
         started.elapsed() < Duration::from_secs(30),
         "held about the tier's delay, not an hour: {:?}",
         started.elapsed()
+    );
+    Ok(())
+}
+
+/// Issue 21.5: every produce error but five codes counted as transient, so a
+/// DLQ copy the broker refuses for good (here INVALID_RECORD: a keyless copy
+/// to a compacted DLQ) was retried every 10 s forever, with `halted` empty and
+/// exit code 0. Now the partition halts at that message, loudly, and the
+/// report says why. Kafka only: the mock cluster does not compact.
+async fn a_permanent_dlq_publish_error_halts_the_partition_loudly() -> R {
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    cluster.create_topic("keyless", 1).await?;
+    let rt = RetryTopics::dlq_only();
+    cluster
+        .create_topic_with(
+            &rt.dlq_topic("keyless"),
+            1,
+            &[("cleanup.policy", "compact")],
+        )
+        .await?;
+    cluster
+        .produce("keyless", [TestRecord::unkeyed("fail-no-key").partition(0)])
+        .await?;
+    let c = Consumer::builder(config(&cluster, "keyless-g", &["keyless"]))
+        .codec(StringCodec)
+        .retry_topics(rt)
+        .build(processor_fn(|_m: Message<String>| async {
+            Err::<(), _>(ProcessError::terminal(std::io::Error::other("bad")))
+        }))?;
+    let h = c.handle();
+    let run = tokio::spawn(c.run());
+    wait_until("the partition to halt", Duration::from_secs(40), || {
+        h.stats().halted_partitions() >= 1
+    })
+    .await;
+    h.shutdown();
+    let report = run.await??;
+    assert_eq!(report.halted.len(), 1, "{report:?}");
+    assert_ne!(
+        report.exit_code(),
+        0,
+        "a halted partition is not a clean exit"
+    );
+    let committed = common::committed(&cluster, "keyless-g", "keyless").await;
+    assert!(
+        committed == [-1] || committed == [0],
+        "nothing committed past it: {committed:?}"
     );
     Ok(())
 }
