@@ -5,6 +5,13 @@ mod common;
 
 mod kafka_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tier_and_dlq_topics_get_explicit_settings_and_bad_ones_are_refused() -> crate::common::R
+    {
+        crate::common::init();
+        super::tier_and_dlq_topics_get_explicit_settings_and_bad_ones_are_refused().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_permanent_dlq_publish_error_halts_the_partition_loudly() -> crate::common::R {
         crate::common::init();
         super::a_permanent_dlq_publish_error_halts_the_partition_loudly().await
@@ -210,8 +217,9 @@ async fn dropping_the_run_future_stops_the_poll_thread(kind: BrokerKind) -> R {
         .await?;
     let seen = Arc::new(Mutex::new(0usize));
     let s = seen.clone();
-    // Thread names are cut to 15 bytes: "weir-poll-drop-" + the kind's first letter.
-    let group = format!("drop-{}", kind.name());
+    // Thread names are cut to 15 bytes: "weir-poll-dr-mo" / "weir-poll-dr-ka",
+    // distinct per broker kind so that the two tests can run side by side.
+    let group = format!("dr-{}", kind.name());
     let prefix: String = format!("weir-poll-{group}").chars().take(15).collect();
     let c = Consumer::builder(config(&cluster, &group, &["dropped"]))
         .codec(StringCodec)
@@ -483,6 +491,86 @@ async fn a_permanent_dlq_publish_error_halts_the_partition_loudly() -> R {
     assert!(
         committed == [-1] || committed == [0],
         "nothing committed past it: {committed:?}"
+    );
+    Ok(())
+}
+
+async fn topic_config(
+    cluster: &weir_testkit::KafkaCluster,
+    topic: &str,
+) -> Result<std::collections::HashMap<String, String>, Box<dyn std::error::Error + Send + Sync>> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        cluster.client_config().create()?;
+    let r = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await?;
+    let res = r
+        .into_iter()
+        .next()
+        .unwrap()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(res
+        .entries
+        .into_iter()
+        .filter_map(|e| e.value.map(|v| (e.name, v)))
+        .collect())
+}
+
+/// Issue 21.13: tier and DLQ topics were created with the cluster's defaults
+/// (a 24 h retention deletes unreplayed DLQ entries; a compacted default keeps
+/// one per key). Now the DLQ gets `cleanup.policy=delete` and 30 days, each
+/// tier `delete` and a retention far above its delay, and an existing tier
+/// that would delete copies before they are due is a clear start-up error.
+async fn tier_and_dlq_topics_get_explicit_settings_and_bad_ones_are_refused() -> R {
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    cluster.create_topic("adm", 1).await?;
+    let rt = RetryTopics::tiers([Duration::from_secs(1)]);
+    let c = Consumer::builder(config(&cluster, "adm-g", &["adm"]))
+        .codec(StringCodec)
+        .retry_topics(rt.clone())
+        .build(processor_fn(|_m: Message<String>| async {
+            Ok::<_, ProcessError>(())
+        }))?;
+    let h = c.handle();
+    let run = tokio::spawn(c.run());
+    wait_until("assignment", Duration::from_secs(30), || {
+        h.stats().assigned_partitions() >= 1
+    })
+    .await;
+    let dlq = topic_config(&cluster, &rt.dlq_topic("adm")).await?;
+    assert_eq!(dlq["cleanup.policy"], "delete");
+    assert_eq!(dlq["retention.ms"], (30u64 * 24 * 3600 * 1000).to_string());
+    let tier = topic_config(&cluster, &rt.retry_topic("adm", Duration::from_secs(1))).await?;
+    assert_eq!(tier["cleanup.policy"], "delete");
+    assert!(
+        tier["retention.ms"].parse::<u64>()? >= 7 * 24 * 3600 * 1000,
+        "{tier:?}"
+    );
+    h.shutdown();
+    let _ = run.await??;
+
+    cluster.create_topic("adm2", 1).await?;
+    cluster
+        .create_topic_with(
+            &rt.retry_topic("adm2", Duration::from_secs(1)),
+            1,
+            &[("retention.ms", "500")],
+        )
+        .await?;
+    let c = Consumer::builder(config(&cluster, "adm2-g", &["adm2"]))
+        .codec(StringCodec)
+        .retry_topics(rt)
+        .build(processor_fn(|_m: Message<String>| async {
+            Ok::<_, ProcessError>(())
+        }))?;
+    let err = tokio::time::timeout(Duration::from_secs(30), c.run())
+        .await?
+        .expect_err("a tier that deletes copies before they are due is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("adm2.retry.1s") && msg.contains("retention.ms"),
+        "{msg}"
     );
     Ok(())
 }

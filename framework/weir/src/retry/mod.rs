@@ -49,6 +49,9 @@ use crate::failure::{Disposition, Failure, FailureSink};
 use crate::message::{Header, Headers, RawMessage};
 use crate::producer::{Producer, Record};
 
+mod admin;
+pub(crate) use admin::ensure_topics;
+
 /// Header names Weir writes on retry-tier and DLQ copies.
 pub mod headers {
     /// Topic the message was first consumed from.
@@ -100,6 +103,9 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 /// Clock skew allowed between the member that stamped a due time and the one
 /// holding the copy, on top of the tier's delay and jitter.
 pub const HOLD_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// Default `retention.ms` of created DLQ topics: 30 days.
+pub const DEFAULT_DLQ_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Highest delivery attempt read from a header: a hostile `weir-attempt`
 /// saturates here instead of overflowing attempt arithmetic.
@@ -236,6 +242,13 @@ pub struct RetryTopics {
     pub dlq_depth_interval: Duration,
     /// Keep each key's order (see [`keep_key_order`](Self::keep_key_order)).
     pub keep_key_order: bool,
+    /// `retention.ms` of DLQ topics Weir creates (default 30 days; `None`:
+    /// keep forever). Entries must outlive the fix they wait for: an existing
+    /// DLQ that deletes sooner is warned about at start-up.
+    pub dlq_retention: Option<Duration>,
+    /// `cleanup.policy` of DLQ topics Weir creates (default `delete`: a
+    /// compacted DLQ keeps one entry per key and refuses keyless copies).
+    pub dlq_cleanup_policy: String,
 }
 
 impl RetryTopics {
@@ -271,6 +284,8 @@ impl RetryTopics {
             in_place_attempts: 1,
             dlq_depth_interval: Duration::from_secs(30),
             keep_key_order: false,
+            dlq_retention: Some(DEFAULT_DLQ_RETENTION),
+            dlq_cleanup_policy: "delete".into(),
         }
     }
 
@@ -293,6 +308,12 @@ impl RetryTopics {
     /// topics are used.
     pub fn keep_key_order(mut self) -> Self {
         self.keep_key_order = true;
+        self
+    }
+
+    /// Sets the `retention.ms` of created DLQ topics (`None`: forever).
+    pub fn dlq_retention(mut self, retention: Option<Duration>) -> Self {
+        self.dlq_retention = retention;
         self
     }
 
@@ -780,126 +801,6 @@ pub(crate) fn spawn_dlq_depth(
             }
         }
     }))
-}
-
-/// Makes sure every tier and DLQ topic of `sources` exists (creating missing
-/// ones with the source's partition count when configured) and returns the
-/// partition count of each.
-pub(crate) async fn ensure_topics(
-    config: &crate::ConsumerConfig,
-    rt: &RetryTopics,
-) -> Result<HashMap<String, i32>, crate::WeirError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
-
-    let kafka_err = |context: String| {
-        move |source: rdkafka::error::KafkaError| crate::WeirError::Kafka { context, source }
-    };
-    let mut cc = config.client_config();
-    cc.remove("group.id");
-    let meta_client: BaseConsumer = cc
-        .create()
-        .map_err(kafka_err("creating a metadata client".into()))?;
-    let meta_client = Arc::new(meta_client);
-    let partitions_of = |topic: String| {
-        let c = meta_client.clone();
-        async move {
-            tokio::task::spawn_blocking(
-                move || -> Result<Option<i32>, rdkafka::error::KafkaError> {
-                    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-                    Ok(md
-                        .topics()
-                        .first()
-                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                        .map(|t| t.partitions().len() as i32))
-                },
-            )
-            .await
-            .map_err(|e| crate::WeirError::Internal(e.to_string()))?
-            .map_err(kafka_err("fetching topic metadata".into()))
-        }
-    };
-
-    let mut counts = HashMap::new();
-    for source in &config.topics {
-        let n =
-            partitions_of(source.clone())
-                .await?
-                .ok_or_else(|| crate::WeirError::UnknownTopic {
-                    topic: source.clone(),
-                    brokers: config.brokers.clone(),
-                })?;
-        let mut wanted = rt.retry_topics_of(source);
-        wanted.push(rt.dlq_topic(source));
-        let mut missing = Vec::new();
-        for t in wanted {
-            match partitions_of(t.clone()).await? {
-                Some(p) => {
-                    counts.insert(t, p);
-                }
-                None => missing.push(t),
-            }
-        }
-        if missing.is_empty() {
-            continue;
-        }
-        if !rt.create_topics {
-            return Err(crate::WeirError::UnknownTopic {
-                topic: missing.join(", "),
-                brokers: config.brokers.clone(),
-            });
-        }
-        let admin: AdminClient<DefaultClientContext> = cc
-            .create()
-            .map_err(kafka_err("creating an admin client".into()))?;
-        let rf = rt.replication_factor.unwrap_or(-1);
-        let new: Vec<NewTopic<'_>> = missing
-            .iter()
-            .map(|t| NewTopic::new(t, n, TopicReplication::Fixed(rf)))
-            .collect();
-        let results = admin
-            .create_topics(
-                &new,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await
-            .map_err(kafka_err(format!("creating retry/DLQ topics {missing:?}")))?;
-        for r in results {
-            match r {
-                Ok(t) => tracing::info!(topic = %t, partitions = n, "created retry/DLQ topic"),
-                Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    tracing::debug!(topic = %t, "retry/DLQ topic created concurrently")
-                }
-                Err((t, code)) => {
-                    return Err(crate::WeirError::Kafka {
-                        context: format!(
-                            "creating retry/DLQ topic `{t}` with {n} partitions (create it yourself, or grant CREATE and set replication_factor)"
-                        ),
-                        source: rdkafka::error::KafkaError::AdminOp(code),
-                    });
-                }
-            }
-        }
-        // Wait until the metadata shows them.
-        for t in missing {
-            let start = std::time::Instant::now();
-            loop {
-                if let Some(p) = partitions_of(t.clone()).await? {
-                    counts.insert(t, p);
-                    break;
-                }
-                if start.elapsed() > Duration::from_secs(15) {
-                    return Err(crate::WeirError::UnknownTopic {
-                        topic: t,
-                        brokers: config.brokers.clone(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    Ok(counts)
 }
 
 #[cfg(test)]
