@@ -39,6 +39,7 @@ broker_tests!(
     hostile_numbers_in_headers_neither_panic_nor_hold,
     an_invalid_message_id_is_kept_aside_and_the_copy_gets_a_valid_one,
     a_due_time_holds_only_tier_topics_and_only_about_their_delay,
+    latest_reset_does_not_skip_retries_waiting_in_a_tier,
 );
 
 /// Records (offset, class) and lets the partition move on.
@@ -572,5 +573,70 @@ async fn tier_and_dlq_topics_get_explicit_settings_and_bad_ones_are_refused() ->
         msg.contains("adm2.retry.1s") && msg.contains("retention.ms"),
         "{msg}"
     );
+    Ok(())
+}
+
+/// Issue 21.10: with `auto_offset_reset = "latest"`, a tier partition that has
+/// no committed offset yet started at its end, skipping copies whose source
+/// offset was already committed: a member that left while a copy waited in
+/// the tier lost it for the next member. Now tier partitions without a commit
+/// start at their beginning.
+async fn latest_reset_does_not_skip_retries_waiting_in_a_tier(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("late", 1).await?;
+    let rt = RetryTopics::tiers([Duration::from_secs(4)]).jitter(0.0);
+    for t in rt.retry_topics_of("late") {
+        cluster.create_topic(&t, 1).await?;
+    }
+    cluster.create_topic(&rt.dlq_topic("late"), 1).await?;
+    let seen = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
+    let member = |seen: Arc<Mutex<Vec<(String, u32)>>>| -> Result<_, weir::WeirError> {
+        let mut cfg = config(&cluster, "late-g", &["late"]);
+        cfg.auto_offset_reset = "latest".into();
+        Consumer::builder(cfg)
+            .codec(StringCodec)
+            .retry_topics(rt.clone())
+            .build(processor_fn(move |m: Message<String>| {
+                let s = seen.clone();
+                async move {
+                    s.lock().push((m.value().clone(), m.attempt()));
+                    if m.attempt() == 1 {
+                        return Err(ProcessError::retryable(std::io::Error::other("flaky")));
+                    }
+                    Ok(())
+                }
+            }))
+    };
+    let a = member(seen.clone())?;
+    let ha = a.handle();
+    let run_a = tokio::spawn(a.run());
+    wait_until("assignment", Duration::from_secs(30), || {
+        ha.stats().assigned_partitions() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster
+        .produce("late", [TestRecord::keyed("k", "m").partition(0)])
+        .await?;
+    wait_until("the copy in the tier", Duration::from_secs(30), || {
+        ha.stats().retry_published() >= 1
+    })
+    .await;
+    // Leave while the copy waits out its 4 s in the tier.
+    ha.shutdown();
+    let _ = run_a.await??;
+    assert_eq!(seen.lock().clone(), [("m".to_string(), 1)]);
+    let b = member(seen.clone())?;
+    let hb = b.handle();
+    let run_b = tokio::spawn(b.run());
+    wait_until(
+        "the retry, by the next member",
+        Duration::from_secs(30),
+        || seen.lock().len() >= 2,
+    )
+    .await;
+    hb.shutdown();
+    let _ = run_b.await??;
+    assert_eq!(seen.lock()[1], ("m".to_string(), 2));
     Ok(())
 }

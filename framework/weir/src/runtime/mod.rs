@@ -4,6 +4,7 @@ mod dispatcher;
 pub(crate) mod poller;
 pub(crate) mod replay;
 pub(crate) mod task;
+mod tier_start;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -340,6 +341,12 @@ where
             None => Vec::new(),
         };
         topics.extend(tier_topics.iter().map(String::as_str));
+        if !tier_topics.is_empty() && config.auto_offset_reset != "earliest" {
+            let _ = consumer
+                .context()
+                .tiers_from_beginning
+                .set(tier_topics.iter().cloned().collect());
+        }
         let depth_task = retry_topics.as_ref().and_then(|rt| {
             crate::retry::spawn_dlq_depth(
                 &config,

@@ -113,6 +113,10 @@ pub(crate) struct WeirContext {
     partition_queues: bool,
     splits: Mutex<Vec<Split>>,
     waker: Arc<PollWaker>,
+    /// Retry-tier topics whose partitions start at their beginning when the
+    /// group has no commit there (set when `auto_offset_reset` is not
+    /// `earliest`, so that a tier's waiting copies are never skipped).
+    pub(crate) tiers_from_beginning: OnceLock<std::collections::HashSet<String>>,
 }
 
 impl WeirContext {
@@ -136,6 +140,7 @@ impl WeirContext {
             partition_queues,
             splits: Mutex::new(Vec::new()),
             waker,
+            tiers_from_beginning: OnceLock::new(),
         }
     }
 
@@ -328,6 +333,44 @@ impl ClientContext for WeirContext {
 }
 
 impl ConsumerContext for WeirContext {
+    /// rust-rdkafka's rebalance, with one change on assign: retry-tier
+    /// partitions without a committed offset start at their beginning (see
+    /// [`WeirContext::tiers_from_beginning`]).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::consumer::RebalanceProtocol;
+        use rdkafka::types::RDKafkaRespErr as E;
+        let rebalance = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(tiers) = self.tiers_from_beginning.get() {
+                    super::tier_start::from_beginning(consumer, tpl, tiers, &self.group_id);
+                }
+                Rebalance::Assign(tpl)
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match (&rebalance, cooperative) {
+            (Rebalance::Assign(tpl), true) => consumer.incremental_assign(tpl),
+            (Rebalance::Assign(tpl), false) => consumer.assign(tpl),
+            (_, true) => consumer.incremental_unassign(tpl),
+            (_, false) => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::error!(group = %self.group_id, error = %e, "applying a rebalance failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         ConsumerStats::add(&self.stats.rebalances, 1);
         let Rebalance::Revoke(tpl) = rebalance else {
@@ -570,8 +613,22 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
     ctx.closing.store(true, Relaxed);
     // The partition queues hold references to the consumer.
     ctx.splits.lock().clear();
+    // Keep serving the consumer queue meanwhile: a synchronous commit still
+    // running elsewhere can wait on a rebalance callback (after
+    // max.poll.interval.ms without a poll, librdkafka revokes), and with
+    // nobody polling it would wait forever, holding its reference. Messages
+    // polled now are not processed, so not committed: the next owner gets them.
     while Arc::strong_count(&consumer) > 1 {
-        std::thread::sleep(Duration::from_millis(5));
+        match consumer.poll(Duration::from_millis(5)) {
+            Some(Ok(m)) => tracing::trace!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "not processed: stopping"
+            ),
+            Some(Err(e)) => tracing::debug!(error = %e, "while stopping"),
+            None => {}
+        }
     }
     drop(consumer);
 }
