@@ -40,6 +40,8 @@ enum Scenario {
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum Broker {
     Mock,
+    /// Apache Kafka 4.1, one KRaft node (weir-testkit).
+    Kafka,
     Tansu,
 }
 
@@ -111,6 +113,8 @@ struct Args {
 async fn cluster(b: Broker, storage: Storage) -> anyhow::Result<KafkaCluster> {
     Ok(match (b, storage) {
         (Broker::Mock, _) => KafkaCluster::mock(1)?,
+        // The JIT matters for throughput: no C1-only flag here.
+        (Broker::Kafka, _) => KafkaCluster::kafka(1).await?,
         (Broker::Tansu, Storage::Sqlite) => KafkaCluster::tansu(TansuStorage::Sqlite).await?,
         (Broker::Tansu, Storage::Memory) => KafkaCluster::tansu(TansuStorage::Memory).await?,
     })
@@ -857,6 +861,7 @@ async fn main() -> anyhow::Result<()> {
         "broker".into(),
         json!(match args.broker {
             Broker::Mock => "mock".to_string(),
+            Broker::Kafka => "kafka".to_string(),
             Broker::Tansu => format!("tansu-{:?}", args.tansu_storage).to_lowercase(),
         }),
     );

@@ -41,6 +41,8 @@ pub struct KafkaOptions {
     /// The port advertised to clients for node 1 instead of its own (for a
     /// proxy in front of it, such as a TLS terminator; single node only).
     pub advertised_port: Option<u16>,
+    /// The cluster id to format with (default: a random one).
+    pub cluster_id: Option<String>,
     /// JVM options (default: `$WEIR_KAFKA_JVM_OPTS`, else a small heap and the
     /// serial collector, tuned for 2 cores).
     pub jvm_opts: Option<Vec<String>>,
@@ -54,6 +56,7 @@ impl Default for KafkaOptions {
             scram_users: Vec::new(),
             tls_keystore_pem: None,
             advertised_port: None,
+            cluster_id: None,
             jvm_opts: None,
         }
     }
@@ -111,8 +114,9 @@ fn free_port() -> Result<u16, TestkitError> {
         .port())
 }
 
-/// A random Kafka cluster id: 16 bytes, URL-safe base64 without padding.
-fn cluster_id() -> String {
+/// A random Kafka cluster id: 16 bytes, URL-safe base64 without padding (it
+/// may start with `-`: pass it as `--cluster-id=ID`).
+pub fn cluster_id() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
 }
@@ -208,7 +212,7 @@ impl KafkaNodes {
             std::fs::write(cluster.nodes[i].dir.join("server.properties"), text)
                 .map_err(TestkitError::io("writing server.properties"))?;
         }
-        let id = cluster_id();
+        let id = opts.cluster_id.clone().unwrap_or_else(cluster_id);
         let formats = (0..cluster.nodes.len())
             .map(|i| cluster.format(i, &id, &opts.scram_users))
             .collect::<Vec<_>>();
@@ -350,8 +354,9 @@ impl KafkaNodes {
         let mut cmd = self.java_command(i);
         cmd.arg("kafka.tools.StorageTool")
             .arg("format")
-            .arg("-t")
-            .arg(cluster_id)
+            // One argument: an id starting with `-` (URL-safe base64 can)
+            // would otherwise be read as an option.
+            .arg(format!("--cluster-id={cluster_id}"))
             .arg("-c")
             .arg(self.nodes[i].dir.join("server.properties"));
         for (user, password) in scram_users {

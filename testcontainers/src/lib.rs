@@ -49,7 +49,7 @@ pub use apicurio::ApicurioRegistry;
 pub use cluster::{BrokerKind, KafkaCluster, ReadMessage, TestRecord, produce_with};
 pub use db::{PostgresDb, SqliteDb};
 pub use error::TestkitError;
-pub use kafka::{KafkaNodes, KafkaOptions};
+pub use kafka::{KafkaNodes, KafkaOptions, cluster_id};
 pub use mock::MockFaults;
 pub use proxy::TcpProxy;
 pub use raw::{RawRecord, produce_raw, record_batch};

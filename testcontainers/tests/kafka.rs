@@ -164,6 +164,22 @@ async fn one_node_restarts_on_its_data_and_stalls() -> R {
     Ok(())
 }
 
+/// A cluster id that starts with `-` (1 in 64 random ids does) is formatted
+/// like any other (it was once read as an option by the storage tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_id_starting_with_a_dash_is_formatted() -> R {
+    let id = std::iter::repeat_with(weir_testkit::cluster_id)
+        .find(|id| id.starts_with('-'))
+        .expect("ids");
+    let cluster = KafkaCluster::kafka_with(weir_testkit::KafkaOptions {
+        cluster_id: Some(id),
+        ..weir_testkit::KafkaOptions::nodes(1)
+    })
+    .await?;
+    cluster.create_topic("dash", 1).await?;
+    Ok(())
+}
+
 /// Runs this test binary again with one of the helper tests below (ignored in
 /// normal runs); the helper starts Kafka, writes the JVM's pid and fails.
 fn run_helper(name: &str) -> u32 {
