@@ -219,6 +219,18 @@ pub enum ProduceError {
         /// Destination topic.
         topic: String,
     },
+    /// [`RetryTopics::schedule`](crate::retry::RetryTopics::schedule) was
+    /// asked to hold a record until a later time, and these `RetryTopics`
+    /// have no delay tier to hold it in.
+    #[error(
+        "cannot schedule a record for `{topic}` later: {reason}; schedule through RetryTopics with delay tiers (and without keep_key_order), or send it now"
+    )]
+    Unschedulable {
+        /// Destination topic.
+        topic: String,
+        /// Why: no tiers, or key-order mode (which has no tier topics).
+        reason: &'static str,
+    },
 }
 
 impl ProduceError {
@@ -239,7 +251,9 @@ impl ProduceError {
                 None => true,
             },
             ProduceError::Refused { .. } => true,
-            ProduceError::Encode { .. } | ProduceError::InvalidMessageId { .. } => false,
+            ProduceError::Encode { .. }
+            | ProduceError::InvalidMessageId { .. }
+            | ProduceError::Unschedulable { .. } => false,
         }
     }
 }

@@ -386,7 +386,9 @@ impl RetryTopics {
     /// whose delay fits best, and hops from tier to tier until its time, then
     /// is processed by the topic's consumer (configured with these same
     /// `RetryTopics`) with attempt 1. A time already past sends it to the topic
-    /// itself. Precision is that of the tiers' wake-ups (milliseconds), but a
+    /// itself; a later time with no tiers (or in key-order mode, which has no
+    /// tier topics) is [`ProduceError::Unschedulable`](crate::producer::ProduceError::Unschedulable),
+    /// never a silent send. Precision is that of the tiers' wake-ups (milliseconds), but a
     /// message waits behind earlier ones of the same tier partition, so keep
     /// tiers for long delays (`1m`, `10m`, `1h`) if you schedule far ahead.
     pub async fn schedule(
@@ -400,12 +402,23 @@ impl RetryTopics {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let now = now_ms();
-        let delays = self.backoff.delays();
-        if nb <= now || self.keep_key_order || delays.is_empty() {
+        if nb <= now {
             return producer.send(record).await;
         }
+        let delays = self.backoff.delays();
+        let unschedulable = |reason| {
+            Err(crate::producer::ProduceError::Unschedulable {
+                topic: record.topic.clone(),
+                reason,
+            })
+        };
+        if self.keep_key_order {
+            return unschedulable("keep_key_order mode waits in place and has no tier topics");
+        }
+        let Some(delay) = pick_tier(&delays, Duration::from_millis((nb - now) as u64)) else {
+            return unschedulable("no delay tiers are configured");
+        };
         let remaining = Duration::from_millis((nb - now) as u64);
-        let delay = pick_tier(&delays, remaining).expect("delays not empty");
         let due = now + delay.min(remaining).as_millis() as i64;
         record.headers.0.retain(|h| {
             h.key != headers::DUE_MS && h.key != headers::NOT_BEFORE_MS && h.key != headers::ATTEMPT
@@ -1060,6 +1073,31 @@ mod tests {
         assert!(at <= Instant::now() + hold);
         let nb = raw("t", &[(headers::NOT_BEFORE_MS, &far)]);
         assert!(not_yet(&nb));
+    }
+
+    #[tokio::test]
+    async fn scheduling_without_tiers_is_an_error_not_a_send() {
+        // An address nothing listens on: a send would wait, an error returns at once.
+        let cfg = crate::ConsumerConfig::new("127.0.0.1:9", "g", &["t"]);
+        let producer = Producer::for_consumer(&cfg).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        for rt in [
+            RetryTopics::dlq_only(),
+            RetryTopics::tiers([Duration::from_secs(1)]).keep_key_order(),
+        ] {
+            let err = tokio::time::timeout(
+                Duration::from_secs(5),
+                rt.schedule(&producer, Record::to("t").payload("x"), later),
+            )
+            .await
+            .expect("answers at once")
+            .unwrap_err();
+            assert!(
+                matches!(err, crate::producer::ProduceError::Unschedulable { .. }),
+                "{err}"
+            );
+            assert!(!err.is_retryable());
+        }
     }
 
     #[test]
