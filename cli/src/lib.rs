@@ -48,6 +48,23 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
+impl ReplayArgs {
+    /// The replay's consumer config: `--config` (its `[kafka]` SASL/TLS
+    /// properties and timeouts), then `WEIR_*` variables, then `--brokers`
+    /// and `--group`. The `--copy-to` producer is built from the same config,
+    /// so it connects with the same credentials.
+    pub fn consumer_config(&self) -> anyhow::Result<ConsumerConfig> {
+        let base = match &self.config {
+            Some(p) => ConsumerConfig::from_file(p)?,
+            None => ConsumerConfig::default(),
+        };
+        let mut cfg = base.with_env(std::env::vars())?;
+        cfg.brokers = self.brokers.clone();
+        cfg.group_id = self.group.clone();
+        Ok(cfg)
+    }
+}
+
 /// Parses `earliest`, `end`, an offset, or an RFC 3339 time.
 pub fn parse_position(s: &str) -> anyhow::Result<Position> {
     match s {
@@ -74,12 +91,7 @@ where
     C: Codec,
     P: Processor<C::Value>,
 {
-    let mut cfg = match &args.config {
-        Some(p) => ConsumerConfig::from_file(p)?,
-        None => ConsumerConfig::default(),
-    };
-    cfg.brokers = args.brokers.clone();
-    cfg.group_id = args.group.clone();
+    let cfg = args.consumer_config()?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("replay {bar:40} {pos}/{len} {per_sec} eta {eta}")
@@ -119,4 +131,40 @@ where
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_config_keeps_the_files_security_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            "brokers = \"ignored:1\"\ngroup_id = \"ignored\"\ntopics = [\"t\"]\n[kafka]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.username\" = \"weir\"\n",
+        )
+        .unwrap();
+        let args = ReplayArgs {
+            brokers: "b:9092".into(),
+            config: Some(path),
+            topic: "t".into(),
+            from: "earliest".into(),
+            to: "end".into(),
+            group: "replay-g".into(),
+            json: false,
+        };
+        let cfg = args.consumer_config().unwrap();
+        assert_eq!(cfg.brokers, "b:9092");
+        assert_eq!(cfg.group_id, "replay-g");
+        assert_eq!(
+            cfg.kafka.get("security.protocol").map(String::as_str),
+            Some("SASL_SSL")
+        );
+        assert_eq!(
+            cfg.kafka.get("sasl.username").map(String::as_str),
+            Some("weir")
+        );
+    }
 }

@@ -144,8 +144,9 @@ enum OffsetsCmd {
 
 #[derive(Subcommand, Debug)]
 enum OutboxCmd {
-    /// Relays committed outbox rows to Kafka until SIGTERM/SIGINT (deploy it as its own process;
-    /// several instances are safe: one leads, the others stand by).
+    /// Relays committed outbox rows to Kafka until SIGTERM/SIGINT (deploy it as its own process).
+    /// On PostgreSQL several instances are safe (one leads, the others stand by); on SQLite run
+    /// exactly one: SQLite has no leader lock.
     Relay {
         #[command(flatten)]
         conn: Conn,
@@ -549,7 +550,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "`weir replay` needs a processor: pass --copy-to TOPIC to copy the range, or build your own binary with `weir_cli::run_replay(args, codec, your_processor)`"
                 );
             };
-            let producer = weir::Producer::new(&args.brokers)?;
+            // The same brokers, credentials and TLS settings as the replay's consumer.
+            let producer = weir::Producer::for_consumer(&args.consumer_config()?)?;
             let processor = weir::processor_fn(move |m: weir::Message<Option<bytes::Bytes>>| {
                 let producer = producer.clone();
                 let target = target.clone();
