@@ -16,12 +16,19 @@ use std::time::Duration;
 
 use crate::store::StoreError;
 
-/// Maps a sqlx error: connection trouble is `Unavailable`, the rest is `Query`.
+/// Maps a sqlx error: an exhausted pool is `Busy` (every connection is in
+/// use: more messages in flight than connections, not an outage), connection
+/// trouble is `Unavailable`, the rest is `Query`.
 fn classify(backend: &'static str, e: sqlx::Error) -> StoreError {
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        return StoreError::Busy {
+            backend,
+            message: e.to_string(),
+        };
+    }
     let unavailable = match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,

@@ -47,6 +47,19 @@ pub enum StoreError {
         /// The driver's message.
         message: String,
     },
+    /// Every connection of the pool stayed in use past its acquire timeout:
+    /// more messages hold a transaction at once (`Transactional` keeps one
+    /// open while the handler runs) than the pool has connections. Not an
+    /// outage: processing waits in place like for one, under its own class.
+    #[error(
+        "idempotency store ({backend}) busy: {message} (every pool connection is in use: give the pool more connections, or lower max_in_flight)"
+    )]
+    Busy {
+        /// `postgres` or `sqlite`.
+        backend: &'static str,
+        /// The driver's message.
+        message: String,
+    },
     /// A statement failed for another reason (serialization failure, deadlock,
     /// constraint, disk full…). Retryable: the whole transaction is rolled back.
     #[error("idempotency store ({backend}) error: {message}")]
@@ -79,6 +92,10 @@ impl StoreError {
     pub fn into_process_error(self) -> weir::ProcessError {
         if self.is_unavailable() {
             weir::ProcessError::unavailable(self).with_class("idempotency_store_unavailable")
+        } else if matches!(self, StoreError::Busy { .. }) {
+            // Waits in place like an outage (the pool frees up), but is
+            // counted and classed apart from one.
+            weir::ProcessError::unavailable(self).with_class("idempotency_store_busy")
         } else {
             weir::ProcessError::retryable(self).with_class("idempotency_store")
         }

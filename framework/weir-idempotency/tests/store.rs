@@ -220,3 +220,34 @@ async fn unreachable_postgres_is_reported_as_unavailable() -> R {
     assert!(!msg.contains("hunter2"), "never prints the password: {msg}");
     Ok(())
 }
+
+/// Issue 21.20: a pool whose connections are all held by open claims (more
+/// messages in flight than connections) used to report `Unavailable`, the same
+/// as a database outage. Now it is `Busy`: it still waits in place, under its
+/// own class, and says what to change.
+#[tokio::test]
+async fn an_exhausted_pool_is_busy_not_an_outage() -> R {
+    let db = PostgresDb::fresh().await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect(db.url())
+        .await?;
+    let s = PostgresStore::new(pool);
+    s.migrate().await?;
+    let held = fresh(&s, "holds-the-only-connection").await;
+    let e = match s.claim(key("waits")).await {
+        Err(e) => e,
+        Ok(_) => panic!("the only connection is held"),
+    };
+    assert!(!e.is_unavailable(), "not an outage: {e}");
+    assert!(
+        e.to_string().contains("max_in_flight"),
+        "says what to change: {e}"
+    );
+    let pe = e.into_process_error();
+    assert!(pe.is_unavailable(), "still waits in place");
+    assert_eq!(pe.class(), "idempotency_store_busy");
+    drop(held);
+    Ok(())
+}
