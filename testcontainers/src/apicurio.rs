@@ -20,20 +20,37 @@ pub struct ApicurioRegistry {
 }
 
 impl ApicurioRegistry {
-    /// Resolves the app (once), starts it and waits until its ccompat API answers.
+    /// Resolves the app (once), starts it and waits until its ccompat API
+    /// answers. A port taken between choosing it and binding it (tests start
+    /// registries in parallel) is retried on another port, up to three times.
     pub async fn start() -> Result<Self, TestkitError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once().await {
+                Err(e) if tries < 3 && e.to_string().contains("Address already in use") => {
+                    eprintln!("weir-testkit: Apicurio's port was taken; starting it on another");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once() -> Result<Self, TestkitError> {
         let (java, app) = tokio::task::spawn_blocking(|| {
             Ok::<_, TestkitError>((dist::java(21)?, dist::apicurio_app()?))
         })
         .await
         .map_err(|e| TestkitError::Other(e.to_string()))??;
-        let port = {
+        let free_port = || -> Result<u16, TestkitError> {
             let l = TcpListener::bind("127.0.0.1:0")
                 .map_err(TestkitError::io("finding a free port"))?;
-            l.local_addr()
+            Ok(l.local_addr()
                 .map_err(TestkitError::io("finding a free port"))?
-                .port()
+                .port())
         };
+        let port = free_port()?;
+        let management_port = free_port()?;
         let dir = tempfile::Builder::new()
             .prefix("weir-apicurio-")
             .tempdir()
@@ -51,6 +68,11 @@ impl ApicurioRegistry {
         )
         .arg(format!("-Dquarkus.http.port={port}"))
         .arg("-Dquarkus.http.host=127.0.0.1")
+        // Its management interface binds 0.0.0.0:9000 by default (and cannot
+        // be turned off at run time): a second registry, as tests run in
+        // parallel, could not start. A free loopback port of its own instead.
+        .arg(format!("-Dquarkus.management.port={management_port}"))
+        .arg("-Dquarkus.management.host=127.0.0.1")
         .arg("-Dquarkus.log.level=WARN")
         .arg("-jar")
         .arg(app.join("quarkus-run.jar"))

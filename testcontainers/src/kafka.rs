@@ -152,8 +152,23 @@ fn default_jvm_opts() -> Vec<String> {
 
 impl KafkaNodes {
     /// Resolves Kafka's jars (once), formats each node's storage and starts
-    /// them; returns when every node is a broker in the cluster's metadata.
+    /// them; returns when every node is a broker in the cluster's metadata. A
+    /// port taken between choosing it and binding it (tests start clusters in
+    /// parallel) is retried on new ports, up to three times.
     pub async fn start(options: KafkaOptions) -> Result<Self, TestkitError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once(options.clone()).await {
+                Err(e) if tries < 3 && e.to_string().contains("Address already in use") => {
+                    eprintln!("weir-testkit: a Kafka port was taken; starting on new ports");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(options: KafkaOptions) -> Result<Self, TestkitError> {
         let opts = options;
         if opts.nodes == 0 {
             return Err(TestkitError::Other(
