@@ -357,6 +357,11 @@ pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
         .collect();
     let mut hs = Headers(hs);
     crate::id::repair_message_id(&mut hs, || m.coordinates());
+    // Back to the group that gave up on it only: other groups on the topic
+    // processed it already (a DLQ without a failed group: every group sees it).
+    if let Some(g) = &m.failed_group {
+        hs.push(headers::FOR_GROUP, g.clone());
+    }
     let mut hs = hs.0;
     hs.push(Header {
         key: headers::REPLAYED_FROM.into(),
@@ -484,6 +489,35 @@ mod tests {
         ]);
         assert_eq!(bad.attempts, None);
         assert_eq!(bad.original_partition, None);
+    }
+
+    #[test]
+    fn replay_record_goes_back_to_the_failed_group_only() {
+        let m = dlq_msg(&[
+            (MESSAGE_ID_HEADER, "id-1"),
+            (headers::ORIGINAL_TOPIC, "orders"),
+            (headers::FAILED_GROUP, "billing"),
+            (headers::FOR_GROUP, "stale"),
+        ]);
+        let r = replay_record(&m, None).unwrap();
+        let for_group: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|h| h.key == headers::FOR_GROUP)
+            .collect();
+        assert_eq!(for_group.len(), 1);
+        assert_eq!(
+            r.headers.get_str(headers::FOR_GROUP).unwrap(),
+            Some("billing")
+        );
+        let unknown = dlq_msg(&[(headers::ORIGINAL_TOPIC, "orders")]);
+        assert!(
+            replay_record(&unknown, None)
+                .unwrap()
+                .headers
+                .get(headers::FOR_GROUP)
+                .is_none()
+        );
     }
 
     #[test]

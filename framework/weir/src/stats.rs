@@ -34,6 +34,7 @@ pub struct ConsumerStats {
     pub(crate) refetched_duplicates: AtomicU64,
     pub(crate) dropped_on_revoke: AtomicU64,
     pub(crate) run_failed: AtomicU64,
+    pub(crate) other_group_skipped: AtomicU64,
 }
 
 macro_rules! getters {
@@ -65,6 +66,7 @@ getters! {
     lag: "Consumer lag over the assigned partitions: high watermark minus committed offset (librdkafka statistics, every `statistics.interval.ms`, default 5 s).",
     oldest_unprocessed_age_ms: "Age of the oldest fetched, unfinished message over the assigned partitions (ms; 0 when none), refreshed every commit interval.",
     loop_heartbeat_ms: "When the dispatcher loop last ran (epoch ms): a wedged consumer stops updating it.",
+    other_group_skipped: "Retry-tier copies and DLQ replays skipped because another consumer group's `weir-for-group` is on them.",
     run_failed: "1 once `run()` has ended with an error (a fatal client error, a dead poll thread): health checks turn red at once.",
     max_in_flight: "Highest in-flight count seen.",
     commits: "Offset commits that succeeded.",

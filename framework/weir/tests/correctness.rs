@@ -40,6 +40,7 @@ broker_tests!(
     an_invalid_message_id_is_kept_aside_and_the_copy_gets_a_valid_one,
     a_due_time_holds_only_tier_topics_and_only_about_their_delay,
     latest_reset_does_not_skip_retries_waiting_in_a_tier,
+    two_groups_on_one_topic_do_not_process_each_others_retries,
 );
 
 /// Records (offset, class) and lets the partition move on.
@@ -638,5 +639,74 @@ async fn latest_reset_does_not_skip_retries_waiting_in_a_tier(kind: BrokerKind) 
     hb.shutdown();
     let _ = run_b.await??;
     assert_eq!(seen.lock()[1], ("m".to_string(), 2));
+    Ok(())
+}
+
+/// Issue 21.14: tier topics are named after the source topic only, so every
+/// group with tiers on a topic reads the same tiers; group B used to process
+/// group A's retries (a duplicate effect, attempts counted across groups). Now
+/// each copy says which group it is for (`weir-for-group`) and other groups
+/// skip it.
+async fn two_groups_on_one_topic_do_not_process_each_others_retries(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("shared", 1).await?;
+    let rt = RetryTopics::tiers([Duration::from_millis(300)]).jitter(0.0);
+    for t in rt.retry_topics_of("shared") {
+        cluster.create_topic(&t, 1).await?;
+    }
+    cluster.create_topic(&rt.dlq_topic("shared"), 1).await?;
+    cluster
+        .produce(
+            "shared",
+            (0..5).map(|i| TestRecord::keyed(format!("k{i}"), format!("m{i}"))),
+        )
+        .await?;
+    let start = |group: &'static str, fail_first: bool| -> Result<_, weir::WeirError> {
+        let seen = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
+        let s = seen.clone();
+        let c = Consumer::builder(config(&cluster, group, &["shared"]))
+            .codec(StringCodec)
+            .retry_topics(rt.clone())
+            .build(processor_fn(move |m: Message<String>| {
+                let s = s.clone();
+                async move {
+                    s.lock().push((m.value().clone(), m.attempt()));
+                    if fail_first && m.attempt() == 1 {
+                        return Err(ProcessError::retryable(std::io::Error::other("flaky")));
+                    }
+                    Ok(())
+                }
+            }))?;
+        let h = c.handle();
+        Ok((seen, h, tokio::spawn(c.run())))
+    };
+    let (seen_a, ha, run_a) = start("group-a", true)?;
+    let (seen_b, hb, run_b) = start("group-b", false)?;
+    wait_until("A's five retries", Duration::from_secs(40), || {
+        seen_a.lock().len() >= 10
+    })
+    .await;
+    wait_until("B's five", Duration::from_secs(20), || {
+        seen_b.lock().len() >= 5
+    })
+    .await;
+    // Give B time to (wrongly) read A's copies from the shared tier.
+    wait_until("B to skip A's copies", Duration::from_secs(20), || {
+        hb.stats().other_group_skipped() >= 5
+    })
+    .await;
+    ha.shutdown();
+    hb.shutdown();
+    let _ = run_a.await??;
+    let _ = run_b.await??;
+    let b = seen_b.lock().clone();
+    assert_eq!(b.len(), 5, "B processed each message once: {b:?}");
+    assert!(b.iter().all(|(_, attempt)| *attempt == 1), "{b:?}");
+    let a = seen_a.lock().clone();
+    assert_eq!(
+        a.iter().filter(|(_, at)| *at == 2).count(),
+        5,
+        "A retried its own: {a:?}"
+    );
     Ok(())
 }

@@ -76,6 +76,12 @@ pub mod headers {
     pub const DLQ_REASON: &str = "weir-dlq-reason";
     /// The consumer group that gave up on it.
     pub const FAILED_GROUP: &str = "weir-failed-group";
+    /// The one consumer group that processes this copy: set on retry-tier
+    /// copies (the group that failed them) and on DLQ replays (the group that
+    /// gave up); other groups reading the same topic skip it. Tier topics are
+    /// named after their source topic only, so several groups with tiers on
+    /// one topic share them.
+    pub const FOR_GROUP: &str = "weir-for-group";
     /// When it was sent to the DLQ (epoch ms).
     pub const DLQ_AT_MS: &str = "weir-dlq-at-ms";
     /// On a replayed copy: the DLQ coordinates it came from (`topic/partition@offset`).
@@ -94,6 +100,7 @@ pub mod headers {
         DLQ_REASON,
         FAILED_GROUP,
         DLQ_AT_MS,
+        FOR_GROUP,
     ];
 }
 
@@ -659,6 +666,7 @@ impl RetrySink {
                 let due = now + delay.as_millis() as i64 + (jitter * 1000.0) as i64;
                 add.push((headers::ATTEMPT, next_attempt.to_string()));
                 add.push((headers::DUE_MS, due.to_string()));
+                add.push((headers::FOR_GROUP, f.group_id.to_string()));
                 topic
             }
             Route::Dlq { topic, reason } => {

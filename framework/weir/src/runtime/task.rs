@@ -142,6 +142,14 @@ where
         raw: &Arc<RawMessage>,
         cancel: &Arc<CancellationToken>,
     ) -> Outcome {
+        // A retry-tier copy or DLQ replay meant for another consumer group
+        // (tiers and source topics are shared by every group reading them).
+        if let Some(g) = raw.headers.get(crate::retry::headers::FOR_GROUP)
+            && g != self.group_id.as_bytes()
+        {
+            ConsumerStats::add(&self.stats.other_group_skipped, 1);
+            return Outcome::Finished;
+        }
         // A scheduled message that reached the end of a delay tier before its
         // time goes on to the next tier instead of to the processor.
         if let Some(rs) = &self.rescheduler
