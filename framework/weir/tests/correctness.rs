@@ -41,6 +41,7 @@ broker_tests!(
     a_due_time_holds_only_tier_topics_and_only_about_their_delay,
     latest_reset_does_not_skip_retries_waiting_in_a_tier,
     two_groups_on_one_topic_do_not_process_each_others_retries,
+    a_paused_partition_assigned_back_is_fetched_again,
 );
 
 /// Records (offset, class) and lets the partition move on.
@@ -708,5 +709,78 @@ async fn two_groups_on_one_topic_do_not_process_each_others_retries(kind: Broker
         5,
         "A retried its own: {a:?}"
     );
+    Ok(())
+}
+
+/// Issue 21.8: with `partition_queues = false` Weir pauses a full partition;
+/// librdkafka keeps that pause across a revoke and re-assign (an eager
+/// rebalance), while Weir's new partition state thought it unpaused, so the
+/// partition was never fetched again. Now every assigned partition is resumed
+/// on assign.
+async fn a_paused_partition_assigned_back_is_fetched_again(kind: BrokerKind) -> R {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("paused", 2).await?;
+    let n = 100usize;
+    cluster
+        .produce(
+            "paused",
+            (0..n).map(|i| {
+                TestRecord::keyed(format!("k{i}"), format!("m{i}")).partition((i % 2) as i32)
+            }),
+        )
+        .await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    // Handlers wait for this: both of A's partitions fill their window and pause.
+    let released = Arc::new(AtomicBool::new(false));
+    let member = || -> Result<_, weir::WeirError> {
+        let mut cfg = config(&cluster, "paused-g", &["paused"])
+            .set("queued.max.messages.kbytes", "64")
+            .set("max.partition.fetch.bytes", "4096");
+        cfg.partition_queues = false;
+        cfg.assignment = weir::Assignment::Range;
+        cfg.max_buffered_per_partition = 8;
+        cfg.max_in_flight_per_partition = 2;
+        cfg.revoke_deadline = Duration::from_secs(1);
+        let (d, r) = (done.clone(), released.clone());
+        let c = Consumer::builder(cfg)
+            .codec(StringCodec)
+            .build(processor_fn(move |_m: Message<String>| {
+                let (d, r) = (d.clone(), r.clone());
+                async move {
+                    while !r.load(SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    d.fetch_add(1, SeqCst);
+                    Ok::<_, ProcessError>(())
+                }
+            }))?;
+        let h = c.handle();
+        Ok((h, tokio::spawn(c.run())))
+    };
+    let (ha, run_a) = member()?;
+    wait_until("both partitions paused", Duration::from_secs(30), || {
+        ha.stats().paused_partitions() >= 2
+    })
+    .await;
+    // A second member: the eager rebalance revokes both partitions from A
+    // (their in-flight work is cancelled at the revoke deadline) and gives one back.
+    let rebalances = ha.stats().rebalances();
+    let (hb, run_b) = member()?;
+    wait_until("the rebalance", Duration::from_secs(60), || {
+        hb.stats().assigned_partitions() >= 1 && ha.stats().rebalances() >= rebalances + 2
+    })
+    .await;
+    released.store(true, SeqCst);
+    wait_until(
+        &format!("all {n} processed"),
+        Duration::from_secs(60),
+        || done.load(SeqCst) >= n,
+    )
+    .await;
+    ha.shutdown();
+    hb.shutdown();
+    let _ = run_a.await??;
+    let _ = run_b.await??;
     Ok(())
 }

@@ -333,9 +333,10 @@ impl ClientContext for WeirContext {
 }
 
 impl ConsumerContext for WeirContext {
-    /// rust-rdkafka's rebalance, with one change on assign: retry-tier
+    /// rust-rdkafka's rebalance, with two changes on assign: retry-tier
     /// partitions without a committed offset start at their beginning (see
-    /// [`WeirContext::tiers_from_beginning`]).
+    /// [`WeirContext::tiers_from_beginning`]), and every assigned partition is
+    /// resumed (a pause from before a revoke would otherwise outlive it).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -367,6 +368,14 @@ impl ConsumerContext for WeirContext {
         };
         if let Err(e) = result {
             tracing::error!(group = %self.group_id, error = %e, "applying a rebalance failed");
+        }
+        // librdkafka keeps a partition's pause across a revoke and re-assign;
+        // Weir's new state for it is unpaused, so it must be fetching too.
+        if let Rebalance::Assign(tpl) = &rebalance
+            && tpl.count() > 0
+            && let Err(e) = consumer.resume(tpl)
+        {
+            tracing::warn!(group = %self.group_id, error = %e, "resuming newly assigned partitions failed");
         }
         self.post_rebalance(consumer, &rebalance);
     }
