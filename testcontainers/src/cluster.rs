@@ -559,9 +559,27 @@ impl KafkaCluster {
             for p in 0..partitions {
                 tpl.add_partition(&topic, p);
             }
-            let got = c
-                .committed_offsets(tpl, Duration::from_secs(10))
-                .map_err(TestkitError::kafka(format!("committed offsets of {topic}")))?;
+            // A group coordinator still loading (Kafka right after start-up,
+            // or after a failover) answers NOT_COORDINATOR or
+            // COORDINATOR_LOAD_IN_PROGRESS for a while: ask again.
+            let start = Instant::now();
+            let got = loop {
+                match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                    Ok(got) => break got,
+                    Err(e)
+                        if is_coordinator_loading(&e)
+                            && start.elapsed() < Duration::from_secs(30) =>
+                    {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => {
+                        return Err(TestkitError::Kafka {
+                            context: format!("committed offsets of {topic}"),
+                            source: e,
+                        });
+                    }
+                }
+            };
             Ok(got
                 .elements()
                 .iter()
@@ -700,6 +718,19 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| TestkitError::Other(format!("blocking task failed: {e}")))?
+}
+
+/// The group coordinator is not ready yet (it moves, or its log loads).
+fn is_coordinator_loading(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::WaitingForCoordinator
+        )
+    )
 }
 
 /// A client-side or broker-side timeout of an admin request (rust-rdkafka
