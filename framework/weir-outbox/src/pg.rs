@@ -188,8 +188,19 @@ impl Backend for PostgresOutbox {
         ids: Vec<i64>,
         mode: MarkMode,
         poison: Vec<(i64, String)>,
+        failed: Vec<(i64, String)>,
     ) -> Result<(), OutboxError> {
         let db = OutboxError::db(BACKEND);
+        for (id, err) in failed {
+            sqlx::query(
+                "UPDATE weir_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(err.chars().take(1000).collect::<String>())
+            .execute(&mut *claim)
+            .await
+            .map_err(&db)?;
+        }
         if !ids.is_empty() {
             let sql = match mode {
                 MarkMode::MarkPublished => {
@@ -214,25 +225,6 @@ impl Backend for PostgresOutbox {
             .map_err(&db)?;
         }
         claim.commit().await.map_err(&db)
-    }
-
-    async fn fail(
-        &self,
-        claim: Self::Claim,
-        ids: Vec<i64>,
-        error: String,
-    ) -> Result<(), OutboxError> {
-        let db = OutboxError::db(BACKEND);
-        let _ = claim.rollback().await;
-        sqlx::query(
-            "UPDATE weir_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
-        )
-        .bind(&ids)
-        .bind(error.chars().take(1000).collect::<String>())
-        .execute(&self.pool)
-        .await
-        .map_err(&db)?;
-        Ok(())
     }
 
     async fn backlog(&self) -> Result<(i64, Option<i64>), OutboxError> {

@@ -61,23 +61,19 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Option<Claimed<Self::Claim>>, OutboxError>> + Send;
 
-    /// Marks (or deletes) `ids` as published and commits the claim. Rows in
-    /// `poison` (undecodable) are marked published with their error, so they
-    /// never block the queue.
+    /// Marks (or deletes) `ids` as published, records the failure of each row
+    /// in `failed` (attempts and last error; they stay unpublished), and
+    /// commits the claim: all in the claim's transaction, so that no other
+    /// relay can claim a later row of a failed row's key in between. Rows in
+    /// `poison` (undecodable headers, or a publish error that cannot recover)
+    /// are marked published with their error, so they never block the queue.
     fn complete(
         &self,
         claim: Self::Claim,
         ids: Vec<i64>,
         mode: MarkMode,
         poison: Vec<(i64, String)>,
-    ) -> impl Future<Output = Result<(), OutboxError>> + Send;
-
-    /// Releases the claim without marking, and records the failure on `ids`.
-    fn fail(
-        &self,
-        claim: Self::Claim,
-        ids: Vec<i64>,
-        error: String,
+        failed: Vec<(i64, String)>,
     ) -> impl Future<Output = Result<(), OutboxError>> + Send;
 
     /// Unpublished rows and the oldest one's creation time (epoch ms).
@@ -98,6 +94,59 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
     }
+}
+
+/// What became of a batch's sends.
+struct Outcome {
+    /// Delivered rows to mark, with their creation time.
+    published: Vec<(i64, i64)>,
+    /// Rows the broker refuses for good: marked with their error.
+    quarantined: Vec<(i64, String)>,
+    /// Rows to try again: those that failed transiently, and every later row
+    /// of their keys (a key stops at its first unsent row).
+    failed: Vec<(i64, String)>,
+    /// The first transient error, for the caller's back-off.
+    first_error: Option<weir::producer::ProduceError>,
+}
+
+/// Sorts a batch's results in id order: a delivered row is published unless an
+/// earlier row of its key is to be sent again; a permanent error quarantines
+/// its row; a transient error leaves the row, and the rest of its key, for
+/// the next claim.
+fn settle(
+    records: &[(i64, i64, Record)],
+    results: Vec<Result<weir::producer::Delivery, weir::producer::ProduceError>>,
+) -> Outcome {
+    let mut out = Outcome {
+        published: Vec::new(),
+        quarantined: Vec::new(),
+        failed: Vec::new(),
+        first_error: None,
+    };
+    let mut stopped: std::collections::HashMap<(String, Bytes), String> = Default::default();
+    for ((id, created, rec), res) in records.iter().zip(results) {
+        let key = rec.key.clone().map(|k| (rec.topic.clone(), k));
+        if let Some(why) = key.as_ref().and_then(|k| stopped.get(k)) {
+            out.failed
+                .push((*id, format!("waits for an earlier row of its key: {why}")));
+            continue;
+        }
+        match res {
+            Ok(_) => out.published.push((*id, *created)),
+            Err(e) if !e.is_retryable() => out.quarantined.push((*id, e.to_string())),
+            Err(e) => {
+                let msg = e.to_string();
+                if let Some(k) = key {
+                    stopped.insert(k, msg.clone());
+                }
+                out.failed.push((*id, msg));
+                if out.first_error.is_none() {
+                    out.first_error = Some(e);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Relay settings.
@@ -134,6 +183,7 @@ pub struct RelayStats {
     publish_errors: AtomicU64,
     batches: AtomicU64,
     poison: AtomicU64,
+    quarantined: AtomicU64,
     backlog: AtomicI64,
     oldest_age_ms: AtomicI64,
     last_latency_ms: AtomicI64,
@@ -151,6 +201,11 @@ impl RelayStats {
     /// Batches published.
     pub fn batches(&self) -> u64 {
         self.batches.load(Relaxed)
+    }
+    /// Rows the broker refused for good (too large, invalid for the topic,
+    /// unauthorised…): marked with their error instead of blocking the relay.
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined.load(Relaxed)
     }
     /// Rows skipped because their headers could not be decoded.
     pub fn poison(&self) -> u64 {
@@ -224,11 +279,10 @@ impl<B: Backend> Relay<B> {
         };
         if rows.is_empty() {
             self.backend
-                .complete(claim, Vec::new(), self.cfg.mark, Vec::new())
+                .complete(claim, Vec::new(), self.cfg.mark, Vec::new(), Vec::new())
                 .await?;
             return Ok(0);
         }
-        let mut ids = Vec::with_capacity(rows.len());
         let mut poison = Vec::new();
         let mut records = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -274,28 +328,30 @@ impl<B: Backend> Relay<B> {
             tracing::Instrument::instrument(self.producer.send(rec.clone()), span)
         });
         let results = futures::future::join_all(sends).await;
-        let mut first_err = None;
-        for ((id, created, _), res) in records.iter().zip(results) {
-            match res {
-                Ok(_) => {
-                    ids.push(*id);
-                    let lat = now_ms() - created;
-                    self.stats.last_latency_ms.store(lat, Relaxed);
-                    metrics::histogram!("weir_outbox_publish_latency_seconds")
-                        .record(lat as f64 / 1000.0);
-                }
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                    }
-                }
-            }
+        let outcome = settle(&records, results);
+        for (_, created) in &outcome.published {
+            let lat = now_ms() - created;
+            self.stats.last_latency_ms.store(lat, Relaxed);
+            metrics::histogram!("weir_outbox_publish_latency_seconds").record(lat as f64 / 1000.0);
         }
-        if let Some(e) = first_err {
-            // Some rows may be in Kafka already: they are published again with
-            // the same message IDs next time (consumers de-duplicate).
-            let all: Vec<i64> = records.iter().map(|(id, _, _)| *id).collect();
-            let recorded = self.backend.fail(claim, all, e.to_string()).await;
+        for (id, err) in &outcome.quarantined {
+            tracing::error!(id, error = %err, "outbox row cannot be published (the broker refuses it for good); quarantined with its error, not retried");
+        }
+        let ids: Vec<i64> = outcome.published.iter().map(|(id, _)| *id).collect();
+        let n = ids.len();
+        let quarantined = outcome.quarantined.len() as u64;
+        self.stats.poison.fetch_add(poison.len() as u64, Relaxed);
+        self.stats.quarantined.fetch_add(quarantined, Relaxed);
+        metrics::counter!("weir_outbox_quarantined_total").increment(quarantined);
+        poison.extend(outcome.quarantined);
+        let failed = outcome.failed.clone();
+        let recorded = self
+            .backend
+            .complete(claim, ids, self.cfg.mark, poison, failed)
+            .await;
+        self.stats.published.fetch_add(n as u64, Relaxed);
+        metrics::counter!("weir_outbox_published_total").increment(n as u64);
+        if let Some(e) = outcome.first_error {
             // Counted once the failure is on the rows (or recording it
             // failed), so that whoever sees the counter sees the rows' error.
             self.stats.publish_errors.fetch_add(1, Relaxed);
@@ -303,14 +359,8 @@ impl<B: Backend> Relay<B> {
             recorded?;
             return Err(e.into());
         }
-        let n = ids.len();
-        self.stats.poison.fetch_add(poison.len() as u64, Relaxed);
-        self.backend
-            .complete(claim, ids, self.cfg.mark, poison)
-            .await?;
-        self.stats.published.fetch_add(n as u64, Relaxed);
+        recorded?;
         self.stats.batches.fetch_add(1, Relaxed);
-        metrics::counter!("weir_outbox_published_total").increment(n as u64);
         Ok(n)
     }
 

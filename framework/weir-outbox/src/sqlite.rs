@@ -99,13 +99,24 @@ impl Backend for SqliteOutbox {
         ids: Vec<i64>,
         mode: MarkMode,
         poison: Vec<(i64, String)>,
+        failed: Vec<(i64, String)>,
     ) -> Result<(), OutboxError> {
         let db = OutboxError::db(BACKEND);
-        if ids.is_empty() && poison.is_empty() {
+        if ids.is_empty() && poison.is_empty() && failed.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&db)?;
         let now = now_ms();
+        for (id, err) in failed {
+            sqlx::query(
+                "UPDATE weir_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+            )
+            .bind(err.chars().take(1000).collect::<String>())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(&db)?;
+        }
         for id in ids {
             let q = match mode {
                 MarkMode::MarkPublished => sqlx::query(
@@ -125,23 +136,6 @@ impl Backend for SqliteOutbox {
                 .execute(&mut *tx)
                 .await
                 .map_err(&db)?;
-        }
-        tx.commit().await.map_err(&db)
-    }
-
-    async fn fail(&self, _: (), ids: Vec<i64>, error: String) -> Result<(), OutboxError> {
-        let db = OutboxError::db(BACKEND);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(&db)?;
-        let err: String = error.chars().take(1000).collect();
-        for id in ids {
-            sqlx::query(
-                "UPDATE weir_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-            )
-            .bind(&err)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(&db)?;
         }
         tx.commit().await.map_err(&db)
     }

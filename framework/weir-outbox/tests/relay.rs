@@ -19,6 +19,7 @@ broker_tests!(
     postgres_committed_rows_are_published_in_key_order,
     two_relays_and_concurrent_writers_keep_key_order,
     notify_wakes_the_relay_within_milliseconds,
+    a_row_the_broker_refuses_is_quarantined_and_the_rest_flow,
 );
 
 mod more {
@@ -441,6 +442,80 @@ async fn broker_outage_loses_nothing(kind: BrokerKind) -> R {
         "outage: {} publish errors, {} messages for 50 rows",
         stats.publish_errors(),
         msgs.len()
+    );
+    Ok(())
+}
+
+/// Issue 21.15: one row that can never be sent (here larger than the
+/// producer's `message.max.bytes`) used to roll the whole batch back: the
+/// same rows were claimed again on every cycle, the batch's other rows were
+/// re-published each time (duplicates) and nothing after them was ever sent.
+/// Now that row is quarantined with its error, the rows that were acked are
+/// marked, and every other row is published once.
+async fn a_row_the_broker_refuses_is_quarantined_and_the_rest_flow(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic(TOPIC, 1).await?;
+    let db = PostgresDb::fresh().await?;
+    let outbox = PostgresOutbox::new(db.pool().clone());
+    outbox.migrate().await?;
+    let mut tx = db.pool().begin().await?;
+    let rows = [
+        ("a", "a#1".to_string()),
+        ("b", "x".repeat(2_000_000)),
+        ("a", "a#2".to_string()),
+        ("c", "c#1".to_string()),
+    ];
+    for (k, p) in &rows {
+        PostgresOutbox::enqueue(&mut tx, OutboxRecord::to(TOPIC).key(*k).payload(p.clone()))
+            .await?;
+    }
+    tx.commit().await?;
+    let relay = Arc::new(Relay::new(
+        outbox.clone(),
+        producer(&cluster),
+        RelayConfig {
+            poll_interval: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+            ..Default::default()
+        },
+    ));
+    let stats = relay.stats();
+    let stop = CancellationToken::new();
+    let (r, s) = (relay.clone(), stop.clone());
+    let task = tokio::spawn(async move { r.run(s).await });
+    wait_until(
+        "three published, one quarantined",
+        Duration::from_secs(30),
+        || stats.published() >= 3 && stats.quarantined() >= 1,
+    )
+    .await;
+    // A few more cycles: nothing is published again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    task.await??;
+    let got = cluster.read_to_end(TOPIC).await?;
+    let mut payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    payloads.sort();
+    assert_eq!(
+        payloads,
+        ["a#1", "a#2", "c#1"],
+        "each once, the refused row not at all"
+    );
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM weir_outbox WHERE published_at IS NULL")
+            .fetch_one(db.pool())
+            .await?;
+    assert_eq!(pending, 0, "nothing left to block the relay");
+    let err: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM weir_outbox WHERE msg_key = 'b'")
+            .fetch_one(db.pool())
+            .await?;
+    assert!(
+        err.is_some_and(|e| e.contains("not published")),
+        "the error is on the row"
     );
     Ok(())
 }
