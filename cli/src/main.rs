@@ -908,12 +908,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                     |done, _| bar.set_position(done as u64),
                 )
-                .await?;
+                .await;
                 bar.finish_and_clear();
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({"dry_run": false, "sent": report.sent, "skipped": report.skipped, "duplicates": report.duplicates})
+                        serde_json::json!({"dry_run": false, "sent": report.sent, "skipped": report.skipped, "duplicates": report.duplicates, "stopped": report.stopped})
                     );
                 } else {
                     println!("replayed {} message(s)", report.sent);
@@ -929,6 +929,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             report.duplicates
                         );
                     }
+                }
+                if let Some(stop) = &report.stopped {
+                    anyhow::bail!(
+                        "replay stopped at {} after {} sent: {} ({} message(s) not tried; run it again from there)",
+                        stop.at,
+                        report.sent,
+                        stop.error,
+                        stop.remaining
+                    );
                 }
                 Ok(())
             }

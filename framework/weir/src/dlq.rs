@@ -334,6 +334,22 @@ pub struct ReplayReport {
     /// DLQ coordinates of later copies of a message already sent in this
     /// replay (not sent unless [`ReplayOptions::keep_duplicates`]).
     pub duplicates: Vec<String>,
+    /// Where the replay stopped, when a send failed: the DLQ coordinates of
+    /// the message, the error, and how many messages were not tried. Every
+    /// message before it was sent (and is counted in `sent`); run the replay
+    /// again from there.
+    pub stopped: Option<ReplayStop>,
+}
+
+/// Why and where a replay stopped early.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplayStop {
+    /// DLQ coordinates (`topic/partition@offset`) of the message whose send failed.
+    pub at: String,
+    /// The send error.
+    pub error: String,
+    /// Messages not tried, that one included.
+    pub remaining: usize,
 }
 
 /// The record a replay sends for `m`: same key, payload and message ID, the
@@ -379,6 +395,8 @@ pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
 }
 
 /// Replays `msgs` (see [`replay_record`]), waiting for each acknowledgement,
+/// stopping at the first failed send with a partial report
+/// ([`ReplayReport::stopped`]),
 /// calling `progress(done, total)` as it goes. Later copies of a message sent
 /// already are skipped (listed in [`ReplayReport::duplicates`]) unless
 /// [`ReplayOptions::keep_duplicates`]. With an idempotent processor,
@@ -388,7 +406,7 @@ pub async fn replay(
     msgs: &[DlqMessage],
     opts: &ReplayOptions,
     mut progress: impl FnMut(usize, usize),
-) -> Result<ReplayReport, crate::producer::ProduceError> {
+) -> ReplayReport {
     let mut report = ReplayReport::default();
     let earlier = earlier_copies(msgs);
     let start = tokio::time::Instant::now();
@@ -404,15 +422,22 @@ pub async fn replay(
         }
         paced += 1;
         match replay_record(m, opts.to_topic.as_deref()) {
-            Some(r) => {
-                producer.send(r).await?;
-                report.sent += 1;
-            }
+            Some(r) => match producer.send(r).await {
+                Ok(_) => report.sent += 1,
+                Err(e) => {
+                    report.stopped = Some(ReplayStop {
+                        at: m.coordinates(),
+                        error: e.to_string(),
+                        remaining: msgs.len() - i,
+                    });
+                    return report;
+                }
+            },
             None => report.skipped.push(m.coordinates()),
         }
         progress(i + 1, msgs.len());
     }
-    Ok(report)
+    report
 }
 
 #[cfg(test)]
@@ -489,6 +514,26 @@ mod tests {
         ]);
         assert_eq!(bad.attempts, None);
         assert_eq!(bad.original_partition, None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_stops_the_replay_with_a_partial_report() {
+        let cfg = crate::ConsumerConfig::new("127.0.0.1:9", "g", &["orders"]);
+        let producer = Producer::for_consumer(&cfg).unwrap();
+        let mut big = dlq_msg(&[(headers::ORIGINAL_TOPIC, "orders")]);
+        big.raw.payload = Some(Bytes::from(vec![b'x'; 2_000_000]));
+        let msgs = vec![big, dlq_msg(&[(headers::ORIGINAL_TOPIC, "orders")])];
+        let report = tokio::time::timeout(
+            Duration::from_secs(10),
+            replay(&producer, &msgs, &ReplayOptions::default(), |_, _| {}),
+        )
+        .await
+        .expect("a local size error answers at once");
+        assert_eq!(report.sent, 0);
+        let stop = report.stopped.expect("stopped");
+        assert_eq!(stop.at, "orders.dlq/1@9");
+        assert_eq!(stop.remaining, 2);
+        assert!(!stop.error.is_empty());
     }
 
     #[test]
