@@ -16,19 +16,32 @@ use std::time::Duration;
 
 use crate::store::StoreError;
 
-/// Maps a sqlx error: an exhausted pool is `Busy` (every connection is in
-/// use: more messages in flight than connections, not an outage), connection
-/// trouble is `Unavailable`, the rest is `Query`.
-fn classify(backend: &'static str, e: sqlx::Error) -> StoreError {
-    if matches!(e, sqlx::Error::PoolTimedOut) {
+/// Maps an error from taking a connection of `pool`: a timeout while every
+/// connection the pool may open is open and in use is `Busy` (more messages
+/// in flight than connections, not an outage); a timeout with room to open
+/// more means new connections fail, `Unavailable`; the rest as [`classify`].
+fn classify_acquire<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    backend: &'static str,
+    e: sqlx::Error,
+) -> StoreError {
+    let saturated = pool.size() >= pool.options().get_max_connections() && pool.num_idle() == 0;
+    if matches!(e, sqlx::Error::PoolTimedOut) && saturated {
         return StoreError::Busy {
             backend,
             message: e.to_string(),
         };
     }
+    classify(backend, e)
+}
+
+/// Maps a sqlx error: connection trouble (a pool that cannot open a
+/// connection in time included) is `Unavailable`, the rest is `Query`.
+fn classify(backend: &'static str, e: sqlx::Error) -> StoreError {
     let unavailable = match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => true,
@@ -69,7 +82,7 @@ mod pg {
     use sqlx::postgres::{PgPool, PgPoolOptions};
     use sqlx::{Postgres, Transaction};
 
-    use super::classify;
+    use super::{classify, classify_acquire};
     use crate::store::{Claim, IdempotencyStore, MarkerKey, StoreError};
 
     const BACKEND: &str = "postgres";
@@ -154,7 +167,11 @@ mod pg {
         type Tx = Transaction<'static, Postgres>;
 
         async fn claim(&self, key: MarkerKey<'_>) -> Result<Claim<Self::Tx>, StoreError> {
-            let mut tx = self.pool.begin().await.map_err(|e| classify(BACKEND, e))?;
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| classify_acquire(&self.pool, BACKEND, e))?;
             let inserted = sqlx::query(
                 "INSERT INTO processed_messages \
                  (consumer_group, message_id, topic, \"partition\", \"offset\") \
@@ -252,7 +269,7 @@ mod lite {
     };
     use sqlx::{Sqlite, Transaction};
 
-    use super::{classify, millis};
+    use super::{classify, classify_acquire, millis};
     use crate::store::{Claim, IdempotencyStore, MarkerKey, StoreError};
 
     const BACKEND: &str = "sqlite";
@@ -342,7 +359,7 @@ mod lite {
                 .pool
                 .begin_with("BEGIN IMMEDIATE")
                 .await
-                .map_err(|e| classify(BACKEND, e))?;
+                .map_err(|e| classify_acquire(&self.pool, BACKEND, e))?;
             let inserted = sqlx::query(
                 "INSERT INTO processed_messages \
                  (consumer_group, message_id, topic, \"partition\", \"offset\", processed_at) \
