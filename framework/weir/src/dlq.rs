@@ -9,8 +9,11 @@
 //! let filter = DlqFilter { error_class: Some("http_503".into()), ..Default::default() };
 //! let msgs = read_dlq(&client, "orders.dlq", &filter, None).await?;
 //! let producer = Producer::new("kafka:9092")?;
-//! let report = replay(&producer, &msgs, &ReplayOptions::default(), |_done, _total| {}).await?;
+//! let report = replay(&producer, &msgs, &ReplayOptions::default(), |_done, _total| {}).await;
 //! println!("replayed {}", report.sent);
+//! if let Some(stop) = report.stopped {
+//!     eprintln!("stopped at {}: {} ({} not tried)", stop.at, stop.error, stop.remaining);
+//! }
 //! # Ok(()) }
 //! ```
 
