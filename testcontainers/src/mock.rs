@@ -21,6 +21,8 @@ enum Command {
     RoundTripTime(i32, Duration, Reply),
     RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, Reply),
     ClearRequestErrors(RDKafkaApiKey, Reply),
+    GroupCoordinator(String, i32, Reply),
+    PartitionLeader(String, i32, i32, Reply),
     Shutdown,
 }
 
@@ -77,6 +79,13 @@ impl MockHandle {
                         Command::ClearRequestErrors(k, r) => {
                             cluster.clear_request_errors(k);
                             (Ok(()), r)
+                        }
+                        Command::GroupCoordinator(g, b, r) => (
+                            cluster.coordinator(rdkafka::mocking::MockCoordinator::Group(g), b),
+                            r,
+                        ),
+                        Command::PartitionLeader(t, p, b, r) => {
+                            (cluster.partition_leader(&t, p, Some(b)), r)
                         }
                         Command::Shutdown => break,
                     };
@@ -148,6 +157,25 @@ impl MockFaults {
         errors: Vec<RDKafkaRespErr>,
     ) -> Result<(), TestkitError> {
         self.call(|r| Command::RequestErrors(api, errors, r))
+    }
+
+    /// Makes broker `id` the coordinator of consumer group `group` (its
+    /// joins, heartbeats and offset commits), for example so that latency
+    /// added to that broker slows the group's requests and not its fetches.
+    pub fn group_coordinator(&self, group: &str, id: i32) -> Result<(), TestkitError> {
+        let g = group.to_string();
+        self.call(|r| Command::GroupCoordinator(g, id, r))
+    }
+
+    /// Makes broker `id` the leader of `topic`'s partition `partition`.
+    pub fn partition_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        id: i32,
+    ) -> Result<(), TestkitError> {
+        let t = topic.to_string();
+        self.call(|r| Command::PartitionLeader(t, partition, id, r))
     }
 
     /// Clears injected request errors for `api`.

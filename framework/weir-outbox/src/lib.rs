@@ -58,7 +58,7 @@ use weir::{Headers, MESSAGE_ID_HEADER};
 pub use codec::{HeaderCodecError, decode as decode_headers, encode as encode_headers};
 #[cfg(feature = "postgres")]
 pub use pg::PostgresOutbox;
-pub use relay::{Backend, Claimed, MarkMode, Relay, RelayConfig, RelayStats};
+pub use relay::{Backend, Claimed, MarkMode, Publish, Relay, RelayConfig, RelayStats};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteOutbox;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use weir::producer::{Producer, Record};
+use weir::producer::{Delivery, ProduceError, Producer, Record};
 
 use crate::OutboxError;
 
@@ -115,7 +115,7 @@ struct Outcome {
 /// the next claim.
 fn settle(
     records: &[(i64, i64, Record)],
-    results: Vec<Result<weir::producer::Delivery, weir::producer::ProduceError>>,
+    results: Vec<Option<Result<Delivery, ProduceError>>>,
 ) -> Outcome {
     let mut out = Outcome {
         published: Vec::new(),
@@ -131,6 +131,13 @@ fn settle(
                 .push((*id, format!("waits for an earlier row of its key: {why}")));
             continue;
         }
+        let Some(res) = res else {
+            out.failed.push((
+                *id,
+                "not sent: an earlier row of its key was not sent".into(),
+            ));
+            continue;
+        };
         match res {
             Ok(_) => out.published.push((*id, *created)),
             Err(e) if !e.is_retryable() => out.quarantined.push((*id, e.to_string())),
@@ -147,6 +154,26 @@ fn settle(
         }
     }
     out
+}
+
+/// A batch's rows (indices, in id order) grouped into chains that are sent
+/// one row after another: one chain per (topic, key), one per keyless row.
+fn key_chains(records: &[(i64, i64, Record)]) -> Vec<Vec<usize>> {
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut by_key: std::collections::HashMap<(&str, &[u8]), usize> = Default::default();
+    for (i, (_, _, rec)) in records.iter().enumerate() {
+        match rec.key.as_deref() {
+            Some(k) => {
+                let at = *by_key.entry((rec.topic.as_str(), k)).or_insert_with(|| {
+                    chains.push(Vec::new());
+                    chains.len() - 1
+                });
+                chains[at].push(i);
+            }
+            None => chains.push(vec![i]),
+        }
+    }
+    chains
 }
 
 /// Relay settings.
@@ -232,25 +259,46 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where a relay sends its rows: [`weir::Producer`] (the default), or a
+/// wrapper around one (to count, to shape traffic, or to inject faults in a
+/// test). A send resolves when the broker acknowledged the record or it
+/// failed for good; [`ProduceError::is_retryable`] sorts the failures.
+pub trait Publish: Send + Sync + 'static {
+    /// Sends one record and waits for its acknowledgement.
+    fn publish(
+        &self,
+        record: Record,
+    ) -> impl Future<Output = Result<Delivery, ProduceError>> + Send;
+}
+
+impl Publish for Producer {
+    fn publish(
+        &self,
+        record: Record,
+    ) -> impl Future<Output = Result<Delivery, ProduceError>> + Send {
+        self.send(record)
+    }
+}
+
 /// Publishes outbox rows to Kafka. See the [crate docs](crate).
-pub struct Relay<B> {
+pub struct Relay<B, P = Producer> {
     backend: Arc<B>,
-    producer: Producer,
+    producer: P,
     cfg: RelayConfig,
     stats: Arc<RelayStats>,
     wake: Arc<Notify>,
 }
 
-impl<B> std::fmt::Debug for Relay<B> {
+impl<B, P> std::fmt::Debug for Relay<B, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay").field("cfg", &self.cfg).finish()
     }
 }
 
-impl<B: Backend> Relay<B> {
+impl<B: Backend, P: Publish> Relay<B, P> {
     /// A relay reading `backend` and publishing with `producer` (use an
     /// idempotent producer: [`weir::Producer`] is one).
-    pub fn new(backend: impl Into<Arc<B>>, producer: Producer, cfg: RelayConfig) -> Self {
+    pub fn new(backend: impl Into<Arc<B>>, producer: P, cfg: RelayConfig) -> Self {
         Relay {
             backend: backend.into(),
             producer,
@@ -300,9 +348,14 @@ impl<B: Backend> Relay<B> {
                 }
             }
         }
-        // Sends start in id order (join_all polls in order), so a key's rows
-        // enter the producer queue in order; idempotence keeps them in order.
-        let sends = records.iter().map(|(id, _, rec)| {
+        // A key's rows are sent one after another, each once the previous
+        // one is acknowledged, and a key stops at its first transient
+        // failure: sent concurrently, a later row could be delivered while an
+        // earlier one failed (a full local queue, a local timeout), and the
+        // earlier one, sent again next claim, would land after it. Different
+        // keys (and keyless rows) are sent concurrently.
+        let send_one = |i: usize| {
+            let (id, _, rec) = &records[i];
             // One producer span per row, linked to the request that enqueued
             // it; the message keeps the request's context, so the consumer's
             // span joins the request's trace.
@@ -325,9 +378,29 @@ impl<B: Backend> Relay<B> {
                 );
                 weir::trace::attach(&span, &link);
             }
-            tracing::Instrument::instrument(self.producer.send(rec.clone()), span)
+            tracing::Instrument::instrument(self.producer.publish(rec.clone()), span)
+        };
+        let chains = key_chains(&records);
+        let sends = chains.into_iter().map(|chain| {
+            let send_one = &send_one;
+            async move {
+                let mut out = Vec::with_capacity(chain.len());
+                for i in chain {
+                    let r = send_one(i).await;
+                    let stop = matches!(&r, Err(e) if e.is_retryable());
+                    out.push((i, r));
+                    if stop {
+                        break;
+                    }
+                }
+                out
+            }
         });
-        let results = futures::future::join_all(sends).await;
+        let mut results: Vec<Option<Result<Delivery, ProduceError>>> =
+            (0..records.len()).map(|_| None).collect();
+        for (i, r) in futures::future::join_all(sends).await.into_iter().flatten() {
+            results[i] = Some(r);
+        }
         let outcome = settle(&records, results);
         for (_, created) in &outcome.published {
             let lat = now_ms() - created;

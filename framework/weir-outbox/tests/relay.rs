@@ -20,6 +20,7 @@ broker_tests!(
     two_relays_and_concurrent_writers_keep_key_order,
     notify_wakes_the_relay_within_milliseconds,
     a_row_the_broker_refuses_is_quarantined_and_the_rest_flow,
+    a_failed_send_does_not_let_a_later_row_of_its_key_ahead,
 );
 
 mod more {
@@ -517,5 +518,112 @@ async fn a_row_the_broker_refuses_is_quarantined_and_the_rest_flow(kind: BrokerK
         err.is_some_and(|e| e.contains("not published")),
         "the error is on the row"
     );
+    Ok(())
+}
+
+/// Sends through a real producer, except that the payloads in `fail` fail
+/// once with a transient local error (a full producer queue), after a
+/// moment, as librdkafka reports one.
+struct FailOnce {
+    inner: weir::Producer,
+    fail: parking_lot::Mutex<BTreeSet<String>>,
+    attempts: parking_lot::Mutex<Vec<String>>,
+}
+
+impl weir_outbox::Publish for FailOnce {
+    fn publish(
+        &self,
+        record: weir::producer::Record,
+    ) -> impl std::future::Future<
+        Output = Result<weir::producer::Delivery, weir::producer::ProduceError>,
+    > + Send {
+        let payload =
+            String::from_utf8_lossy(record.payload.as_deref().unwrap_or_default()).into_owned();
+        self.attempts.lock().push(payload.clone());
+        let fail = self.fail.lock().remove(&payload);
+        let inner = self.inner.clone();
+        async move {
+            if fail {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Err(weir::producer::ProduceError::Kafka {
+                    topic: record.topic,
+                    source: rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                });
+            }
+            inner.send(record).await
+        }
+    }
+}
+
+/// Issue 21.17: a relay batch sent every row at once, so when an early row
+/// of a key failed transiently (queue full, local timeout) a later row of
+/// the same key was delivered anyway; the early row, sent again on the next
+/// claim, landed after it. Now a key's rows go one after another and a key
+/// stops at its first failed row; other keys are not held up.
+async fn a_failed_send_does_not_let_a_later_row_of_its_key_ahead(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic(TOPIC, 2).await?;
+    let db = SqliteDb::fresh()?;
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            db.url()
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()?
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10)),
+        )
+        .await?;
+    let outbox = SqliteOutbox::new(pool.clone());
+    outbox.migrate().await?;
+    let mut tx = pool.begin().await?;
+    for seq in 0..5 {
+        for k in ["k0", "k1", "k2"] {
+            SqliteOutbox::enqueue(
+                &mut tx,
+                OutboxRecord::to(TOPIC).key(k).payload(format!("{k}#{seq}")),
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    let publisher = Arc::new(FailOnce {
+        inner: producer(&cluster),
+        fail: parking_lot::Mutex::new(BTreeSet::from(["k0#1".to_string()])),
+        attempts: Default::default(),
+    });
+    struct Shared(Arc<FailOnce>);
+    impl weir_outbox::Publish for Shared {
+        fn publish(
+            &self,
+            record: weir::producer::Record,
+        ) -> impl std::future::Future<
+            Output = Result<weir::producer::Delivery, weir::producer::ProduceError>,
+        > + Send {
+            self.0.publish(record)
+        }
+    }
+    let relay = Relay::new(outbox, Shared(publisher.clone()), RelayConfig::default());
+    let first = relay.relay_once().await;
+    assert!(first.is_err(), "the failed row is reported: {first:?}");
+    let tried: Vec<String> = publisher.attempts.lock().clone();
+    assert!(
+        !tried
+            .iter()
+            .any(|p| p.starts_with("k0#") && p.as_str() > "k0#1"),
+        "no later row of k0 was sent while k0#1 failed: {tried:?}"
+    );
+    assert!(
+        tried.contains(&"k1#4".to_string()) && tried.contains(&"k2#4".to_string()),
+        "the other keys were not held up: {tried:?}"
+    );
+    let mut cycles = 0;
+    while relay.relay_once().await? > 0 {
+        cycles += 1;
+        assert!(cycles < 10, "the relay does not drain");
+    }
+    let msgs = cluster.read_to_end(TOPIC).await?;
+    assert_key_order(&msgs);
+    assert_eq!(msgs.len(), 15, "each row once");
     Ok(())
 }

@@ -127,6 +127,15 @@ impl<T> KeyScheduler<T> {
         }
     }
 
+    /// Drops every queued item and keeps the lanes whose head is running
+    /// busy (their completion frees them). Returns how many were dropped.
+    pub fn drop_queued(&mut self) -> usize {
+        for q in self.busy.values_mut() {
+            q.clear();
+        }
+        std::mem::take(&mut self.queued)
+    }
+
     /// The running item of `lane` finished: returns the lane's next item to run.
     pub fn complete(&mut self, lane: Lane) -> Option<T> {
         let Lane::Ordered(id) = lane else { return None };

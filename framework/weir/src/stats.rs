@@ -35,6 +35,7 @@ pub struct ConsumerStats {
     pub(crate) dropped_on_revoke: AtomicU64,
     pub(crate) run_failed: AtomicU64,
     pub(crate) other_group_skipped: AtomicU64,
+    pub(crate) position_resets: AtomicU64,
 }
 
 macro_rules! getters {
@@ -76,7 +77,8 @@ getters! {
     paused_partitions: "Partitions held back now by backpressure (out of credit or paused) or a halt.",
     own_queue_partitions: "Assigned partitions read from their own librdkafka queue (`partition_queues`): backpressure stops reading them instead of pausing them.",
     halted_partitions: "Partitions halted by the failure sink.",
-    refetched_duplicates: "Messages fetched again below the tracked position and ignored.",
+    refetched_duplicates: "Messages fetched again below the tracked position and ignored (copies of offsets this member already tracked, after its own seek on resume).",
+    position_resets: "Times a partition's position moved backwards below what this member tracked (topic deleted and re-created, log truncated, offset reset while assigned): the partition's state was started over from the new position.",
     dropped_on_revoke: "Buffered messages dropped because their partition was revoked (the new owner gets them).",
 }
 
@@ -105,7 +107,7 @@ impl ConsumerStats {
     /// second, so exporting costs nothing per message.
     pub fn publish_metrics(&self, group: &str) {
         let g = group.to_string();
-        let counters: [(&'static str, u64); 14] = [
+        let counters: [(&'static str, u64); 15] = [
             ("weir_messages_received_total", self.received()),
             ("weir_messages_processed_total", self.processed()),
             ("weir_messages_failed_total", self.failed()),
@@ -126,6 +128,7 @@ impl ConsumerStats {
                 "weir_refetched_duplicates_total",
                 self.refetched_duplicates(),
             ),
+            ("weir_position_resets_total", self.position_resets()),
         ];
         for (name, v) in counters {
             metrics::counter!(name, "group" => g.clone()).absolute(v);

@@ -3,12 +3,25 @@
 
 mod common;
 
+/// Tests that need one broker's particular fault injection (named by prefix).
 mod kafka_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tier_and_dlq_topics_get_explicit_settings_and_bad_ones_are_refused() -> crate::common::R
     {
         crate::common::init();
         super::tier_and_dlq_topics_get_explicit_settings_and_bad_ones_are_refused().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mock_a_revoke_during_shutdown_is_answered_and_committed() -> crate::common::R {
+        crate::common::init();
+        super::a_revoke_during_shutdown_is_answered_and_committed().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_moved_backwards_is_resynchronised_not_dropped() -> crate::common::R {
+        crate::common::init();
+        super::a_position_moved_backwards_is_resynchronised_not_dropped().await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,6 +55,7 @@ broker_tests!(
     latest_reset_does_not_skip_retries_waiting_in_a_tier,
     two_groups_on_one_topic_do_not_process_each_others_retries,
     a_paused_partition_assigned_back_is_fetched_again,
+    a_late_revoke_answer_keeps_the_next_assignment_and_cancels_old_runs,
 );
 
 /// Records (offset, class) and lets the partition move on.
@@ -782,5 +796,344 @@ async fn a_paused_partition_assigned_back_is_fetched_again(kind: BrokerKind) -> 
     hb.shutdown();
     let _ = run_a.await??;
     let _ = run_b.await??;
+    Ok(())
+}
+
+/// Issue 21.9: a revoke the dispatcher answers after the poll thread gave up
+/// on it. A handler that blocks its thread (a user bug, or a slow synchronous
+/// call) holds the dispatcher for 15 s; meanwhile a second member joins, the
+/// eager rebalance revokes both partitions from A, A's poll thread stops
+/// waiting and A gets one partition back. The stale revoke, keyed by
+/// topic-partition, used to remove that new assignment when it was finally
+/// answered (A then dropped every later message of the partition), and the
+/// old assignment's runs went on beside the new ones. Now revokes are keyed by
+/// assignment epoch, a re-assign cancels the old epoch's runs, and both sides
+/// use one deadline.
+async fn a_late_revoke_answer_keeps_the_next_assignment_and_cancels_old_runs(
+    kind: BrokerKind,
+) -> R {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("late", 2).await?;
+    cluster
+        .produce(
+            "late",
+            [
+                TestRecord::keyed("a", "long").partition(0),
+                TestRecord::keyed("b", "long").partition(1),
+                TestRecord::keyed("c", "block").partition(0),
+            ],
+        )
+        .await?;
+    let started_long = Arc::new(AtomicUsize::new(0));
+    // First runs of a "long" message that slept to their end (not cancelled).
+    let long_completed = Arc::new(AtomicUsize::new(0));
+    let blocking = Arc::new(AtomicBool::new(false));
+    let unblocked = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let member = || -> Result<_, weir::WeirError> {
+        let mut cfg = config(&cluster, "late-g", &["late"]);
+        cfg.assignment = weir::Assignment::Range;
+        cfg.revoke_deadline = Duration::from_secs(1);
+        let (started, completed, blocking, seen, unblocked) = (
+            started_long.clone(),
+            long_completed.clone(),
+            blocking.clone(),
+            seen.clone(),
+            unblocked.clone(),
+        );
+        let c = Consumer::builder(cfg)
+            .codec(StringCodec)
+            .build(processor_fn(move |m: Message<String>| {
+                let (started, completed, blocking, seen, unblocked) = (
+                    started.clone(),
+                    completed.clone(),
+                    blocking.clone(),
+                    seen.clone(),
+                    unblocked.clone(),
+                );
+                async move {
+                    match m.value().as_str() {
+                        "long" => {
+                            // Only the first two runs (one per partition) are long.
+                            if started.fetch_add(1, SeqCst) < 2 {
+                                tokio::time::sleep(Duration::from_secs(30)).await;
+                                completed.fetch_add(1, SeqCst);
+                            }
+                        }
+                        "block" => {
+                            if !blocking.swap(true, SeqCst) {
+                                std::thread::sleep(Duration::from_secs(15));
+                                unblocked.store(true, SeqCst);
+                            }
+                        }
+                        other => {
+                            seen.lock().insert(other.to_string());
+                        }
+                    }
+                    Ok::<_, ProcessError>(())
+                }
+            }))?;
+        let h = c.handle();
+        Ok((h, tokio::spawn(c.run())))
+    };
+    let (ha, run_a) = member()?;
+    wait_until("the blocking handler", Duration::from_secs(30), || {
+        blocking.load(SeqCst)
+    })
+    .await;
+    let long_started_at = std::time::Instant::now();
+    let (hb, run_b) = member()?;
+    wait_until("B assigned a partition", Duration::from_secs(60), || {
+        hb.stats().assigned_partitions() == 1
+    })
+    .await;
+    wait_until(
+        "the blocking handler to return",
+        Duration::from_secs(30),
+        || unblocked.load(SeqCst),
+    )
+    .await;
+    // The old assignment's revoke deadline passes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n = 20;
+    cluster
+        .produce(
+            "late",
+            (0..n)
+                .map(|i| TestRecord::keyed(format!("k{i}"), format!("after-{i}")).partition(i % 2)),
+        )
+        .await?;
+    wait_until(
+        &format!("all {n} later messages processed (A's partition wedged?)"),
+        Duration::from_secs(40),
+        || seen.lock().len() == n as usize,
+    )
+    .await;
+    // Past the end of the long first runs: had they not been cancelled, they
+    // would have completed by now.
+    let rest = Duration::from_secs(32).saturating_sub(long_started_at.elapsed());
+    tokio::time::sleep(rest).await;
+    assert_eq!(
+        long_completed.load(SeqCst),
+        0,
+        "the old assignment's runs were cancelled, not left running beside the new ones"
+    );
+    for (name, h, run) in [("B", hb, run_b), ("A", ha, run_a)] {
+        h.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .map_err(|_| format!("member {name} did not shut down in 30 s"))???;
+    }
+    Ok(())
+}
+
+/// Issue 21.18: shutdown while a revoke waits. The group coordinator answers
+/// slowly (1.5 s per request on the mock cluster), so an interval commit is
+/// under way most of the time; a second member joins, the eager rebalance
+/// revokes both of A's partitions, and A is shut down while a long message
+/// holds partition 0. The drain used to answer revokes only after the commit
+/// under way, which it awaited only after the drain: the long message ran on
+/// past the revoke deadline, the poll thread gave up, and partition 1's
+/// finished offsets since the last interval commit were never committed (the
+/// next owner processed them again). Now the drain awaits the commit and
+/// answers the revoke at its deadline (and the poll thread commits what
+/// it returns).
+async fn a_revoke_during_shutdown_is_answered_and_committed() -> R {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::SeqCst};
+    let cluster = weir_testkit::KafkaCluster::mock(3)?;
+    let faults = cluster.mock_faults().expect("mock").clone();
+    cluster.create_topic("shut", 2).await?;
+    faults.partition_leader("shut", 0, 1)?;
+    faults.partition_leader("shut", 1, 1)?;
+    faults.group_coordinator("shut-g", 3)?;
+    cluster
+        .produce("shut", [TestRecord::keyed("a", "long").partition(0)])
+        .await?;
+    // A steady stream on partition 1 while the test runs.
+    let streaming = Arc::new(AtomicBool::new(true));
+    let producer = cluster.producer()?;
+    let stream = {
+        let streaming = streaming.clone();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while streaming.load(SeqCst) {
+                let key = format!("k{i}");
+                let rec = rdkafka::producer::FutureRecord::to("shut")
+                    .partition(1)
+                    .key(&key)
+                    .payload("fast");
+                let _ = producer.send(rec, Duration::from_secs(5)).await;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let long_started = Arc::new(AtomicBool::new(false));
+    // One past the highest offset of partition 1 that A finished.
+    let p1_done = Arc::new(AtomicI64::new(0));
+    let mut cfg = config(&cluster, "shut-g", &["shut"]);
+    cfg.assignment = weir::Assignment::Range;
+    cfg.revoke_deadline = Duration::from_secs(2);
+    cfg.shutdown_deadline = Duration::from_secs(30);
+    let (started, done) = (long_started.clone(), p1_done.clone());
+    let c = Consumer::builder(cfg)
+        .codec(StringCodec)
+        .build(processor_fn(move |m: Message<String>| {
+            let (started, done) = (started.clone(), done.clone());
+            async move {
+                if m.value() == "long" {
+                    started.store(true, SeqCst);
+                    tokio::time::sleep(Duration::from_secs(25)).await;
+                } else {
+                    done.fetch_max(m.raw().offset + 1, SeqCst);
+                }
+                Ok::<_, ProcessError>(())
+            }
+        }))?;
+    let ha = c.handle();
+    let run_a = tokio::spawn(c.run());
+    wait_until(
+        "the long message and partition 1 running",
+        Duration::from_secs(30),
+        || long_started.load(SeqCst) && p1_done.load(SeqCst) > 20,
+    )
+    .await;
+    faults.round_trip_time(3, Duration::from_millis(1500))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // B: a plain member that joins and never commits, so that the committed
+    // offsets afterwards are A's alone.
+    let rebalances = ha.stats().rebalances();
+    let b_stop = Arc::new(AtomicBool::new(false));
+    let b = {
+        let stop = b_stop.clone();
+        let mut cc = cluster.client_config();
+        cc.set("group.id", "shut-g")
+            .set("enable.auto.commit", "false")
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+        let consumer: BaseConsumer = cc.create()?;
+        consumer.subscribe(&["shut"])?;
+        std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+        })
+    };
+    wait_until("A's revoke", Duration::from_secs(30), || {
+        ha.stats().rebalances() > rebalances
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    ha.shutdown();
+    let ran = tokio::time::timeout(Duration::from_secs(40), run_a).await;
+    let took = asked.elapsed();
+    streaming.store(false, SeqCst);
+    b_stop.store(true, SeqCst);
+    let _ = ran.map_err(|_| format!("shutdown did not end within {took:?}"))???;
+    streaming.store(false, SeqCst);
+    let _ = stream.await;
+    faults.round_trip_time(3, Duration::ZERO)?;
+    let committed = committed(&cluster, "shut-g", "shut").await;
+    b_stop.store(true, SeqCst);
+    let _ = b.join();
+    // The mock coordinator refuses every commit while the group rebalances
+    // (REBALANCE_IN_PROGRESS; Apache Kafka accepts a commit of the current
+    // generation then), so the revoke's commit is refused here: what this
+    // test can see is that the revoke was answered at its deadline, inside
+    // the drain, with the long message cancelled. Never past what A finished:
+    assert!(
+        committed[1] <= p1_done.load(SeqCst),
+        "never committed past what A finished on partition 1 (committed {committed:?})"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the revoke deadline (2 s) cancelled the long message during shutdown; shutdown took {took:?}"
+    );
+    Ok(())
+}
+
+/// Issue 21.11: the topic is deleted and created again while a member has its
+/// partition: the new log starts at offset 0, below everything the member
+/// tracked. Weir used to take every offset below its high mark for a
+/// re-fetch and drop it (`refetched_duplicates`), so the new topic's first
+/// messages were never processed and the commit stayed at the old position.
+/// Now a backwards move that is not a re-fetch of tracked offsets
+/// resynchronises the partition and is processed.
+async fn a_position_moved_backwards_is_resynchronised_not_dropped() -> R {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use std::collections::HashSet;
+    let cluster = weir_testkit::KafkaCluster::kafka(1).await?;
+    cluster.create_topic("moved", 1).await?;
+    let old = 50;
+    cluster
+        .produce(
+            "moved",
+            (0..old).map(|i| TestRecord::keyed(format!("k{i}"), format!("old-{i}"))),
+        )
+        .await?;
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut cfg = config(&cluster, "moved-g", &["moved"])
+        // The member must not notice the deletion through metadata (a
+        // rebalance would give it a fresh partition state): only its fetches
+        // see the topic change.
+        .set("topic.metadata.refresh.interval.ms", "600000");
+    cfg.commit_interval = Duration::from_millis(100);
+    let s = seen.clone();
+    let c = Consumer::builder(cfg)
+        .codec(StringCodec)
+        .build(processor_fn(move |m: Message<String>| {
+            let s = s.clone();
+            async move {
+                s.lock().insert(m.value().clone());
+                Ok::<_, ProcessError>(())
+            }
+        }))?;
+    let h = c.handle();
+    let run = tokio::spawn(c.run());
+    wait_until("the old messages", Duration::from_secs(30), || {
+        seen.lock().len() == old
+    })
+    .await;
+    let admin: AdminClient<DefaultClientContext> = cluster.client_config().create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.delete_topics(&["moved"], &opts).await? {
+        r.map_err(|(t, e)| format!("deleting {t}: {e}"))?;
+    }
+    wait_until_async("the topic gone", Duration::from_secs(30), || async {
+        matches!(cluster.partition_count("moved").await, Ok(0) | Err(_))
+    })
+    .await;
+    cluster.create_topic("moved", 1).await?;
+    let new = 10;
+    cluster
+        .produce(
+            "moved",
+            (0..new).map(|i| TestRecord::keyed(format!("k{i}"), format!("new-{i}"))),
+        )
+        .await?;
+    let got = || seen.lock().iter().filter(|v| v.starts_with("new-")).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while got() < new && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (n, dropped) = (got(), h.stats().refetched_duplicates());
+    let resets = h.stats().position_resets();
+    h.shutdown();
+    let _ = run.await??;
+    assert_eq!(
+        n, new,
+        "every message of the re-created topic processed ({dropped} dropped as re-fetches)"
+    );
+    assert_eq!(resets, 1, "the backwards move was seen and counted once");
+    assert_eq!(
+        committed(&cluster, "moved-g", "moved").await,
+        vec![new as i64],
+        "the commit follows the new log (lower than the old position)"
+    );
     Ok(())
 }

@@ -206,3 +206,56 @@ async fn replays_a_range_and_leaves_production_alone(kind: BrokerKind) -> R {
     assert_eq!(report.processed, 10 + 4, "{report:?}");
     Ok(())
 }
+
+/// Issue 21.12: a range whose last offset is a transaction marker (the log
+/// end after a committed transaction) has no message at `end - 1`. Replay
+/// used to wait for that offset forever; now it finishes on the partition's
+/// position and commits the range end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_range_ending_on_a_transaction_marker_finishes() -> R {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    common::init();
+    let cluster = weir_testkit::KafkaCluster::kafka(1).await?;
+    cluster.create_topic("txn-ledger", 1).await?;
+    let producer: ThreadedProducer<DefaultProducerContext> = cluster
+        .client_config()
+        .set("transactional.id", "replay-marker")
+        .create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    producer.begin_transaction()?;
+    for i in 0..5 {
+        let key = format!("k{i}");
+        producer
+            .send(BaseRecord::to("txn-ledger").key(&key).payload("m"))
+            .map_err(|(e, _)| e)?;
+    }
+    producer.commit_transaction(Duration::from_secs(30))?;
+    let (low, high) = cluster.watermarks("txn-ledger", 0).await?;
+    assert_eq!((low, high), (0, 6), "5 records and the commit marker");
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s = seen.clone();
+    let mut cfg = ConsumerConfig::new(cluster.bootstrap_servers(), "replay-marker-g", &[]);
+    cfg.retry.max_attempts = 1;
+    let replay = Replay::range(cfg, "txn-ledger", Position::Earliest, Position::End).run(
+        StringCodec,
+        processor_fn(move |_m: Message<String>| {
+            let s = s.clone();
+            async move {
+                s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, ProcessError>(())
+            }
+        }),
+    );
+    let report = tokio::time::timeout(Duration::from_secs(30), replay)
+        .await
+        .map_err(|_| "the replay did not finish: it waited for the marker's offset")??;
+    assert_eq!(report.ranges[&0], (0, 6));
+    assert_eq!(report.processed, 5);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert!(report.committed);
+    assert_eq!(
+        common::committed(&cluster, "replay-marker-g", "txn-ledger").await,
+        vec![6]
+    );
+    Ok(())
+}

@@ -48,7 +48,6 @@ pub(crate) struct Limits {
     pub(crate) max_buffered_per_partition: usize,
     pub(crate) inline_first_poll: bool,
     pub(crate) commit_interval: Duration,
-    pub(crate) revoke_deadline: Duration,
     pub(crate) shutdown_deadline: Duration,
     /// Retry-tier topics and the longest hold a due time gets on each; a due
     /// time on any other topic is not honoured.
@@ -121,6 +120,10 @@ impl InlinePolicy {
 
 struct Completion {
     epoch: u64,
+    /// The partition state's generation when the run started: a run of an
+    /// offset from before a backwards position move finishes nothing in the
+    /// tracker that replaced it.
+    generation: u64,
     offset: i64,
     lane: Lane,
     outcome: Outcome,
@@ -155,10 +158,25 @@ struct PartitionState {
     halted: Option<HaltedPartition>,
     cancel: Arc<CancellationToken>,
     last_committed: Option<NextOffset>,
+    /// Bumped when the position moved backwards and the tracker started over.
+    generation: u64,
+    /// Where Weir's own seek after a resume (pause mode) started fetching
+    /// again: offsets from here up to the tracker's high mark may arrive a
+    /// second time and are dropped as copies. Below it (or with no seek), an
+    /// offset under the high mark is a backwards move of the log itself.
+    refetch_from: Option<i64>,
+}
+
+/// What [`Dispatcher::resync`] dropped that the dispatcher counts.
+struct Resynced {
+    delayed: usize,
 }
 
 struct PendingRevoke {
-    partitions: Vec<TopicPartition>,
+    /// The revoked partitions with the assignment epoch each had when the
+    /// revoke arrived: answering it releases those epochs only, never a
+    /// later assignment of the same partition.
+    partitions: Vec<(TopicPartition, u64)>,
     reply: RevokeReply,
     deadline: Instant,
 }
@@ -254,7 +272,7 @@ impl<R: RunMessage> Dispatcher<R> {
                         for m in batch { self.admit(m); }
                     }
                     Some(Event::Assigned(tps)) => self.assign(tps),
-                    Some(Event::Revoked { partitions, reply }) => self.begin_revoke(partitions, reply),
+                    Some(Event::Revoked { partitions, reply, deadline }) => self.begin_revoke(partitions, reply, deadline),
                     Some(Event::Fatal(e)) => { fatal = Some(WeirError::Fatal(e)); break; }
                     None => { fatal = Some(WeirError::Internal("the poll thread stopped unexpectedly".into())); break; }
                 },
@@ -315,10 +333,18 @@ impl<R: RunMessage> Dispatcher<R> {
             ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
             return;
         }
-        if st.tracker.track(m.offset).is_err() {
-            // Fetched again below our position (after a pause/resume): already ours.
-            ConsumerStats::add(&self.stats.refetched_duplicates, 1);
-            return;
+        if let Err(e) = st.tracker.track(m.offset) {
+            if st.refetch_from.is_some_and(|from| m.offset >= from) {
+                // Fetched again after Weir's seek on resume: already ours.
+                ConsumerStats::add(&self.stats.refetched_duplicates, 1);
+                return;
+            }
+            // Not a copy of anything tracked: the log moved backwards.
+            let dropped = Self::resync(st, &self.stats, e.highest, m.offset);
+            self.delayed_total -= dropped.delayed;
+            ConsumerStats::sub(&self.stats.delayed, dropped.delayed as u64);
+            // A fresh tracker takes any offset.
+            let _ = st.tracker.track(m.offset);
         }
         if let Some(ts) = m.timestamp_ms {
             st.timestamps.push_back((m.offset, ts));
@@ -341,6 +367,44 @@ impl<R: RunMessage> Dispatcher<R> {
             Self::enqueue(self.limits.ordering, &mut self.runnable, epoch, st, m);
         }
         self.check_pause(epoch);
+    }
+
+    /// Starts a partition's state over at `offset`, below the `highest`
+    /// offset it tracked: the topic was deleted and created again, the log was
+    /// truncated (an unclean leader election) or the position was reset while
+    /// assigned. Messages not started yet are dropped (what the log still
+    /// holds from `offset` on is fetched again); runs already going finish,
+    /// keep their keys' order and release their lanes, but move nothing in
+    /// the new tracker. The next commit is the new position, even though it
+    /// is lower than the last one.
+    fn resync(
+        st: &mut PartitionState,
+        stats: &ConsumerStats,
+        highest: i64,
+        offset: i64,
+    ) -> Resynced {
+        let queued = st.lanes.drop_queued();
+        let ready = st.ready.len();
+        for (lane, _) in std::mem::take(&mut st.ready) {
+            let _ = st.lanes.complete(lane);
+        }
+        let delayed = st.delayed.len();
+        st.delayed.clear();
+        tracing::warn!(
+            partition = %st.tp,
+            offset,
+            highest,
+            in_flight = st.in_flight,
+            dropped = queued + ready + delayed,
+            "the partition's position moved backwards below what this member tracked (topic deleted and re-created, log truncated, or offset reset): starting its state over from this offset"
+        );
+        ConsumerStats::add(&stats.position_resets, 1);
+        st.tracker = OffsetTracker::new();
+        st.timestamps.clear();
+        st.generation += 1;
+        st.refetch_from = None;
+        st.last_committed = None;
+        Resynced { delayed }
     }
 
     fn enqueue(
@@ -427,6 +491,7 @@ impl<R: RunMessage> Dispatcher<R> {
                     st.in_flight += 1;
                     self.in_flight += 1;
                     let offset = m.offset;
+                    let generation = st.generation;
                     // Boxed before the first poll (a polled future cannot move);
                     // wrapped into a task only if it has to wait.
                     let run = self.runner.clone().run_message(m, st.cancel.clone());
@@ -450,6 +515,7 @@ impl<R: RunMessage> Dispatcher<R> {
                             Ok(Poll::Ready(outcome)) => {
                                 done.push(Completion {
                                     epoch,
+                                    generation,
                                     offset,
                                     lane,
                                     outcome,
@@ -472,6 +538,7 @@ impl<R: RunMessage> Dispatcher<R> {
                     self.tasks.spawn(async move {
                         Completion {
                             epoch,
+                            generation,
                             offset,
                             lane,
                             outcome: fut.await,
@@ -537,11 +604,13 @@ impl<R: RunMessage> Dispatcher<R> {
         st.in_flight -= 1;
         match c.outcome {
             Outcome::Finished => {
-                st.tracker.finish(c.offset);
-                // Everything below the committable position has finished.
-                let next = st.tracker.committable().map_or(i64::MAX, |n| n.0);
-                while st.timestamps.front().is_some_and(|(o, _)| *o < next) {
-                    st.timestamps.pop_front();
+                if c.generation == st.generation {
+                    st.tracker.finish(c.offset);
+                    // Everything below the committable position has finished.
+                    let next = st.tracker.committable().map_or(i64::MAX, |n| n.0);
+                    while st.timestamps.front().is_some_and(|(o, _)| *o < next) {
+                        st.timestamps.pop_front();
+                    }
                 }
                 if !st.revoking
                     && let Some(next) = st.lanes.complete(c.lane)
@@ -659,6 +728,7 @@ impl<R: RunMessage> Dispatcher<R> {
                 // way from the poll thread arrive twice; the tracker drops the
                 // second copies (`refetched_duplicates`).
                 if let Some(next) = st.tracker.high() {
+                    st.refetch_from = Some(next);
                     let mut seek = TopicPartitionList::new();
                     let _ = seek.add_partition_offset(
                         &st.tp.topic,
@@ -690,6 +760,16 @@ impl<R: RunMessage> Dispatcher<R> {
             if let Some(old) = self.by_tp.remove(&tp)
                 && let Some(st) = self.parts.remove(&old)
             {
+                // Assigned again before the old assignment was released (its
+                // revoke answered late): its runs stop, so that no message
+                // runs twice at once, once per epoch.
+                st.cancel.cancel();
+                if st.in_flight > 0 {
+                    tracing::warn!(
+                        partition = %tp, in_flight = st.in_flight,
+                        "partition assigned again while runs of its previous assignment were still going: cancelling them"
+                    );
+                }
                 self.delayed_total -= st.delayed.len();
                 ConsumerStats::sub(&self.stats.delayed, st.delayed.len() as u64);
             }
@@ -716,6 +796,8 @@ impl<R: RunMessage> Dispatcher<R> {
                     halted: None,
                     cancel: Arc::new(CancellationToken::new()),
                     last_committed: None,
+                    generation: 0,
+                    refetch_from: None,
                 },
             );
         }
@@ -727,11 +809,18 @@ impl<R: RunMessage> Dispatcher<R> {
         }
     }
 
-    fn begin_revoke(&mut self, partitions: Vec<TopicPartition>, reply: RevokeReply) {
-        for tp in &partitions {
-            if let Some(epoch) = self.by_tp.get(tp)
-                && let Some(st) = self.parts.get_mut(epoch)
+    fn begin_revoke(
+        &mut self,
+        partitions: Vec<TopicPartition>,
+        reply: RevokeReply,
+        deadline: std::time::Instant,
+    ) {
+        let mut held = Vec::with_capacity(partitions.len());
+        for tp in partitions {
+            if let Some(&epoch) = self.by_tp.get(&tp)
+                && let Some(st) = self.parts.get_mut(&epoch)
             {
+                held.push((tp, epoch));
                 st.revoking = true;
                 let dropped = st.ready.len() + st.lanes.queued() + st.delayed.len();
                 ConsumerStats::add(&self.stats.dropped_on_revoke, dropped as u64);
@@ -743,9 +832,9 @@ impl<R: RunMessage> Dispatcher<R> {
             }
         }
         self.revokes.push(PendingRevoke {
-            partitions,
+            partitions: held,
             reply,
-            deadline: Instant::now() + self.limits.revoke_deadline,
+            deadline: Instant::from_std(deadline),
         });
     }
 
@@ -756,22 +845,23 @@ impl<R: RunMessage> Dispatcher<R> {
         if self.revokes.is_empty() {
             return;
         }
-        // An interval commit still under way could reach the broker after the
-        // revoke's commit and move the position back: answer once it is done.
-        if self.commit_pending.is_some() && !force {
-            return;
-        }
         let now = Instant::now();
         let mut i = 0;
         while i < self.revokes.len() {
             let r = &self.revokes[i];
+            let late = force || now >= r.deadline;
             let busy: usize = r
                 .partitions
                 .iter()
-                .filter_map(|tp| self.by_tp.get(tp).and_then(|e| self.parts.get(e)))
+                .filter_map(|(_, e)| self.parts.get(e))
                 .map(|st| st.in_flight)
                 .sum();
-            if busy > 0 && !force && now < r.deadline {
+            // An interval commit still under way could reach the broker after
+            // the revoke's commit and move the position back: answer once it
+            // is done, unless the deadline came (the poll thread stops
+            // waiting then; a position moved back costs duplicates, an
+            // unanswered revoke the whole commit).
+            if (busy > 0 || self.commit_pending.is_some()) && !late {
                 i += 1;
                 continue;
             }
@@ -783,13 +873,14 @@ impl<R: RunMessage> Dispatcher<R> {
                 );
             }
             let mut offsets = Vec::new();
-            for tp in r.partitions {
-                let Some(epoch) = self.by_tp.remove(&tp) else {
-                    continue;
-                };
+            for (tp, epoch) in r.partitions {
+                // Already gone: assigned again since (the new epoch stays).
                 let Some(st) = self.parts.remove(&epoch) else {
                     continue;
                 };
+                if self.by_tp.get(&tp) == Some(&epoch) {
+                    self.by_tp.remove(&tp);
+                }
                 st.cancel.cancel();
                 if let Some(c) = st.tracker.committable()
                     && Some(c) > st.last_committed
@@ -907,6 +998,7 @@ impl<R: RunMessage> Dispatcher<R> {
         self.runnable.clear();
         let deadline = Instant::now() + self.limits.shutdown_deadline;
         while self.in_flight > 0 {
+            let revoke_deadline = self.revokes.iter().map(|r| r.deadline).min();
             tokio::select! {
                 Some(done) = self.tasks.join_next() => {
                     if let Err(e) = self.on_join(done) {
@@ -914,10 +1006,18 @@ impl<R: RunMessage> Dispatcher<R> {
                     }
                 }
                 ev = events.recv() => match ev {
-                    Some(Event::Revoked { partitions, reply }) => self.begin_revoke(partitions, reply),
+                    Some(Event::Revoked { partitions, reply, deadline }) => self.begin_revoke(partitions, reply, deadline),
                     Some(_) => {}
                     None => {}
                 },
+                // A revoke waiting here is answered once the commit under way
+                // is done (or at its deadline): the poll thread is waiting
+                // for it, and gives up at that deadline.
+                done = async { self.commit_pending.as_mut().expect("guarded").await }, if self.commit_pending.is_some() => {
+                    self.commit_pending = None;
+                    self.on_commit_done(done);
+                }
+                _ = tokio::time::sleep_until(revoke_deadline.unwrap_or(deadline)), if revoke_deadline.is_some_and(|r| r < deadline) => {}
                 _ = tokio::time::sleep_until(deadline) => break,
             }
             // Drop anything admitted-but-queued by completions.

@@ -416,7 +416,6 @@ where
             max_buffered_per_partition: config.max_buffered_per_partition,
             inline_first_poll: config.inline_first_poll,
             commit_interval: config.commit_interval,
-            revoke_deadline: config.revoke_deadline,
             shutdown_deadline: config.shutdown_deadline,
             tier_holds: retry_topics
                 .as_ref()

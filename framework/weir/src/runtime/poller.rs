@@ -49,6 +49,12 @@ use crate::stats::ConsumerStats;
 /// Most messages moved to the dispatcher in one batch.
 const BATCH: usize = 1024;
 
+/// How long past a revoke's deadline the poll thread still waits for the
+/// dispatcher's answer. A dispatcher later than this is blocked (a handler
+/// blocking its thread): the partitions are released uncommitted, and the
+/// late answer, keyed by assignment epoch, touches nothing assigned since.
+const REVOKE_GRACE: Duration = Duration::from_secs(2);
+
 pub(crate) type RevokeReply = std::sync::mpsc::SyncSender<Vec<(TopicPartition, NextOffset)>>;
 
 /// Wakes the poll thread: a queue became non-empty or a partition got credit.
@@ -94,6 +100,10 @@ pub(crate) enum Event {
     Revoked {
         partitions: Vec<TopicPartition>,
         reply: RevokeReply,
+        /// When the dispatcher must answer at the latest (cancelling what is
+        /// still running): the same instant the poll thread waits for, so
+        /// the two sides never disagree about whether the revoke was answered.
+        deadline: std::time::Instant,
     },
     Fatal(String),
 }
@@ -393,17 +403,22 @@ impl ConsumerContext for WeirContext {
         }
         tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions revoked; draining");
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let deadline = std::time::Instant::now() + self.revoke_wait;
         if self
             .events
             .send(Event::Revoked {
                 partitions,
                 reply: tx,
+                deadline,
             })
             .is_err()
         {
             return;
         }
-        let offsets = match rx.recv_timeout(self.revoke_wait + Duration::from_secs(5)) {
+        // The dispatcher answers by `deadline`; the grace covers its loop
+        // coming round (one dispatch round, one commit under way).
+        let wait = deadline.saturating_duration_since(std::time::Instant::now()) + REVOKE_GRACE;
+        let offsets = match rx.recv_timeout(wait) {
             Ok(o) => o,
             Err(_) => {
                 tracing::warn!(group = %self.group_id, "dispatcher did not answer the revoke in time; committing nothing");

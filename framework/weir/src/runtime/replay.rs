@@ -254,14 +254,15 @@ impl Replay {
         let stop = Arc::new(AtomicBool::new(false));
         let mut senders = BTreeMap::new();
         let mut workers = Vec::new();
-        for (p, (_, end)) in &ranges {
+        for (p, (start, _)) in &ranges {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<RawMessage>(512);
             senders.insert(*p, tx);
             let runner = runner.clone();
             let done = done.clone();
-            let end = *end;
-            let p = *p;
+            let (p, start) = (*p, *start);
             workers.push(tokio::spawn(async move {
+                // One past the last offset processed: what may be committed.
+                let mut next = start;
                 while let Some(m) = rx.recv().await {
                     let offset = m.offset;
                     let outcome = runner
@@ -270,52 +271,32 @@ impl Replay {
                         .await;
                     done.fetch_add(1, Relaxed);
                     if let Outcome::Halted { .. } = outcome {
-                        return (p, Some(offset));
+                        return WorkerEnd {
+                            partition: p,
+                            next,
+                            halted: Some(offset),
+                        };
                     }
-                    if offset + 1 >= end {
-                        break;
-                    }
+                    next = offset + 1;
                 }
-                (p, None)
+                WorkerEnd {
+                    partition: p,
+                    next,
+                    halted: None,
+                }
             }));
         }
         let poll_consumer = consumer.clone();
         let poll_stop = stop.clone();
         let topic = this.topic.clone();
+        let poll_ranges = ranges.clone();
         let poller = std::thread::Builder::new()
             .name("weir-replay-poll".into())
             .spawn(move || {
-                let mut topics = Topics::default();
-                let mut open: BTreeMap<i32, i64> =
-                    ranges.iter().map(|(p, (_, e))| (*p, *e)).collect();
-                while !open.is_empty() && !poll_stop.load(Relaxed) {
-                    match poll_consumer.poll(Duration::from_millis(100)) {
-                        None => {}
-                        Some(Err(e)) => tracing::warn!(error = %e, "replay fetch error (retried)"),
-                        Some(Ok(m)) => {
-                            let raw = convert(&mut topics, &m);
-                            let p = raw.partition;
-                            let Some(&end) = open.get(&p) else { continue };
-                            if raw.offset >= end {
-                                continue;
-                            }
-                            let last = raw.offset + 1 >= end;
-                            if let Some(tx) = senders.get(&p)
-                                && tx.blocking_send(raw).is_err()
-                            {
-                                open.remove(&p); // its worker stopped (halted)
-                            }
-                            if last {
-                                open.remove(&p);
-                                senders.remove(&p);
-                                let mut t = TopicPartitionList::new();
-                                t.add_partition(&topic, p);
-                                let _ = poll_consumer.pause(&t);
-                            }
-                        }
-                    }
-                }
-                drop(senders);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    replay_poll(&poll_consumer, &topic, &poll_ranges, senders, &poll_stop)
+                }))
+                .map_err(super::task::panic_message)
             })
             .map_err(|e| WeirError::Internal(format!("spawning the replay poll thread: {e}")))?;
 
@@ -329,28 +310,30 @@ impl Replay {
                 }
             })
         });
-        let mut commit = TopicPartitionList::new();
+        let mut ends = Vec::with_capacity(workers.len());
         for w in workers {
-            let (p, halted) = w.await.map_err(|e| WeirError::Internal(e.to_string()))?;
-            match halted {
-                Some(o) => {
-                    report.halted.push((p, o));
-                    let _ = commit.add_partition_offset(&this.topic, p, Offset::Offset(o));
-                }
-                None => {
-                    let end = report.ranges[&p].1;
-                    let _ = commit.add_partition_offset(&this.topic, p, Offset::Offset(end));
-                }
-            }
+            ends.push(w.await.map_err(|e| WeirError::Internal(e.to_string()))?);
         }
         stop.store(true, Relaxed);
-        let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+        let polled = tokio::task::spawn_blocking(move || poller.join())
+            .await
+            .map_err(|e| WeirError::Internal(e.to_string()))?
+            .unwrap_or_else(|p| Err(super::task::panic_message(p)));
         if let Some(t) = ticker {
             t.abort();
         }
         if let Some(f) = &this.progress {
             f(done.load(Relaxed), total);
         }
+        let finished = polled.as_ref().cloned().unwrap_or_default();
+        let mut commit = TopicPartitionList::new();
+        for (p, next) in commit_positions(&report.ranges, &ends, &finished) {
+            let _ = commit.add_partition_offset(&this.topic, p, Offset::Offset(next));
+        }
+        report.halted = ends
+            .iter()
+            .filter_map(|e| e.halted.map(|o| (e.partition, o)))
+            .collect();
         let c = consumer.clone();
         match tokio::task::spawn_blocking(move || c.commit(&commit, CommitMode::Sync)).await {
             Ok(Ok(())) => report.committed = true,
@@ -360,6 +343,152 @@ impl Replay {
             Err(e) => tracing::warn!(error = %e, "replay commit task failed"),
         }
         report.processed = done.load(Relaxed);
+        if let Err(why) = polled {
+            return Err(WeirError::Internal(format!(
+                "the replay's poll thread died ({why}); what was processed is committed for group `{}`, so running the replay again goes on from there",
+                this.config.group_id
+            )));
+        }
         Ok(report)
+    }
+}
+
+/// How a partition's worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WorkerEnd {
+    partition: i32,
+    /// One past the last offset it processed (the range start when none).
+    next: i64,
+    /// The offset the failure sink stopped at.
+    halted: Option<i64>,
+}
+
+/// The offsets to commit at the end of a replay: a halted partition at its
+/// halt, a partition the poll thread saw through to the range end at the end
+/// (gaps at the end, a transaction marker or compacted offsets, hold no
+/// message), any other (the poll thread died) at what its worker processed.
+fn commit_positions(
+    ranges: &BTreeMap<i32, (i64, i64)>,
+    ends: &[WorkerEnd],
+    finished: &std::collections::BTreeSet<i32>,
+) -> Vec<(i32, i64)> {
+    ends.iter()
+        .map(|e| {
+            let at = match e.halted {
+                Some(o) => o,
+                None if finished.contains(&e.partition) => {
+                    ranges.get(&e.partition).map_or(e.next, |r| r.1.max(e.next))
+                }
+                None => e.next,
+            };
+            (e.partition, at)
+        })
+        .collect()
+}
+
+/// Feeds each partition's worker its messages below the range end, and
+/// closes a partition when its range is done: the last offset seen, an
+/// offset at or past the end seen, or the consumer's position at or past the
+/// end (a range ending on a transaction marker or compacted-away offsets has
+/// no message at `end - 1`). Returns the partitions it saw through to the
+/// end; a partition whose worker stopped (halted) is not among them.
+fn replay_poll(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ranges: &BTreeMap<i32, (i64, i64)>,
+    mut senders: BTreeMap<i32, tokio::sync::mpsc::Sender<RawMessage>>,
+    stop: &AtomicBool,
+) -> std::collections::BTreeSet<i32> {
+    let mut topics = Topics::default();
+    let mut open: BTreeMap<i32, i64> = ranges.iter().map(|(p, (_, e))| (*p, *e)).collect();
+    let mut finished = std::collections::BTreeSet::new();
+    let mut close =
+        |p: i32,
+         complete: bool,
+         open: &mut BTreeMap<i32, i64>,
+         senders: &mut BTreeMap<i32, tokio::sync::mpsc::Sender<RawMessage>>| {
+            open.remove(&p);
+            senders.remove(&p);
+            if complete {
+                finished.insert(p);
+            }
+            let mut t = TopicPartitionList::new();
+            t.add_partition(topic, p);
+            let _ = consumer.pause(&t);
+        };
+    let mut last_position_check = std::time::Instant::now();
+    while !open.is_empty() && !stop.load(Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "replay fetch error (retried)"),
+            Some(Ok(m)) => {
+                let raw = convert(&mut topics, &m);
+                let p = raw.partition;
+                let Some(&end) = open.get(&p) else { continue };
+                if raw.offset >= end {
+                    close(p, true, &mut open, &mut senders);
+                    continue;
+                }
+                let last = raw.offset + 1 >= end;
+                if let Some(tx) = senders.get(&p)
+                    && tx.blocking_send(raw).is_err()
+                {
+                    // Its worker stopped (halted).
+                    close(p, false, &mut open, &mut senders);
+                    continue;
+                }
+                if last {
+                    close(p, true, &mut open, &mut senders);
+                }
+            }
+        }
+        // What has been consumed moves the position past control records and
+        // gaps; checked a few times a second, not per message.
+        if last_position_check.elapsed() >= Duration::from_millis(200) && !open.is_empty() {
+            last_position_check = std::time::Instant::now();
+            if let Ok(pos) = consumer.position() {
+                for e in pos.elements_for_topic(topic) {
+                    let p = e.partition();
+                    if let (Some(&end), Offset::Offset(o)) = (open.get(&p), e.offset())
+                        && o >= end
+                    {
+                        close(p, true, &mut open, &mut senders);
+                    }
+                }
+            }
+        }
+    }
+    finished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(partition: i32, next: i64, halted: Option<i64>) -> WorkerEnd {
+        WorkerEnd {
+            partition,
+            next,
+            halted,
+        }
+    }
+
+    #[test]
+    fn commits_what_was_processed_unless_the_range_was_seen_to_its_end() {
+        let ranges = BTreeMap::from([(0, (0, 10)), (1, (5, 20)), (2, (0, 6))]);
+        let ends = [end(0, 4, None), end(1, 12, Some(12)), end(2, 5, None)];
+        // The poll thread died: partition 0 stopped at 4 (not the range end),
+        // partition 1 halted at 12, partition 2 was seen through to its end
+        // (offset 5 is a transaction marker: no message, yet done).
+        let finished = std::collections::BTreeSet::from([2]);
+        assert_eq!(
+            commit_positions(&ranges, &ends, &finished),
+            vec![(0, 4), (1, 12), (2, 6)]
+        );
+        // Nothing processed and nothing seen: the start, never the end.
+        assert_eq!(
+            commit_positions(&ranges, &[end(0, 0, None)], &Default::default()),
+            vec![(0, 0)]
+        );
     }
 }
