@@ -21,7 +21,8 @@ use common::{R, wait_until_async};
 
 broker_tests!(
     metrics_and_health_follow_the_consumer,
-    a_wedged_dispatch_loop_fails_health
+    a_wedged_dispatch_loop_fails_health,
+    per_partition_gauges_drop_to_zero_when_the_partition_is_revoked
 );
 
 /// Sum of the samples of `name` whose labels contain `label`.
@@ -267,5 +268,126 @@ async fn a_wedged_dispatch_loop_fails_health(kind: BrokerKind) -> R {
     handle.shutdown();
     let report = run.await??;
     assert!(report.halted.is_empty());
+    Ok(())
+}
+
+/// Issue 21.21: the per-partition gauges (`weir_oldest_unprocessed_age_seconds`,
+/// `weir_consumer_lag`) kept their last value after a revoke, so alerts fired
+/// for partitions this member no longer owned. Now a released partition's
+/// gauges are set to 0. The second member is a plain librdkafka consumer, so
+/// that only Weir writes these series in this process.
+async fn per_partition_gauges_drop_to_zero_when_the_partition_is_revoked(kind: BrokerKind) -> R {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let telemetry = Telemetry::install()?;
+    let cluster = common::cluster(kind).await?;
+    let group = format!("gauges-{kind:?}").to_lowercase();
+    cluster.create_topic("gauged", 2).await?;
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
+    let processor = processor_fn(move |_m: Message<String>| {
+        let r = r.clone();
+        async move {
+            r.notified().await;
+            Ok::<_, ProcessError>(())
+        }
+    });
+    let mut cfg =
+        common::config(&cluster, &group, &["gauged"]).set("statistics.interval.ms", "300");
+    cfg.assignment = weir::Assignment::Range;
+    cfg.revoke_deadline = Duration::from_secs(1);
+    cfg.handler_timeout = Duration::from_secs(120);
+    let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
+    let handle = consumer.handle();
+    let (base, _server) = serve(&telemetry, &handle, HealthOptions::default()).await?;
+    let run = tokio::spawn(consumer.run());
+    cluster
+        .produce(
+            "gauged",
+            (0..20).map(|i| TestRecord::keyed(format!("k{i}"), format!("e{i}")).partition(i % 2)),
+        )
+        .await?;
+    let series = |text: &str, name: &str, p: i32| -> f64 {
+        let want = [
+            format!("group=\"{group}\""),
+            format!("partition=\"{p}\""),
+            "topic=\"gauged\"".to_string(),
+        ];
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| want.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    wait_until_async(
+        "age and lag above 0 on both partitions",
+        Duration::from_secs(30),
+        || async {
+            let text = get(&format!("{base}/metrics")).await.1;
+            (0..2).all(|p| {
+                series(&text, "weir_oldest_unprocessed_age_seconds", p) > 0.5
+                    && series(&text, "weir_consumer_lag", p) > 0.0
+            })
+        },
+    )
+    .await;
+    // B joins: the eager rebalance takes one partition from the Weir member.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut cc = cluster.client_config();
+    cc.set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    let b: Arc<BaseConsumer> = Arc::new(cc.create()?);
+    b.subscribe(&["gauged"])?;
+    let poller = {
+        let (b, stop) = (b.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                let _ = b.poll(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut lost = None;
+    let start = std::time::Instant::now();
+    while lost.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "B never got a partition"
+        );
+        if let Ok(a) = b.assignment()
+            && a.count() == 1
+            && handle.stats().assigned_partitions() == 1
+        {
+            lost = Some(a.elements()[0].partition());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lost = lost.unwrap();
+    let kept = 1 - lost;
+    // Past a few gauge refreshes (commit interval, statistics interval).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = get(&format!("{base}/metrics")).await.1;
+    let (age_lost, lag_lost) = (
+        series(&text, "weir_oldest_unprocessed_age_seconds", lost),
+        series(&text, "weir_consumer_lag", lost),
+    );
+    let age_kept = series(&text, "weir_oldest_unprocessed_age_seconds", kept);
+    release.notify_waiters();
+    stop.store(true, SeqCst);
+    let _ = poller.join();
+    handle.shutdown();
+    // Handlers still blocked are cancelled at the shutdown deadline.
+    let _ = run.await?;
+    assert_eq!(
+        (age_lost, lag_lost),
+        (0.0, 0.0),
+        "the revoked partition {lost} reports nothing"
+    );
+    assert!(
+        age_kept > 0.0,
+        "the kept partition {kept} still reports its blocked message's age"
+    );
     Ok(())
 }

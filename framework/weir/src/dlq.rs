@@ -181,15 +181,80 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c
 }
 
+/// Messages the DLQ reader keeps ready ahead of the one being handled: the
+/// memory a [`DlqStream`] holds, however long the DLQ is.
+pub const DLQ_STREAM_AHEAD: usize = 64;
+
+/// The messages of a DLQ as they are read, in partition-offset order within
+/// each partition. The reader thread stays at most [`DLQ_STREAM_AHEAD`]
+/// selected messages ahead of the consumer of the stream, so a DLQ of any
+/// length is read in constant memory; dropping the stream stops the reader.
+pub struct DlqStream {
+    rx: tokio::sync::mpsc::Receiver<Result<DlqMessage, WeirError>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for DlqStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DlqStream")
+            .field("read", &self.read())
+            .finish()
+    }
+}
+
+impl DlqStream {
+    /// Messages the reader has fetched from the DLQ so far (selected or not).
+    pub fn read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl futures::Stream for DlqStream {
+    type Item = Result<DlqMessage, WeirError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for DlqStream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Reads `dlq_topic` from its low to its high watermark (as of the call) and
-/// returns the messages `filter` selects, at most `limit`. Uses no consumer
-/// group: it commits nothing and disturbs no one.
+/// returns the messages `filter` selects, at most `limit`, all in memory.
+/// Uses no consumer group: it commits nothing and disturbs no one. For a DLQ
+/// that may be large, [`stream_dlq`] reads it in constant memory.
 pub async fn read_dlq(
     client: &ClientConfig,
     dlq_topic: &str,
     filter: &DlqFilter,
     limit: Option<usize>,
 ) -> Result<Vec<DlqMessage>, WeirError> {
+    use futures::StreamExt as _;
+    let mut stream = stream_dlq(client, dlq_topic, filter, limit)?;
+    let mut out = Vec::new();
+    while let Some(m) = stream.next().await {
+        out.push(m?);
+    }
+    Ok(out)
+}
+
+/// Like [`read_dlq`], as a [`DlqStream`]: messages arrive as they are read,
+/// at most [`DLQ_STREAM_AHEAD`] of them held at a time. Errors (unreachable
+/// brokers, an unknown topic, a stalled read) arrive as the stream's last item.
+pub fn stream_dlq(
+    client: &ClientConfig,
+    dlq_topic: &str,
+    filter: &DlqFilter,
+    limit: Option<usize>,
+) -> Result<DlqStream, WeirError> {
     let mut c = client.clone();
     c.set("group.id", "weir-dlq-reader")
         .set("enable.auto.commit", "false")
@@ -202,7 +267,11 @@ pub async fn read_dlq(
     let consumer = Arc::new(consumer);
     let topic = dlq_topic.to_string();
     let filter = filter.clone();
-    tokio::task::spawn_blocking(move || {
+    let (tx, rx) = tokio::sync::mpsc::channel(DLQ_STREAM_AHEAD);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (reader_stop, reader_read) = (stop.clone(), read.clone());
+    let read_all = move |tx: &tokio::sync::mpsc::Sender<Result<DlqMessage, WeirError>>| -> Result<(), WeirError> {
         let timeout = Duration::from_secs(10);
         let md = consumer
             .fetch_metadata(Some(&topic), timeout)
@@ -250,17 +319,17 @@ pub async fn read_dlq(
         if let Some((ap, _)) = filter.at
             && !ends.contains_key(&ap)
         {
-            return Ok(Vec::new());
+            return Ok(());
         }
         consumer.assign(&tpl).map_err(|source| WeirError::Kafka {
             context: format!("reading `{topic}`"),
             source,
         })?;
         let topic_arc: Arc<str> = Arc::from(topic.as_str());
-        let mut out = Vec::new();
+        let mut sent = 0usize;
         let mut idle = std::time::Instant::now();
-        while !ends.is_empty() {
-            if limit.is_some_and(|l| out.len() >= l) {
+        while !ends.is_empty() && !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if limit.is_some_and(|l| sent >= l) {
                 break;
             }
             match consumer.poll(Duration::from_millis(200)) {
@@ -274,6 +343,7 @@ pub async fn read_dlq(
                 Some(Err(e)) => tracing::warn!(error = %e, "reading the DLQ"),
                 Some(Ok(m)) => {
                     idle = std::time::Instant::now();
+                    reader_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let p = m.partition();
                     let raw = RawMessage {
                         topic: topic_arc.clone(),
@@ -291,7 +361,12 @@ pub async fn read_dlq(
                     }
                     let dm = DlqMessage::from_raw(raw);
                     if filter.matches(&dm) {
-                        out.push(dm);
+                        // Waits while the stream's reader is DLQ_STREAM_AHEAD
+                        // behind; a dropped stream ends the read.
+                        if tx.blocking_send(Ok(dm)).is_err() {
+                            return Ok(());
+                        }
+                        sent += 1;
                         if filter.at.is_some() {
                             break;
                         }
@@ -299,10 +374,17 @@ pub async fn read_dlq(
                 }
             }
         }
-        Ok(out)
-    })
-    .await
-    .map_err(|e| WeirError::Internal(e.to_string()))?
+        Ok(())
+    };
+    std::thread::Builder::new()
+        .name("weir-dlq-reader".into())
+        .spawn(move || {
+            if let Err(e) = read_all(&tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        })
+        .map_err(|e| WeirError::Internal(format!("spawning the DLQ reader thread: {e}")))?;
+    Ok(DlqStream { rx, stop, read })
 }
 
 /// Messages per error class.

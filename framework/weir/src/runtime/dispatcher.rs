@@ -882,6 +882,9 @@ impl<R: RunMessage> Dispatcher<R> {
                     self.by_tp.remove(&tp);
                 }
                 st.cancel.cancel();
+                if !self.by_tp.contains_key(&tp) {
+                    self.clear_partition_gauges(&tp);
+                }
                 if let Some(c) = st.tracker.committable()
                     && Some(c) > st.last_committed
                 {
@@ -891,6 +894,21 @@ impl<R: RunMessage> Dispatcher<R> {
             self.last_lookup = None;
             self.publish_partition_counts();
             let _ = r.reply.send(offsets);
+        }
+    }
+
+    /// Sets the per-partition gauges of a partition this member no longer
+    /// owns to 0, so that alerts on them do not fire for a partition another
+    /// member now reports (the `metrics` facade cannot remove a series).
+    fn clear_partition_gauges(&self, tp: &TopicPartition) {
+        for name in ["weir_oldest_unprocessed_age_seconds", "weir_consumer_lag"] {
+            metrics::gauge!(
+                name,
+                "group" => self.group_id.to_string(),
+                "topic" => tp.topic.to_string(),
+                "partition" => tp.partition.to_string()
+            )
+            .set(0.0);
         }
     }
 

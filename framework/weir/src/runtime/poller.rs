@@ -127,6 +127,10 @@ pub(crate) struct WeirContext {
     /// group has no commit there (set when `auto_offset_reset` is not
     /// `earliest`, so that a tier's waiting copies are never skipped).
     pub(crate) tiers_from_beginning: OnceLock<std::collections::HashSet<String>>,
+    /// Partitions assigned now, for the lag gauges: librdkafka's statistics
+    /// keep reporting a partition as desired for a while after a revoke, and
+    /// its gauge would keep its last value on a member that no longer owns it.
+    assigned: Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
 impl WeirContext {
@@ -151,6 +155,7 @@ impl WeirContext {
             splits: Mutex::new(Vec::new()),
             waker,
             tiers_from_beginning: OnceLock::new(),
+            assigned: Mutex::new(Default::default()),
         }
     }
 
@@ -303,9 +308,14 @@ fn to_tps(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 impl ClientContext for WeirContext {
     fn stats(&self, s: rdkafka::Statistics) {
         let mut total: i64 = 0;
+        let assigned = self.assigned.lock();
         for (topic, t) in &s.topics {
             for (p, part) in &t.partitions {
-                if *p < 0 || !part.desired || part.consumer_lag < 0 {
+                if *p < 0
+                    || !part.desired
+                    || part.consumer_lag < 0
+                    || !assigned.contains(&(topic.clone(), *p))
+                {
                     continue;
                 }
                 total += part.consumer_lag;
@@ -397,6 +407,12 @@ impl ConsumerContext for WeirContext {
         };
         self.flush();
         let partitions = to_tps(tpl);
+        {
+            let mut assigned = self.assigned.lock();
+            for tp in &partitions {
+                assigned.remove(&(tp.topic.to_string(), tp.partition));
+            }
+        }
         self.unsplit(&partitions);
         if self.closing.load(Relaxed) {
             return;
@@ -450,6 +466,11 @@ impl ConsumerContext for WeirContext {
             Rebalance::Assign(tpl) => {
                 self.flush();
                 let partitions = to_tps(tpl);
+                self.assigned.lock().extend(
+                    partitions
+                        .iter()
+                        .map(|tp| (tp.topic.to_string(), tp.partition)),
+                );
                 tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions assigned");
                 let gates = self.split(&partitions);
                 let _ = self
