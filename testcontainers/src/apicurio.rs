@@ -2,7 +2,6 @@
 //! as a real schema registry: Weir talks to its Confluent-compatible API at
 //! `/apis/ccompat/v7`. Apicurio 3.3 needs Java 21 or newer ([`crate::dist::java`]).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,15 +41,9 @@ impl ApicurioRegistry {
         })
         .await
         .map_err(|e| TestkitError::Other(e.to_string()))??;
-        let free_port = || -> Result<u16, TestkitError> {
-            let l = TcpListener::bind("127.0.0.1:0")
-                .map_err(TestkitError::io("finding a free port"))?;
-            Ok(l.local_addr()
-                .map_err(TestkitError::io("finding a free port"))?
-                .port())
+        let [port, management_port] = crate::ports::free_ports(2)?[..] else {
+            unreachable!("free_ports(2) returns two ports")
         };
-        let port = free_port()?;
-        let management_port = free_port()?;
         let dir = tempfile::Builder::new()
             .prefix("weir-apicurio-")
             .tempdir()

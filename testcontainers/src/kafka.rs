@@ -11,7 +11,6 @@
 //! test process itself dies without dropping (abort, SIGKILL).
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::TestkitError;
 use crate::dist;
+use crate::ports;
 use crate::process::Supervised;
 
 /// How to build a [`KafkaNodes`] cluster.
@@ -107,13 +107,6 @@ pub struct KafkaNodes {
     tls: bool,
 }
 
-fn free_port() -> Result<u16, TestkitError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(TestkitError::io("finding a free port"))?;
-    Ok(l.local_addr()
-        .map_err(TestkitError::io("finding a free port"))?
-        .port())
-}
-
 /// A random Kafka cluster id: 16 bytes, URL-safe base64 without padding (it
 /// may start with `-`: pass it as `--cluster-id=ID`).
 pub fn cluster_id() -> String {
@@ -160,7 +153,11 @@ impl KafkaNodes {
         loop {
             tries += 1;
             match Self::start_once(options.clone()).await {
-                Err(e) if tries < 3 && e.to_string().contains("Address already in use") => {
+                Err(e)
+                    if tries < 3
+                        && (e.to_string().contains("Address already in use")
+                            || e.to_string().contains("listeners on the same port")) =>
+                {
                     eprintln!("weir-testkit: a Kafka port was taken; starting on new ports");
                 }
                 other => return other,
@@ -195,11 +192,14 @@ impl KafkaNodes {
             let node_dir = dir.path().join(format!("node-{id}"));
             std::fs::create_dir_all(&node_dir)
                 .map_err(TestkitError::io("creating a node directory"))?;
+            let [client_port, internal_port, controller_port] = ports::free_ports(3)?[..] else {
+                unreachable!("free_ports(3) returns three ports")
+            };
             nodes.push(Node {
                 id,
-                client_port: free_port()?,
-                internal_port: free_port()?,
-                controller_port: free_port()?,
+                client_port,
+                internal_port,
+                controller_port,
                 dir: node_dir,
                 process: None,
                 stalled: false,

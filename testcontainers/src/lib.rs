@@ -36,6 +36,7 @@ mod docker;
 mod error;
 mod kafka;
 mod mock;
+mod ports;
 mod process;
 mod proxy;
 mod raw;

@@ -1,7 +1,6 @@
 //! A Tansu broker process (crate `tansu` 0.6.0) for tests that need a broker
 //! that can be stopped, SIGKILLed, stalled and restarted.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,12 +68,7 @@ pub(crate) fn tansu_binary() -> Result<PathBuf, TestkitError> {
     Err(TestkitError::TansuNotInstalled)
 }
 
-fn free_port() -> Result<u16, TestkitError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(TestkitError::io("finding a free port"))?;
-    Ok(l.local_addr()
-        .map_err(TestkitError::io("finding a free port"))?
-        .port())
-}
+use crate::ports::free_port;
 
 impl TansuBroker {
     /// Starts a broker on a free loopback port and waits until it answers metadata.
