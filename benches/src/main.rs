@@ -503,12 +503,7 @@ async fn raw_delivery_latency(
     reader.await?
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use weir::clock::now_ms;
 
 /// The `p`-quantile of sorted values (0 when empty).
 fn quantile(sorted: &[i64], p: f64) -> i64 {

@@ -156,12 +156,7 @@ fn committed(
         .collect())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use weir::clock::now_ms;
 
 /// Lag of `group` on `topics`.
 pub fn describe_lag(

@@ -262,7 +262,7 @@ pub use lite::SqliteStore;
 #[cfg(feature = "sqlite")]
 mod lite {
     use std::str::FromStr;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
 
     use sqlx::sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -274,12 +274,7 @@ mod lite {
 
     const BACKEND: &str = "sqlite";
 
-    fn now_ms() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(millis)
-            .unwrap_or(0)
-    }
+    use weir::clock::now_ms;
 
     /// Markers in an embedded SQLite file: the default when no PostgreSQL is
     /// configured. WAL journal, `synchronous=NORMAL` (a committed marker

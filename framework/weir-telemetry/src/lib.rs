@@ -156,10 +156,7 @@ struct AppState {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    weir::clock::now_ms().max(0) as u64
 }
 
 /// Why a consumer is wedged, if it is. A consumer that has not started its

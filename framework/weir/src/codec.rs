@@ -331,10 +331,7 @@ impl<V: Send + 'static> ByTopic<V> {
             return Some(c);
         }
         // Retry-tier copies live on `<topic>.retry.<delay>`: use the source topic's codec.
-        if let Some(Ok(Some(orig))) = message
-            .headers
-            .get(crate::retry::headers::ORIGINAL_TOPIC)
-            .map(|v| std::str::from_utf8(v).map(Some))
+        if let Some(orig) = crate::wire::original_topic(&message.headers)
             && let Some(c) = self.topics.get(orig)
         {
             return Some(c);
@@ -679,7 +676,7 @@ mod tests {
         m.topic = Arc::from("b");
         assert_eq!(block_on(c.decode(&m)).unwrap(), "b:3");
         m.topic = Arc::from("b.retry.1s");
-        m.headers.push(crate::retry::headers::ORIGINAL_TOPIC, "a");
+        m.headers.push(crate::wire::headers::ORIGINAL_TOPIC, "a");
         assert_eq!(block_on(c.decode(&m)).unwrap(), "a:xyz");
         m.topic = Arc::from("zzz");
         m.headers = Default::default();

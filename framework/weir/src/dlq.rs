@@ -31,7 +31,7 @@ use crate::error::WeirError;
 use crate::id::MESSAGE_ID_HEADER;
 use crate::message::{Header, Headers, RawMessage};
 use crate::producer::{Producer, Record};
-use crate::retry::headers;
+use crate::wire::headers;
 
 /// A message in a DLQ, with its failure headers parsed.
 #[derive(Debug, Clone)]
@@ -63,8 +63,8 @@ pub struct DlqMessage {
 impl DlqMessage {
     /// Parses the failure headers of `raw` (missing or malformed ones are `None`).
     pub fn from_raw(raw: RawMessage) -> Self {
-        let s = |n: &str| raw.headers.get_str(n).ok().flatten().map(str::to_owned);
-        let i = |n: &str| s(n).and_then(|v| v.trim().parse::<i64>().ok());
+        let s = |n: &str| crate::wire::header_str(&raw.headers, n).map(str::to_owned);
+        let i = |n: &str| crate::wire::header_i64(&raw.headers, n);
         DlqMessage {
             reason: s(headers::DLQ_REASON),
             error_class: s(headers::ERROR_CLASS),

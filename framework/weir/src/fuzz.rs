@@ -14,7 +14,7 @@ use proptest::prelude::*;
 
 use crate::codec::{Codec, JsonCodec, StringCodec};
 use crate::message::{Headers, RawMessage};
-use crate::retry::{delivery_attempt, due_at, headers, not_yet};
+use crate::wire::{delivery_attempt, due_at, headers, not_yet};
 
 /// Cases per target (overridable with `PROPTEST_CASES`).
 fn cases(default: u32) -> ProptestConfig {

@@ -84,6 +84,7 @@
 //!   A handler that exceeds `handler_timeout` is cancelled and counts as retryable.
 
 mod client;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod dlq;
@@ -105,6 +106,7 @@ mod runtime;
 pub mod scheduler;
 pub mod stats;
 pub mod trace;
+pub mod wire;
 
 #[cfg(feature = "json")]
 #[doc(inline)]

@@ -71,12 +71,7 @@ impl FailureSink for Recording {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use weir::clock::now_ms;
 
 /// Issue 21.1: rust-rdkafka's header accessor unwraps the name as UTF-8, so a
 /// hostile producer's header name `ff fe` used to panic Weir's poll thread.

@@ -48,12 +48,7 @@ struct Seen {
     lateness_ms: Option<i64>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use weir::clock::now_ms;
 
 fn percentile(v: &mut [i64], p: f64) -> i64 {
     v.sort_unstable();

@@ -87,12 +87,7 @@ struct ClickEvent {
     referrer: Option<String>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use weir::clock::now_ms;
 
 /// Deterministic "does this event's first enrichment fail?" (FNV-1a of the id).
 fn fails_first(id: &str, rate: f64) -> bool {

@@ -42,67 +42,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::time::Instant;
 
+use crate::clock::now_ms;
 use crate::error::{ErrorKind, ProcessError};
 use crate::failure::{Disposition, Failure, FailureSink};
 use crate::message::{Header, Headers, RawMessage};
 use crate::producer::{Producer, Record};
+use crate::wire;
+pub(crate) use crate::wire::{delivery_attempt, due_at, not_yet};
 
 mod admin;
 pub(crate) use admin::ensure_topics;
 
-/// Header names Weir writes on retry-tier and DLQ copies.
-pub mod headers {
-    /// Topic the message was first consumed from.
-    pub const ORIGINAL_TOPIC: &str = "weir-original-topic";
-    /// Its partition there.
-    pub const ORIGINAL_PARTITION: &str = "weir-original-partition";
-    /// Its offset there.
-    pub const ORIGINAL_OFFSET: &str = "weir-original-offset";
-    /// Its timestamp there (epoch ms), if it had one.
-    pub const ORIGINAL_TIMESTAMP: &str = "weir-original-timestamp";
-    /// The delivery attempt this copy is (2 for the first retry).
-    pub const ATTEMPT: &str = "weir-attempt";
-    /// Not to be processed before this time (epoch ms).
-    pub const DUE_MS: &str = "weir-due-ms";
-    /// Class of the last error (`timeout`, `http_503`, `decode`…).
-    pub const ERROR_CLASS: &str = "weir-error-class";
-    /// The last error's message, truncated to 512 bytes.
-    pub const ERROR_MESSAGE: &str = "weir-error-message";
-    /// When the first delivery failed (epoch ms).
-    pub const FIRST_FAILURE_MS: &str = "weir-first-failure-ms";
-    /// Why the message is in the DLQ: `terminal`, `retries_exhausted` or `invalid_retry_headers`.
-    pub const DLQ_REASON: &str = "weir-dlq-reason";
-    /// The consumer group that gave up on it.
-    pub const FAILED_GROUP: &str = "weir-failed-group";
-    /// The one consumer group that processes this copy: set on retry-tier
-    /// copies (the group that failed them) and on DLQ replays (the group that
-    /// gave up); other groups reading the same topic skip it. Tier topics are
-    /// named after their source topic only, so several groups with tiers on
-    /// one topic share them.
-    pub const FOR_GROUP: &str = "weir-for-group";
-    /// When it was sent to the DLQ (epoch ms).
-    pub const DLQ_AT_MS: &str = "weir-dlq-at-ms";
-    /// On a replayed copy: the DLQ coordinates it came from (`topic/partition@offset`).
-    pub const REPLAYED_FROM: &str = "weir-replayed-from";
-    /// On a scheduled message: not to be processed before this time (epoch ms);
-    /// it hops through the delay tiers until then.
-    pub const NOT_BEFORE_MS: &str = "weir-not-before-ms";
-
-    /// Headers describing one failure; replaced (not duplicated) on each hop and
-    /// removed by a DLQ replay.
-    pub const FAILURE_STATE: &[&str] = &[
-        ATTEMPT,
-        DUE_MS,
-        ERROR_CLASS,
-        ERROR_MESSAGE,
-        DLQ_REASON,
-        FAILED_GROUP,
-        DLQ_AT_MS,
-        FOR_GROUP,
-    ];
-}
+pub use crate::wire::headers;
 
 /// Longest error message copied into [`headers::ERROR_MESSAGE`].
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
@@ -114,54 +66,7 @@ pub const HOLD_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);
 /// Default `retention.ms` of created DLQ topics: 30 days.
 pub const DEFAULT_DLQ_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Highest delivery attempt read from a header: a hostile `weir-attempt`
-/// saturates here instead of overflowing attempt arithmetic.
-pub const MAX_DELIVERY_ATTEMPT: u32 = 1_000_000;
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn header_i64(h: &Headers, name: &str) -> Option<i64> {
-    h.get_str(name).ok().flatten()?.trim().parse().ok()
-}
-
-/// The delivery attempt a message starts at: its [`headers::ATTEMPT`], else 1;
-/// at most [`MAX_DELIVERY_ATTEMPT`].
-pub(crate) fn delivery_attempt(m: &RawMessage) -> u32 {
-    header_i64(&m.headers, headers::ATTEMPT)
-        .filter(|a| *a >= 1)
-        .map(|a| a.min(i64::from(MAX_DELIVERY_ATTEMPT)) as u32)
-        .unwrap_or(1)
-}
-
-/// When a message on a tier topic becomes due, if its [`headers::DUE_MS`] is
-/// in the future: held at most `max_hold` (the tier's delay with jitter and
-/// [`HOLD_SKEW_ALLOWANCE`]), whatever the header says.
-pub(crate) fn due_at(m: &RawMessage, max_hold: Duration) -> Option<Instant> {
-    let due = header_i64(&m.headers, headers::DUE_MS)?;
-    let wait = due.saturating_sub(now_ms());
-    if wait <= 0 {
-        return None;
-    }
-    let wait = Duration::from_millis(wait as u64);
-    if wait > max_hold {
-        tracing::warn!(
-            topic = %m.topic, partition = m.partition, offset = m.offset,
-            ?wait, ?max_hold,
-            "due time further ahead than this tier delays; holding for the tier's delay"
-        );
-    }
-    Some(Instant::now() + wait.min(max_hold))
-}
-
-/// True when a scheduled message's [`headers::NOT_BEFORE_MS`] is still ahead.
-pub(crate) fn not_yet(m: &RawMessage) -> bool {
-    header_i64(&m.headers, headers::NOT_BEFORE_MS).is_some_and(|nb| nb > now_ms().saturating_add(2))
-}
+pub use crate::wire::MAX_DELIVERY_ATTEMPT;
 
 /// The tier for a wait of `remaining`: the longest delay not above it, else the
 /// shortest; and the due time (never past `not_before`).
@@ -536,7 +441,7 @@ impl RetrySink {
         // loop through the tiers forever.
         let scheduled = msg.headers.get(headers::NOT_BEFORE_MS).is_some();
         let min_attempt = if scheduled { 1 } else { 2 };
-        let attempt_header = header_i64(&msg.headers, headers::ATTEMPT);
+        let attempt_header = wire::header_i64(&msg.headers, headers::ATTEMPT);
         let valid = if scheduled {
             attempt_header.is_none_or(|a| a >= min_attempt)
         } else {
@@ -573,7 +478,7 @@ impl RetrySink {
         let mut backoff = Duration::from_millis(100);
         loop {
             let now = now_ms();
-            let nb = header_i64(&m.headers, headers::NOT_BEFORE_MS).unwrap_or(now);
+            let nb = wire::header_i64(&m.headers, headers::NOT_BEFORE_MS).unwrap_or(now);
             let remaining = Duration::from_millis((nb - now).max(0) as u64);
             let Some(delay) = pick_tier(&self.delays, remaining) else {
                 return Disposition::Stop;
@@ -685,7 +590,7 @@ impl RetrySink {
         r.payload = m.payload.clone();
         r.headers = out;
         // Same partition number as the source keeps a key's copies together.
-        let original_partition = header_i64(&m.headers, headers::ORIGINAL_PARTITION)
+        let original_partition = wire::header_i64(&m.headers, headers::ORIGINAL_PARTITION)
             .and_then(|p| i32::try_from(p).ok())
             .unwrap_or(m.partition);
         if let Some(&n) = self.map.partitions.get(topic)
@@ -1055,32 +960,6 @@ mod tests {
         let t = truncate(&s, 511);
         assert!(t.len() <= 514);
         assert!(t.ends_with('…'));
-    }
-
-    #[test]
-    fn attempt_and_due_headers_are_parsed_defensively() {
-        assert_eq!(delivery_attempt(&raw("t", &[])), 1);
-        assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "3")])), 3);
-        assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "-4")])), 1);
-        assert_eq!(delivery_attempt(&raw("t", &[(headers::ATTEMPT, "zz")])), 1);
-        assert_eq!(
-            delivery_attempt(&raw("t", &[(headers::ATTEMPT, "4294967295")])),
-            MAX_DELIVERY_ATTEMPT
-        );
-        let hold = Duration::from_secs(70);
-        assert!(
-            due_at(&raw("t", &[(headers::DUE_MS, "12")]), hold).is_none(),
-            "past"
-        );
-        assert!(due_at(&raw("t", &[(headers::DUE_MS, &i64::MIN.to_string())]), hold).is_none());
-        let soon = (now_ms() + 60_000).to_string();
-        assert!(due_at(&raw("t", &[(headers::DUE_MS, &soon)]), hold).is_some());
-        assert!(due_at(&raw("t", &[(headers::DUE_MS, "garbage")]), hold).is_none());
-        let far = i64::MAX.to_string();
-        let at = due_at(&raw("t", &[(headers::DUE_MS, &far)]), hold).unwrap();
-        assert!(at <= Instant::now() + hold);
-        let nb = raw("t", &[(headers::NOT_BEFORE_MS, &far)]);
-        assert!(not_yet(&nb));
     }
 
     #[tokio::test]

@@ -54,12 +54,6 @@ pub(crate) struct Limits {
     pub(crate) tier_holds: std::collections::HashMap<String, Duration>,
 }
 
-/// Milliseconds from a producer timestamp to `now`, 0 for one in the future;
-/// saturating, since a hostile producer chooses the timestamp.
-pub(crate) fn age_ms(now: i64, ts: i64) -> i64 {
-    now.saturating_sub(ts).max(0)
-}
-
 /// Most messages started by one dispatch round before the loop looks at its
 /// other inputs (fetched batches, commits, revokes) again.
 const DISPATCH_BUDGET: usize = 4096;
@@ -291,7 +285,7 @@ impl<R: RunMessage> Dispatcher<R> {
             self.release_due();
             ConsumerStats::set(
                 &self.stats.loop_heartbeat_ms,
-                crate::retry::now_ms().max(0) as u64,
+                crate::clock::now_ms().max(0) as u64,
             );
             if let Err(e) = self.dispatch_ready() {
                 fatal = Some(e);
@@ -938,14 +932,14 @@ impl<R: RunMessage> Dispatcher<R> {
     /// delivered through this consumer's queue). One commit at a time.
     /// Age of each partition's oldest unfinished message, as gauges and the max in the stats.
     fn publish_ages(&self) {
-        let now = crate::retry::now_ms();
+        let now = crate::clock::now_ms();
         let mut max = 0i64;
         for st in self.parts.values() {
             let age = st
                 .tracker
                 .committable()
                 .and_then(|c| st.timestamps.front().filter(|(o, _)| *o == c.0))
-                .map_or(0, |(_, ts)| age_ms(now, *ts));
+                .map_or(0, |(_, ts)| crate::clock::age_ms(now, *ts));
             max = max.max(age);
             metrics::gauge!(
                 "weir_oldest_unprocessed_age_seconds",
@@ -1097,18 +1091,6 @@ impl<R: RunMessage> Dispatcher<R> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn ages_saturate_on_hostile_timestamps() {
-        assert_eq!(super::age_ms(1_000, 400), 600);
-        assert_eq!(
-            super::age_ms(1_000, 5_000),
-            0,
-            "a future timestamp is age 0"
-        );
-        assert_eq!(super::age_ms(1_700_000_000_000, i64::MIN), i64::MAX);
-        assert_eq!(super::age_ms(i64::MIN, i64::MAX), 0);
-    }
 
     use super::*;
 

@@ -144,7 +144,7 @@ where
     ) -> Outcome {
         // A retry-tier copy or DLQ replay meant for another consumer group
         // (tiers and source topics are shared by every group reading them).
-        if let Some(g) = raw.headers.get(crate::retry::headers::FOR_GROUP)
+        if let Some(g) = crate::wire::for_group(&raw.headers)
             && g != self.group_id.as_bytes()
         {
             ConsumerStats::add(&self.stats.other_group_skipped, 1);
@@ -190,7 +190,7 @@ where
                     ConsumerStats::add(&self.stats.unavailable, 1);
                     let delay = self.retry.backoff(outage.min(32));
                     // One warning per consumer every 5 s, however many messages wait.
-                    let now = crate::retry::now_ms().max(0) as u64;
+                    let now = crate::clock::now_ms().max(0) as u64;
                     let last = self
                         .stats
                         .unavailable_warned_ms
