@@ -273,23 +273,15 @@ pub fn stream_dlq(
     let (reader_stop, reader_read) = (stop.clone(), read.clone());
     let read_all = move |tx: &tokio::sync::mpsc::Sender<Result<DlqMessage, WeirError>>| -> Result<(), WeirError> {
         let timeout = Duration::from_secs(10);
-        let md = consumer
-            .fetch_metadata(Some(&topic), timeout)
+        let parts = crate::kafka::topic_partitions(&consumer, &topic, timeout)
             .map_err(|source| WeirError::Kafka {
                 context: format!("fetching metadata of `{topic}` from {brokers} (are the brokers reachable?)"),
                 source,
+            })?
+            .ok_or_else(|| WeirError::UnknownTopic {
+                topic: topic.clone(),
+                brokers: brokers.clone(),
             })?;
-        let parts: Vec<i32> = match md.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                t.partitions().iter().map(|p| p.id()).collect()
-            }
-            _ => {
-                return Err(WeirError::UnknownTopic {
-                    topic,
-                    brokers,
-                });
-            }
-        };
         let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         for p in parts {

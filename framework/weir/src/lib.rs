@@ -93,6 +93,7 @@ pub mod failure;
 #[cfg(test)]
 mod fuzz;
 pub mod id;
+mod kafka;
 pub mod message;
 pub mod offsets;
 pub mod processor;

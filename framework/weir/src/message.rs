@@ -207,6 +207,19 @@ impl<T> Message<T> {
         }
     }
 
+    /// A copy of this message for another delivery attempt (in-place retries).
+    pub(crate) fn copy_for_attempt(&self, attempt: u32) -> Self
+    where
+        T: Clone,
+    {
+        Message {
+            value: self.value.clone(),
+            raw: self.raw.clone(),
+            attempt,
+            cancel: self.cancel.clone(),
+        }
+    }
+
     /// The decoded value.
     pub fn value(&self) -> &T {
         &self.value
@@ -282,6 +295,25 @@ impl<T> Message<T> {
     /// (a re-published copy gets a new identity).
     pub fn coordinates(&self) -> String {
         self.raw.coordinates()
+    }
+}
+
+/// A test message on `topic` (partition 2, offset 41, key `k`, payload `p`)
+/// with `headers`.
+#[cfg(test)]
+pub(crate) fn test_raw(topic: &str, headers: &[(&str, &str)]) -> RawMessage {
+    let mut h = Headers::default();
+    for (k, v) in headers {
+        h.push(*k, v.to_string());
+    }
+    RawMessage {
+        topic: topic.into(),
+        partition: 2,
+        offset: 41,
+        timestamp_ms: Some(1_700_000_000_000),
+        key: Some(bytes::Bytes::from_static(b"k")),
+        payload: Some(bytes::Bytes::from_static(b"p")),
+        headers: h,
     }
 }
 

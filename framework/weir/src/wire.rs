@@ -129,21 +129,7 @@ pub(crate) fn original_topic(h: &Headers) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn raw(topic: &str, hs: &[(&str, &str)]) -> RawMessage {
-        let mut h = Headers::default();
-        for (k, v) in hs {
-            h.push(*k, v.to_string());
-        }
-        RawMessage {
-            topic: topic.into(),
-            partition: 2,
-            offset: 41,
-            timestamp_ms: None,
-            key: None,
-            payload: None,
-            headers: h,
-        }
-    }
+    use crate::message::test_raw as raw;
 
     #[test]
     fn attempt_and_due_headers_are_parsed_defensively() {

@@ -33,6 +33,7 @@ broker_tests!(
     partition_and_unordered_modes,
     long_handler_keeps_group_membership,
     inline_handlers_keep_order_and_parallelism,
+    layers_wrap_the_processor_inside_the_runtime,
 );
 
 /// A failure sink that records (offset, class) and lets the partition move on.
@@ -397,6 +398,92 @@ async fn timeout_is_retryable_and_panic_is_terminal(kind: BrokerKind) -> R {
     assert_eq!(handle.stats().timeouts(), 1);
     assert_eq!(handle.stats().panics(), 1);
     assert_eq!(handle.stats().processed(), 2);
+    Ok(())
+}
+
+/// Issue 22: a processor wrapped in layers (a per-attempt deadline inside an
+/// in-place retry) runs as one processor: the layers retry what the runtime,
+/// configured not to retry, would have sent to the failure sink.
+async fn layers_wrap_the_processor_inside_the_runtime(kind: BrokerKind) -> R {
+    use weir::processor::{ProcessorExt, RetryLayer, TimeoutLayer};
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("layered", 1).await?;
+    cluster
+        .produce(
+            "layered",
+            vec![
+                TestRecord::keyed("a", "slow-once"),
+                TestRecord::keyed("b", "flaky"),
+                TestRecord::keyed("c", "fine"),
+            ],
+        )
+        .await?;
+    let attempts: Arc<Mutex<Vec<(String, u32)>>> = Default::default();
+    let a = attempts.clone();
+    let handler = processor_fn(move |msg: Message<String>| {
+        let a = a.clone();
+        async move {
+            a.lock().push((msg.value().clone(), msg.attempt()));
+            match (msg.value().as_str(), msg.attempt()) {
+                ("slow-once", 1) => tokio::time::sleep(Duration::from_secs(30)).await,
+                ("flaky", 1 | 2) => {
+                    return Err(ProcessError::retryable(std::io::Error::other("503")));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    });
+    let layered = handler
+        .with(TimeoutLayer::new(Duration::from_millis(200)))
+        .with(RetryLayer::new(weir::RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+            ..Default::default()
+        }));
+    let sink = Recording::default();
+    let mut cfg = config(&cluster, "layered-g", &["layered"]);
+    cfg.retry.max_attempts = 1;
+    cfg.handler_timeout = Duration::from_secs(20);
+    let consumer = Consumer::builder(cfg)
+        .codec(StringCodec)
+        .failure_sink(sink.clone())
+        .build(layered)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    wait_until_async("commit at 3", Duration::from_secs(90), || async {
+        committed(&cluster, "layered-g", "layered").await == vec![3]
+    })
+    .await;
+    handle.shutdown();
+    assert!(run.await??.drained);
+    let mut attempts = attempts.lock().clone();
+    attempts.sort();
+    let want: Vec<(String, u32)> = [
+        ("fine", 1),
+        ("flaky", 1),
+        ("flaky", 2),
+        ("flaky", 3),
+        ("slow-once", 1),
+        ("slow-once", 2),
+    ]
+    .iter()
+    .map(|(v, a)| (v.to_string(), *a))
+    .collect();
+    assert_eq!(attempts, want);
+    assert!(
+        sink.0.lock().is_empty(),
+        "nothing reached the failure sink: {:?}",
+        sink.0.lock()
+    );
+    assert_eq!(handle.stats().retries(), 0, "the runtime did not retry");
+    assert_eq!(
+        handle.stats().timeouts(),
+        0,
+        "the runtime's deadline was not hit"
+    );
+    assert_eq!(handle.stats().processed(), 3);
     Ok(())
 }
 

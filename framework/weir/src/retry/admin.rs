@@ -20,7 +20,7 @@ pub(crate) async fn ensure_topics(
 ) -> Result<HashMap<String, i32>, crate::WeirError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::consumer::BaseConsumer;
 
     let kafka_err = |context: String| {
         move |source: rdkafka::error::KafkaError| crate::WeirError::Kafka { context, source }
@@ -36,12 +36,10 @@ pub(crate) async fn ensure_topics(
         async move {
             tokio::task::spawn_blocking(
                 move || -> Result<Option<i32>, rdkafka::error::KafkaError> {
-                    let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-                    Ok(md
-                        .topics()
-                        .first()
-                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                        .map(|t| t.partitions().len() as i32))
+                    Ok(
+                        crate::kafka::topic_partitions(&c, &topic, Duration::from_secs(10))?
+                            .map(|p| p.len() as i32),
+                    )
                 },
             )
             .await

@@ -1,6 +1,6 @@
 //! The consumer runtime: [`Consumer`], its builder, and what a run reports.
 
-mod dispatcher;
+mod dispatch;
 pub(crate) mod poller;
 pub(crate) mod replay;
 pub(crate) mod task;
@@ -23,8 +23,9 @@ use crate::processor::Processor;
 use crate::retry::RetryTopics;
 use crate::stats::ConsumerStats;
 
-use dispatcher::{Dispatcher, Limits, RunMessage};
+use dispatch::{Dispatcher, Limits, RunMessage};
 use poller::WeirContext;
+pub(crate) use task::panic_message;
 use task::{Outcome, Runner};
 
 /// A partition the failure sink halted.
@@ -481,8 +482,7 @@ async fn check_topics(
     let brokers = config.brokers.clone();
     tokio::task::spawn_blocking(move || {
         for topic in topics {
-            let md = c
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            let parts = crate::kafka::topic_partitions(&c, &topic, Duration::from_secs(10))
                 .map_err(|source| match fatal_after_failure(&c) {
                     // An authentication or certificate failure explains the
                     // transport error better than the transport error does.
@@ -494,11 +494,7 @@ async fn check_topics(
                         source,
                     },
                 })?;
-            let missing = match md.topics().first() {
-                None => true,
-                Some(t) => t.error().is_some() || t.partitions().is_empty(),
-            };
-            if missing {
+            if parts.is_none() {
                 return Err(WeirError::UnknownTopic {
                     topic,
                     brokers: brokers.clone(),

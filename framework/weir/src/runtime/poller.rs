@@ -30,15 +30,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, base_consumer::PartitionQueue,
+    BaseConsumer, Consumer, ConsumerContext, Rebalance, base_consumer::PartitionQueue,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::client::{describe_fatal, is_fatal, refused_connection};
@@ -448,11 +448,10 @@ impl ConsumerContext for WeirContext {
             tracing::warn!(group = %self.group_id, "assignment lost (session timed out): finished offsets cannot be committed; the new owner reprocesses them");
             return;
         }
-        let mut commit = TopicPartitionList::new();
-        for (tp, next) in &offsets {
-            let _ = commit.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next.0));
-        }
-        match consumer.commit(&commit, CommitMode::Sync) {
+        let positions = offsets
+            .iter()
+            .map(|(tp, next)| (&*tp.topic, tp.partition, next.0));
+        match crate::kafka::commit_sync(consumer, positions) {
             Ok(()) => ConsumerStats::add(&self.stats.commits, 1),
             Err(e) => {
                 ConsumerStats::add(&self.stats.commit_failures, 1);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -126,21 +126,15 @@ impl Replay {
     fn resolve(&self, c: &BaseConsumer) -> Result<BTreeMap<i32, (i64, i64)>, WeirError> {
         let timeout = Duration::from_secs(10);
         let t = &self.topic;
-        let md = c.fetch_metadata(Some(t), timeout).map_err(kafka(format!(
-            "fetching metadata of `{t}` from {}",
-            self.config.brokers
-        )))?;
-        let parts: Vec<i32> = match md.topics().first() {
-            Some(x) if x.error().is_none() && !x.partitions().is_empty() => {
-                x.partitions().iter().map(|p| p.id()).collect()
-            }
-            _ => {
-                return Err(WeirError::UnknownTopic {
-                    topic: t.clone(),
-                    brokers: self.config.brokers.clone(),
-                });
-            }
-        };
+        let parts = crate::kafka::topic_partitions(c, t, timeout)
+            .map_err(kafka(format!(
+                "fetching metadata of `{t}` from {}",
+                self.config.brokers
+            )))?
+            .ok_or_else(|| WeirError::UnknownTopic {
+                topic: t.clone(),
+                brokers: self.config.brokers.clone(),
+            })?;
         let by_time = |when: SystemTime| -> Result<BTreeMap<i32, i64>, WeirError> {
             let mut tpl = TopicPartitionList::new();
             for p in &parts {
@@ -326,16 +320,16 @@ impl Replay {
             f(done.load(Relaxed), total);
         }
         let finished = polled.as_ref().cloned().unwrap_or_default();
-        let mut commit = TopicPartitionList::new();
-        for (p, next) in commit_positions(&report.ranges, &ends, &finished) {
-            let _ = commit.add_partition_offset(&this.topic, p, Offset::Offset(next));
-        }
+        let commit: Vec<(String, i32, i64)> = commit_positions(&report.ranges, &ends, &finished)
+            .into_iter()
+            .map(|(p, next)| (this.topic.clone(), p, next))
+            .collect();
         report.halted = ends
             .iter()
             .filter_map(|e| e.halted.map(|o| (e.partition, o)))
             .collect();
         let c = consumer.clone();
-        match tokio::task::spawn_blocking(move || c.commit(&commit, CommitMode::Sync)).await {
+        match tokio::task::spawn_blocking(move || crate::kafka::commit_sync(&c, commit)).await {
             Ok(Ok(())) => report.committed = true,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "committing the replay group's offsets failed; the replay itself is complete")

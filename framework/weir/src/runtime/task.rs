@@ -104,7 +104,7 @@ where
                 messaging.kafka.offset = raw.offset,
                 messaging.consumer.group.name = %self.group_id,
                 messaging.message.id = raw.message_id().unwrap_or_default(),
-                weir.attempt = crate::retry::delivery_attempt(&raw),
+                weir.attempt = crate::wire::delivery_attempt(&raw),
                 messaging.kafka.message.key = tracing::field::Empty,
                 weir.payload = tracing::field::Empty,
             )
@@ -153,7 +153,7 @@ where
         // A scheduled message that reached the end of a delay tier before its
         // time goes on to the next tier instead of to the processor.
         if let Some(rs) = &self.rescheduler
-            && crate::retry::not_yet(raw)
+            && crate::wire::not_yet(raw)
         {
             // Boxed: the producer's send future is large, and keeping it out
             // of line keeps every message's future small (it is moved into
@@ -171,7 +171,7 @@ where
             None => self.retry.max_attempts,
         };
         // A message redelivered by a retry tier carries its delivery attempt.
-        let base = crate::retry::delivery_attempt(raw);
+        let base = crate::wire::delivery_attempt(raw);
         let mut attempt = 1;
         let mut outage: u32 = 0;
         loop {

@@ -1,4 +1,13 @@
-//! The [`Processor`] trait: the one thing a user writes.
+//! The [`Processor`] trait, the one thing a user writes, and the [`Layer`]s
+//! that wrap it. This room knows messages and results only: no offsets,
+//! partitions, librdkafka or retry tiers.
+
+mod layer;
+
+pub use layer::{
+    CatchPanic, CatchPanicLayer, Identity, Layer, ProcessorExt, Retry, RetryLayer, Stack, Timeout,
+    TimeoutLayer,
+};
 
 use std::future::Future;
 

@@ -1,0 +1,50 @@
+//! The librdkafka adapter for commits and metadata: the one commit call
+//! (interval, revoke, final and replay commits all go through
+//! [`commit_sync`]) and the one rule for a missing topic
+//! ([`topic_partitions`]). It knows nothing of processors, tiers or the
+//! dispatcher's state; the dispatcher reaches it through its
+//! `PartitionControl` trait (`runtime/dispatch/control.rs`).
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::message::TopicPartition;
+
+/// Commits each partition's next offset and waits for the broker's answer.
+pub(crate) fn commit_sync<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: impl IntoIterator<Item = (impl AsRef<str>, i32, i64)>,
+) -> KafkaResult<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, next) in offsets {
+        tpl.add_partition_offset(topic.as_ref(), partition, Offset::Offset(next))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync)
+}
+
+/// The partition ids of `topic`, or `None` when the topic does not exist for
+/// this client: absent from the answer, answered with an error
+/// (unknown topic, not authorised) or without partitions. `Err` is a failed
+/// request (brokers unreachable, timeout).
+pub(crate) fn topic_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Option<Vec<i32>>> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .first()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
+}
+
+/// A one-partition list, for pause and resume.
+pub(crate) fn one_partition(tp: &TopicPartition) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.topic, tp.partition);
+    tpl
+}

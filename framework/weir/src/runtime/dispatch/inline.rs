@@ -1,0 +1,222 @@
+//! The dispatch round: starts ready messages within the caps, polling each
+//! run once inline first (a handler that does not wait finishes without a
+//! task), with the policy that stops inlining CPU-heavy handlers.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use super::{Completion, DISPATCH_BUDGET, Dispatcher, PartitionControl, RunMessage};
+use crate::error::WeirError;
+
+/// Decides whether to poll a message's run inline before spawning it: yes
+/// while first polls are cheap (a moving average under `LIMIT`); when they are
+/// not (CPU-heavy handlers), every `PROBE`-th message is still tried so the
+/// average follows the handler when it becomes cheap again.
+pub(super) struct InlinePolicy {
+    avg_ns: u64,
+    skipped: u32,
+    /// Counts tried first polls, so that one in `SAMPLE` is timed.
+    tried: u32,
+}
+
+impl InlinePolicy {
+    const LIMIT_NS: u64 = 50_000;
+    const PROBE: u32 = 64;
+    /// One first poll in this many is timed (two clock reads per timed poll);
+    /// while first polls are slow (spawning most), every probe is timed.
+    const SAMPLE: u32 = 8;
+
+    pub(super) fn new() -> Self {
+        InlinePolicy {
+            avg_ns: 0,
+            skipped: 0,
+            tried: 0,
+        }
+    }
+
+    /// Whether to time this first poll.
+    fn sample(&mut self) -> bool {
+        if self.avg_ns >= Self::LIMIT_NS {
+            return true;
+        }
+        self.tried = self.tried.wrapping_add(1);
+        self.tried.is_multiple_of(Self::SAMPLE)
+    }
+
+    fn should_try(&mut self) -> bool {
+        if self.avg_ns < Self::LIMIT_NS {
+            return true;
+        }
+        self.skipped += 1;
+        if self.skipped >= Self::PROBE {
+            self.skipped = 0;
+            return true;
+        }
+        false
+    }
+
+    fn record(&mut self, took: Duration) {
+        let ns = took.as_nanos().min(u128::from(u64::MAX / 16)) as u64;
+        // Exponential moving average with weight 1/8.
+        self.avg_ns = self.avg_ns - self.avg_ns / 8 + ns / 8;
+    }
+}
+
+impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
+    /// Starts ready messages within the caps. Each message's run is polled once
+    /// right here first: a handler that completes without waiting (a no-op, a
+    /// cache hit, a cheap transformation) finishes without a task spawn, a
+    /// cross-thread wake-up and a join; one that waits is spawned onto the
+    /// runtime as before. Handlers that run long on their first poll (CPU-heavy
+    /// synchronous work) are detected and spawned directly, so they keep
+    /// running in parallel on every worker thread.
+    pub(super) fn dispatch_ready(&mut self) -> Result<(), WeirError> {
+        let mut budget = DISPATCH_BUDGET;
+        let mut done = std::mem::take(&mut self.inline_done);
+        // The box of a future that finished inline, reused for the next
+        // message (no allocation per message while handlers finish inline).
+        let mut spare = None;
+        loop {
+            let mut visits = self.runnable.len();
+            while visits > 0 && self.in_flight < self.limits.max_in_flight && budget > 0 {
+                visits -= 1;
+                let Some(epoch) = self.runnable.pop_front() else {
+                    break;
+                };
+                let Some(st) = self.parts.get_mut(&epoch) else {
+                    continue;
+                };
+                if st.revoking || st.halted.is_some() {
+                    st.in_runnable = false;
+                    continue;
+                }
+                while self.in_flight < self.limits.max_in_flight
+                    && st.in_flight < self.limits.max_in_flight_per_partition
+                    && budget > 0
+                    && let Some((lane, m)) = st.ready.pop_front()
+                {
+                    budget -= 1;
+                    st.in_flight += 1;
+                    self.in_flight += 1;
+                    let offset = m.offset;
+                    let generation = st.generation;
+                    // Boxed before the first poll (a polled future cannot move);
+                    // wrapped into a task only if it has to wait.
+                    let run = self.runner.clone().run_message(m, st.cancel.clone());
+                    let mut fut = match spare.take() {
+                        Some(mut b) => {
+                            Pin::set(&mut b, run);
+                            b
+                        }
+                        None => Box::pin(run),
+                    };
+                    if self.limits.inline_first_poll && self.inline.should_try() {
+                        let started = self.inline.sample().then(std::time::Instant::now);
+                        let mut cx = Context::from_waker(Waker::noop());
+                        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            fut.as_mut().poll(&mut cx)
+                        }));
+                        if let Some(started) = started {
+                            self.inline.record(started.elapsed());
+                        }
+                        match polled {
+                            Ok(Poll::Ready(outcome)) => {
+                                done.push(Completion {
+                                    epoch,
+                                    generation,
+                                    offset,
+                                    lane,
+                                    outcome,
+                                });
+                                spare = Some(fut);
+                                continue;
+                            }
+                            Ok(Poll::Pending) => {}
+                            Err(p) => {
+                                self.inline_done = done;
+                                return Err(WeirError::Internal(format!(
+                                    "message run panicked outside the handler: {}",
+                                    super::super::task::panic_message(p)
+                                )));
+                            }
+                        }
+                    }
+                    // Pending (or not tried): the task polls it again with its
+                    // own waker, which replaces the no-op one of the first poll.
+                    self.tasks.spawn(async move {
+                        Completion {
+                            epoch,
+                            generation,
+                            offset,
+                            lane,
+                            outcome: fut.await,
+                        }
+                    });
+                }
+                if st.ready.is_empty() {
+                    st.in_runnable = false;
+                } else {
+                    self.runnable.push_back(epoch);
+                }
+            }
+            if done.is_empty() {
+                break;
+            }
+            for c in done.drain(..) {
+                self.on_completion(c);
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        self.inline_done = done;
+        self.stats.in_flight_now(self.in_flight as u64);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_policy_times_one_cheap_first_poll_in_eight_and_every_probe() {
+        let mut p = InlinePolicy::new();
+        let timed = (0..800).filter(|_| p.sample()).count();
+        assert_eq!(timed, 100, "cheap first polls: one in SAMPLE is timed");
+        // One slow timed poll is enough to leave inline mode, so a CPU-heavy
+        // handler is detected within SAMPLE messages.
+        p.record(Duration::from_millis(2));
+        assert!(!p.should_try(), "slow first poll detected");
+        assert!(p.sample(), "while slow, every probe is timed");
+    }
+
+    #[test]
+    fn inline_policy_backs_off_for_slow_first_polls_and_probes() {
+        let mut p = InlinePolicy::new();
+        for _ in 0..100 {
+            assert!(p.should_try(), "cheap first polls stay inline");
+            p.record(Duration::from_micros(1));
+        }
+        for _ in 0..50 {
+            if p.should_try() {
+                p.record(Duration::from_millis(2));
+            }
+        }
+        let tried = (0..640).filter(|_| p.should_try()).count();
+        assert_eq!(
+            tried, 10,
+            "slow handlers: only every 64th message is probed"
+        );
+        // Cheap again: the probes bring the average down and inline comes back.
+        let mut tries = 0;
+        while !(0..4).all(|_| p.should_try()) {
+            p.record(Duration::from_nanos(500));
+            tries += 1;
+            assert!(tries < 10_000, "never returned to inline polling");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The dispatcher: one task that owns every partition's state (offset tracker,
+//! key lanes, ready queue), so the hot path takes no lock.
+//!
+//! It admits fetched messages, starts them within the global and per-partition
+//! caps, collects completions, commits finished offsets on an interval, pauses
+//! partitions whose buffer is full, and drains partitions on revoke and shutdown.
+
+//!
+//! Split by concern: [`partition`] (one partition's state), [`inline`] (the
+//! dispatch round and its inline first poll), [`backpressure`] (credit and
+//! pause), [`rebalance`] (assign and revoke), [`commit`] (interval commits and
+//! ages), [`shutdown`] (the drain). The dispatcher reaches librdkafka only
+//! through [`PartitionControl`](control::PartitionControl) and runs messages
+//! only through [`RunMessage`]: both have fakes, so the logic here is unit
+//! tested without a broker. It must not decode, retry or know tiers exist.
+
+mod backpressure;
+mod commit;
+pub(crate) mod control;
+mod inline;
+mod partition;
+mod rebalance;
+mod shutdown;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use rdkafka::consumer::BaseConsumer;
+use rustc_hash::FxHashMap as HashMap;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::poller::{Event, RevokeReply, WeirContext};
+use super::task::Outcome;
+use super::{HaltedPartition, RunReport};
+use crate::error::WeirError;
+use crate::message::{RawMessage, TopicPartition};
+use crate::offsets::NextOffset;
+use crate::scheduler::Ordering;
+use crate::stats::ConsumerStats;
+use control::PartitionControl;
+use inline::InlinePolicy;
+use partition::{Completion, PartitionState};
+
+/// Runs one message to an [`Outcome`]; implemented by the runtime's `Runner`.
+pub(crate) trait RunMessage: Send + Sync + 'static {
+    fn run_message(
+        self: Arc<Self>,
+        raw: Arc<RawMessage>,
+        cancel: Arc<CancellationToken>,
+    ) -> impl Future<Output = Outcome> + Send + 'static;
+}
+
+pub(crate) struct Limits {
+    pub(crate) ordering: Ordering,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_in_flight_per_partition: usize,
+    pub(crate) max_buffered_per_partition: usize,
+    pub(crate) inline_first_poll: bool,
+    pub(crate) commit_interval: Duration,
+    pub(crate) shutdown_deadline: Duration,
+    /// Retry-tier topics and the longest hold a due time gets on each; a due
+    /// time on any other topic is not honoured.
+    pub(crate) tier_holds: std::collections::HashMap<String, Duration>,
+}
+
+/// Most messages started by one dispatch round before the loop looks at its
+/// other inputs (fetched batches, commits, revokes) again.
+const DISPATCH_BUDGET: usize = 4096;
+
+struct PendingRevoke {
+    /// The revoked partitions with the assignment epoch each had when the
+    /// revoke arrived: answering it releases those epochs only, never a
+    /// later assignment of the same partition.
+    partitions: Vec<(TopicPartition, u64)>,
+    reply: RevokeReply,
+    deadline: Instant,
+}
+
+pub(crate) struct Dispatcher<R, K = BaseConsumer<WeirContext>> {
+    consumer: Arc<K>,
+    runner: Arc<R>,
+    limits: Limits,
+    parts: HashMap<u64, PartitionState>,
+    by_tp: HashMap<TopicPartition, u64>,
+    last_lookup: Option<(Arc<str>, i32, u64)>,
+    runnable: VecDeque<u64>,
+    tasks: JoinSet<Completion>,
+    in_flight: usize,
+    next_epoch: u64,
+    revokes: Vec<PendingRevoke>,
+    stats: Arc<ConsumerStats>,
+    shutdown: CancellationToken,
+    stop_poller: Arc<AtomicBool>,
+    group_id: Arc<str>,
+    /// The interval commit under way, if any: (partition epoch, position) pairs and the result.
+    commit_pending: Option<tokio::task::JoinHandle<CommitResult>>,
+    /// Messages held in `delayed` queues across partitions.
+    delayed_total: usize,
+    /// Earliest due time among the delayed queues' heads.
+    next_due: Option<Instant>,
+    inline: InlinePolicy,
+    /// Completions of inline runs, reused between dispatch rounds.
+    inline_done: Vec<Completion>,
+}
+
+type CommitResult = (Vec<(u64, NextOffset)>, Result<(), String>);
+
+impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        consumer: Arc<K>,
+        runner: Arc<R>,
+        limits: Limits,
+        stats: Arc<ConsumerStats>,
+        shutdown: CancellationToken,
+        stop_poller: Arc<AtomicBool>,
+        group_id: Arc<str>,
+    ) -> Self {
+        Dispatcher {
+            consumer,
+            runner,
+            limits,
+            parts: HashMap::default(),
+            by_tp: HashMap::default(),
+            last_lookup: None,
+            runnable: VecDeque::new(),
+            tasks: JoinSet::new(),
+            in_flight: 0,
+            next_epoch: 0,
+            revokes: Vec::new(),
+            stats,
+            shutdown,
+            stop_poller,
+            group_id,
+            commit_pending: None,
+            delayed_total: 0,
+            next_due: None,
+            inline: InlinePolicy::new(),
+            inline_done: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut events: UnboundedReceiver<Event>,
+    ) -> Result<RunReport, WeirError> {
+        let mut commit_tick = tokio::time::interval(self.limits.commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shutdown.clone();
+        let mut fatal = None;
+        loop {
+            let revoke_deadline = self.revokes.iter().map(|r| r.deadline).min();
+            // Unbiased on purpose: under load completions and fetched batches are
+            // always ready, and a biased order would starve commits and revokes.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(e) = self.on_join(done) { fatal = Some(e); break; }
+                    // Drain whatever else finished without another select round.
+                    while let Some(done) = self.tasks.try_join_next() {
+                        if let Err(e) = self.on_join(done) { fatal = Some(e); break; }
+                    }
+                    if fatal.is_some() { break; }
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Batch(batch)) => {
+                        for m in batch { self.admit(m); }
+                    }
+                    Some(Event::Assigned(tps)) => self.assign(tps),
+                    Some(Event::Revoked { partitions, reply, deadline }) => self.begin_revoke(partitions, reply, deadline),
+                    Some(Event::Fatal(e)) => { fatal = Some(WeirError::Fatal(e)); break; }
+                    None => { fatal = Some(WeirError::Internal("the poll thread stopped unexpectedly".into())); break; }
+                },
+                _ = commit_tick.tick(), if self.commit_pending.is_none() => self.start_commit(),
+                done = async { self.commit_pending.as_mut().expect("guarded").await }, if self.commit_pending.is_some() => {
+                    self.commit_pending = None;
+                    self.on_commit_done(done);
+                }
+                _ = tokio::time::sleep_until(revoke_deadline.unwrap_or_else(Instant::now)), if revoke_deadline.is_some() => {}
+                _ = tokio::time::sleep_until(self.next_due.unwrap_or_else(Instant::now)), if self.next_due.is_some() => {}
+                // The dispatch budget ran out with work left: come back after
+                // letting the other branches (and other tasks) run.
+                _ = tokio::task::yield_now(), if self.more_ready() => {}
+            }
+            self.finish_revokes(false);
+            self.release_due();
+            ConsumerStats::set(
+                &self.stats.loop_heartbeat_ms,
+                crate::clock::now_ms().max(0) as u64,
+            );
+            if let Err(e) = self.dispatch_ready() {
+                fatal = Some(e);
+                break;
+            }
+        }
+        let report = self.shut_down(&mut events).await;
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    fn lookup(&mut self, topic: &Arc<str>, partition: i32) -> Option<u64> {
+        if let Some((t, p, e)) = &self.last_lookup
+            && *p == partition
+            && Arc::ptr_eq(t, topic)
+        {
+            return Some(*e);
+        }
+        let tp = TopicPartition {
+            topic: topic.clone(),
+            partition,
+        };
+        let e = *self.by_tp.get(&tp)?;
+        self.last_lookup = Some((topic.clone(), partition, e));
+        Some(e)
+    }
+
+    fn admit(&mut self, m: RawMessage) {
+        let Some(epoch) = self.lookup(&m.topic, m.partition) else {
+            // Fetched before a revoke took effect: the next owner gets it.
+            ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
+            return;
+        };
+        let st = self.parts.get_mut(&epoch).expect("by_tp and parts agree");
+        st.received += 1;
+        if st.revoking {
+            ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
+            return;
+        }
+        if let Err(e) = st.tracker.track(m.offset) {
+            if st.refetch_from.is_some_and(|from| m.offset >= from) {
+                // Fetched again after Weir's seek on resume: already ours.
+                ConsumerStats::add(&self.stats.refetched_duplicates, 1);
+                return;
+            }
+            // Not a copy of anything tracked: the log moved backwards.
+            let dropped = Self::resync(st, &self.stats, e.highest, m.offset);
+            self.delayed_total -= dropped.delayed;
+            ConsumerStats::sub(&self.stats.delayed, dropped.delayed as u64);
+            // A fresh tracker takes any offset.
+            let _ = st.tracker.track(m.offset);
+        }
+        if let Some(ts) = m.timestamp_ms {
+            st.timestamps.push_back((m.offset, ts));
+        }
+        let due = self
+            .limits
+            .tier_holds
+            .get(&*m.topic)
+            .and_then(|max| crate::wire::due_at(&m, *max));
+        let m = Arc::new(m);
+        if due.is_some() || !st.delayed.is_empty() {
+            let at = due.unwrap_or_else(Instant::now);
+            if st.delayed.is_empty() {
+                self.next_due = Some(self.next_due.map_or(at, |d| d.min(at)));
+            }
+            st.delayed.push_back((at, m));
+            self.delayed_total += 1;
+            ConsumerStats::add(&self.stats.delayed, 1);
+        } else {
+            Self::enqueue(self.limits.ordering, &mut self.runnable, epoch, st, m);
+        }
+        self.check_pause(epoch);
+    }
+
+    /// Moves delayed messages whose due time has come to their lanes, and
+    /// computes the next wake-up. The dispatcher sleeps until then: no handler
+    /// sleeps, nothing polls in a loop, and the poll thread keeps the member alive.
+    fn release_due(&mut self) {
+        if self.delayed_total == 0 {
+            self.next_due = None;
+            return;
+        }
+        let now = Instant::now();
+        if self.next_due.is_some_and(|d| d > now) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for (&epoch, st) in self.parts.iter_mut() {
+            if st.revoking || st.halted.is_some() {
+                continue;
+            }
+            while let Some((at, _)) = st.delayed.front() {
+                if *at > now {
+                    next = Some(next.map_or(*at, |n| n.min(*at)));
+                    break;
+                }
+                let (_, m) = st.delayed.pop_front().expect("front exists");
+                self.delayed_total -= 1;
+                ConsumerStats::sub(&self.stats.delayed, 1);
+                Self::enqueue(self.limits.ordering, &mut self.runnable, epoch, st, m);
+            }
+        }
+        self.next_due = next;
+    }
+
+    /// Whether ready messages are waiting that the caps would let start now
+    /// (the dispatch budget ran out): the loop comes back without blocking.
+    fn more_ready(&self) -> bool {
+        self.in_flight < self.limits.max_in_flight
+            && self.runnable.iter().any(|e| {
+                self.parts.get(e).is_some_and(|st| {
+                    !st.ready.is_empty()
+                        && st.in_flight < self.limits.max_in_flight_per_partition
+                        && !st.revoking
+                        && st.halted.is_none()
+                })
+            })
+    }
+
+    fn on_join(
+        &mut self,
+        done: Result<Completion, tokio::task::JoinError>,
+    ) -> Result<(), WeirError> {
+        match done {
+            Ok(c) => {
+                self.on_completion(c);
+                Ok(())
+            }
+            Err(e) if e.is_cancelled() => Ok(()),
+            // Runner catches handler panics; reaching this is a Weir bug. The
+            // message's offset stays unfinished, so nothing is committed past it.
+            Err(e) => Err(WeirError::Internal(format!("message task failed: {e}"))),
+        }
+    }
+
+    fn on_completion(&mut self, c: Completion) {
+        self.in_flight -= 1;
+        let Some(st) = self.parts.get_mut(&c.epoch) else {
+            return; // partition already released
+        };
+        st.in_flight -= 1;
+        match c.outcome {
+            Outcome::Finished => {
+                if c.generation == st.generation {
+                    st.tracker.finish(c.offset);
+                    // Everything below the committable position has finished.
+                    let next = st.tracker.committable().map_or(i64::MAX, |n| n.0);
+                    while st.timestamps.front().is_some_and(|(o, _)| *o < next) {
+                        st.timestamps.pop_front();
+                    }
+                }
+                if !st.revoking
+                    && let Some(next) = st.lanes.complete(c.lane)
+                {
+                    st.ready.push_back((c.lane, next));
+                }
+            }
+            Outcome::Halted { class, error } => {
+                if st.halted.is_none() {
+                    ConsumerStats::add(&self.stats.halted_partitions, 1);
+                    st.halted = Some(HaltedPartition {
+                        partition: st.tp.clone(),
+                        offset: c.offset,
+                        class,
+                        error,
+                    });
+                }
+            }
+            Outcome::Cancelled => {}
+        }
+        if !st.ready.is_empty() && !st.in_runnable && st.halted.is_none() {
+            st.in_runnable = true;
+            self.runnable.push_back(c.epoch);
+        }
+        self.check_pause(c.epoch);
+    }
+}

@@ -1,0 +1,155 @@
+//! One assigned partition's state (offset tracker, key lanes, ready and
+//! delayed queues, credit) and the moves that only touch it: enqueueing a
+//! message in its lane, and starting over after a backwards position move.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::super::HaltedPartition;
+use super::super::poller::Gate;
+use super::super::task::Outcome;
+use super::{Dispatcher, PartitionControl, RunMessage};
+use crate::message::{RawMessage, TopicPartition};
+use crate::offsets::{NextOffset, OffsetTracker};
+use crate::scheduler::{KeyScheduler, Lane, Ordering};
+use crate::stats::ConsumerStats;
+
+pub(super) struct Completion {
+    pub(super) epoch: u64,
+    /// The partition state's generation when the run started: a run of an
+    /// offset from before a backwards position move finishes nothing in the
+    /// tracker that replaced it.
+    pub(super) generation: u64,
+    pub(super) offset: i64,
+    pub(super) lane: Lane,
+    pub(super) outcome: Outcome,
+}
+
+pub(super) struct PartitionState {
+    pub(super) tp: TopicPartition,
+    pub(super) tracker: OffsetTracker,
+    /// Messages are shared (`Arc`) from admission on: the handler needs them
+    /// shared anyway, and lanes and queues then move a pointer, not the message.
+    pub(super) lanes: KeyScheduler<Arc<RawMessage>>,
+    pub(super) ready: VecDeque<(Lane, Arc<RawMessage>)>,
+    /// Messages not due yet (retry tiers), in offset order: the partition's
+    /// processing is gated on the head's due time (FIFO, like the tier itself).
+    pub(super) delayed: VecDeque<(Instant, Arc<RawMessage>)>,
+    /// (offset, timestamp) of admitted messages in offset order, pruned below
+    /// the committable position as messages finish: the front is the oldest
+    /// unprocessed message, for its age.
+    pub(super) timestamps: VecDeque<(i64, i64)>,
+    pub(super) in_flight: usize,
+    pub(super) in_runnable: bool,
+    /// Held back: paused in librdkafka, or (with its own queue) out of credit.
+    pub(super) paused: bool,
+    /// The partition's own queue's credit; `None`: read from the consumer
+    /// queue, paused when full.
+    pub(super) gate: Option<Arc<Gate>>,
+    /// Credit granted and messages received (with a gate), so that what is on
+    /// its way from the poll thread counts against the bound.
+    pub(super) granted: i64,
+    pub(super) received: i64,
+    pub(super) revoking: bool,
+    pub(super) halted: Option<HaltedPartition>,
+    pub(super) cancel: Arc<CancellationToken>,
+    pub(super) last_committed: Option<NextOffset>,
+    /// Bumped when the position moved backwards and the tracker started over.
+    pub(super) generation: u64,
+    /// Where Weir's own seek after a resume (pause mode) started fetching
+    /// again: offsets from here up to the tracker's high mark may arrive a
+    /// second time and are dropped as copies. Below it (or with no seek), an
+    /// offset under the high mark is a backwards move of the log itself.
+    pub(super) refetch_from: Option<i64>,
+}
+
+/// What [`Dispatcher::resync`] dropped that the dispatcher counts.
+pub(super) struct Resynced {
+    pub(super) delayed: usize,
+}
+
+impl PartitionState {
+    /// A partition just assigned: nothing tracked, nothing committed.
+    pub(super) fn new(tp: TopicPartition, gate: Option<Arc<Gate>>) -> Self {
+        PartitionState {
+            tp,
+            tracker: OffsetTracker::new(),
+            lanes: KeyScheduler::new(),
+            ready: VecDeque::new(),
+            delayed: VecDeque::new(),
+            timestamps: VecDeque::new(),
+            in_flight: 0,
+            in_runnable: false,
+            paused: false,
+            gate,
+            granted: 0,
+            received: 0,
+            revoking: false,
+            halted: None,
+            cancel: Arc::new(CancellationToken::new()),
+            last_committed: None,
+            generation: 0,
+            refetch_from: None,
+        }
+    }
+}
+
+impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
+    /// Starts a partition's state over at `offset`, below the `highest`
+    /// offset it tracked: the topic was deleted and created again, the log was
+    /// truncated (an unclean leader election) or the position was reset while
+    /// assigned. Messages not started yet are dropped (what the log still
+    /// holds from `offset` on is fetched again); runs already going finish,
+    /// keep their keys' order and release their lanes, but move nothing in
+    /// the new tracker. The next commit is the new position, even though it
+    /// is lower than the last one.
+    pub(super) fn resync(
+        st: &mut PartitionState,
+        stats: &ConsumerStats,
+        highest: i64,
+        offset: i64,
+    ) -> Resynced {
+        let queued = st.lanes.drop_queued();
+        let ready = st.ready.len();
+        for (lane, _) in std::mem::take(&mut st.ready) {
+            let _ = st.lanes.complete(lane);
+        }
+        let delayed = st.delayed.len();
+        st.delayed.clear();
+        tracing::warn!(
+            partition = %st.tp,
+            offset,
+            highest,
+            in_flight = st.in_flight,
+            dropped = queued + ready + delayed,
+            "the partition's position moved backwards below what this member tracked (topic deleted and re-created, log truncated, or offset reset): starting its state over from this offset"
+        );
+        ConsumerStats::add(&stats.position_resets, 1);
+        st.tracker = OffsetTracker::new();
+        st.timestamps.clear();
+        st.generation += 1;
+        st.refetch_from = None;
+        st.last_committed = None;
+        Resynced { delayed }
+    }
+
+    pub(super) fn enqueue(
+        ordering: Ordering,
+        runnable: &mut VecDeque<u64>,
+        epoch: u64,
+        st: &mut PartitionState,
+        m: Arc<RawMessage>,
+    ) {
+        let lane = Lane::of(ordering, m.key.as_deref());
+        if let Some(m) = st.lanes.admit(lane, m) {
+            st.ready.push_back((lane, m));
+            if !st.in_runnable {
+                st.in_runnable = true;
+                runnable.push_back(epoch);
+            }
+        }
+    }
+}

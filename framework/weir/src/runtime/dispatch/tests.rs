@@ -1,0 +1,392 @@
+use super::*;
+
+// ---- The dispatcher without a broker: a recording `PartitionControl` and a
+// scripted `RunMessage`.
+
+use std::sync::Mutex;
+
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::{Semaphore, oneshot};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Commit(Vec<(TopicPartition, i64)>),
+    Pause(TopicPartition),
+    Resume(TopicPartition),
+    Seek(TopicPartition, i64),
+}
+
+#[derive(Default)]
+struct FakeControl {
+    calls: Mutex<Vec<Call>>,
+    /// Commits that fail before one succeeds.
+    failing_commits: Mutex<u32>,
+}
+
+impl FakeControl {
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The last committed next offset of `tp`.
+    fn committed(&self, tp: &TopicPartition) -> Option<i64> {
+        self.calls().iter().rev().find_map(|c| match c {
+            Call::Commit(list) => list.iter().find(|(t, _)| t == tp).map(|(_, o)| *o),
+            _ => None,
+        })
+    }
+}
+
+impl PartitionControl for FakeControl {
+    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), String> {
+        let mut failing = self.failing_commits.lock().unwrap();
+        if *failing > 0 {
+            *failing -= 1;
+            return Err("injected commit failure".into());
+        }
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Commit(offsets.to_vec()));
+        Ok(())
+    }
+    fn pause(&self, tp: &TopicPartition) -> Result<(), String> {
+        self.calls.lock().unwrap().push(Call::Pause(tp.clone()));
+        Ok(())
+    }
+    fn resume(&self, tp: &TopicPartition) -> Result<(), String> {
+        self.calls.lock().unwrap().push(Call::Resume(tp.clone()));
+        Ok(())
+    }
+    fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Seek(tp.clone(), offset));
+        Ok(())
+    }
+}
+
+/// Payload `slow` waits for a permit of `release` (or its cancellation),
+/// `poison` halts, anything else finishes at once.
+struct Script {
+    release: Arc<Semaphore>,
+    cancelled: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RunMessage for Script {
+    async fn run_message(
+        self: Arc<Self>,
+        raw: Arc<RawMessage>,
+        cancel: Arc<CancellationToken>,
+    ) -> Outcome {
+        match raw.payload.as_deref() {
+            Some(b"slow") => tokio::select! {
+                p = self.release.acquire() => { p.unwrap().forget(); Outcome::Finished }
+                _ = cancel.cancelled() => {
+                    self.cancelled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Outcome::Cancelled
+                }
+            },
+            Some(b"poison") => Outcome::Halted {
+                class: "terminal".into(),
+                error: "poison".into(),
+            },
+            _ => Outcome::Finished,
+        }
+    }
+}
+
+fn tp() -> TopicPartition {
+    TopicPartition {
+        topic: "t".into(),
+        partition: 0,
+    }
+}
+
+fn msg(offset: i64, payload: &'static str) -> RawMessage {
+    RawMessage {
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        timestamp_ms: None,
+        key: Some(bytes::Bytes::from(format!("k{offset}"))),
+        payload: Some(bytes::Bytes::from_static(payload.as_bytes())),
+        headers: Default::default(),
+    }
+}
+
+struct Harness {
+    control: Arc<FakeControl>,
+    release: Arc<Semaphore>,
+    cancelled: Arc<std::sync::atomic::AtomicUsize>,
+    events: UnboundedSender<Event>,
+    shutdown: CancellationToken,
+    stats: Arc<ConsumerStats>,
+    run: tokio::task::JoinHandle<Result<RunReport, WeirError>>,
+}
+
+fn limits(max_buffered: usize, shutdown_deadline: Duration) -> Limits {
+    Limits {
+        ordering: Ordering::Key,
+        max_in_flight: 100,
+        max_in_flight_per_partition: 100,
+        max_buffered_per_partition: max_buffered,
+        inline_first_poll: true,
+        commit_interval: Duration::from_millis(20),
+        shutdown_deadline,
+        tier_holds: Default::default(),
+    }
+}
+
+fn start(limits: Limits, control: FakeControl) -> Harness {
+    let control = Arc::new(control);
+    let release = Arc::new(Semaphore::new(0));
+    let cancelled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runner = Arc::new(Script {
+        release: release.clone(),
+        cancelled: cancelled.clone(),
+    });
+    let stats = Arc::new(ConsumerStats::default());
+    let shutdown = CancellationToken::new();
+    let (events, rx) = unbounded_channel();
+    let d = Dispatcher::new(
+        control.clone(),
+        runner,
+        limits,
+        stats.clone(),
+        shutdown.clone(),
+        Arc::new(AtomicBool::new(false)),
+        "g".into(),
+    );
+    events.send(Event::Assigned(vec![(tp(), None)])).unwrap();
+    Harness {
+        control,
+        release,
+        cancelled,
+        events,
+        shutdown,
+        stats,
+        run: tokio::spawn(d.run(rx)),
+    }
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends offsets 0 (`ok`), 1 (`slow`) and 2 (`ok`), then a revoke of the
+/// partition with `deadline`; returns where its answer arrives.
+fn ok_slow_ok_then_revoke(
+    h: &Harness,
+    deadline: std::time::Instant,
+) -> std::sync::mpsc::Receiver<Vec<(TopicPartition, NextOffset)>> {
+    h.events
+        .send(Event::Batch(vec![
+            msg(0, "ok"),
+            msg(1, "slow"),
+            msg(2, "ok"),
+        ]))
+        .unwrap();
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    h.events
+        .send(Event::Revoked {
+            partitions: vec![tp()],
+            reply,
+            deadline,
+        })
+        .unwrap();
+    answer
+}
+
+/// Waits several commit intervals and checks nothing moved past `offset`.
+async fn stays(h: &Harness, offset: Option<i64>) {
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(h.control.committed(&tp()), offset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_stop_below_the_first_unfinished_offset() {
+    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let batch = vec![
+        msg(0, "ok"),
+        msg(1, "ok"),
+        msg(2, "slow"),
+        msg(3, "ok"),
+        msg(4, "ok"),
+    ];
+    h.events.send(Event::Batch(batch)).unwrap();
+    until("the first commit", || h.control.committed(&tp()).is_some()).await;
+    stays(&h, Some(2)).await;
+    h.release.add_permits(1);
+    until("the commit past the slow message", || {
+        h.control.committed(&tp()) == Some(5)
+    })
+    .await;
+    h.shutdown.cancel();
+    let report = h.run.await.unwrap().unwrap();
+    assert!(report.drained && report.unfinished == 0 && report.halted.is_empty());
+    assert!(h.stats.commits() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_waits_for_its_runs_then_answers_the_finished_position() {
+    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let answer = ok_slow_ok_then_revoke(&h, std::time::Instant::now() + Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(answer.try_recv().is_err(), "answered while a run was going");
+    h.release.add_permits(1);
+    let offsets = tokio::task::spawn_blocking(move || answer.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("the revoke is answered once its run finished");
+    assert_eq!(offsets, vec![(tp(), NextOffset(3))]);
+    assert_eq!(h.cancelled.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Released: a message of the revoked partition fetched late is dropped.
+    h.events.send(Event::Batch(vec![msg(3, "ok")])).unwrap();
+    until("the late message dropped", || {
+        h.stats.dropped_on_revoke() == 1
+    })
+    .await;
+    h.shutdown.cancel();
+    let _ = h.run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_at_its_deadline_cancels_the_run_and_answers_what_finished() {
+    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let started = std::time::Instant::now();
+    let answer = ok_slow_ok_then_revoke(&h, started + Duration::from_millis(300));
+    let offsets = tokio::task::spawn_blocking(move || answer.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("answered at the deadline");
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "answered before the deadline"
+    );
+    assert_eq!(
+        offsets,
+        vec![(tp(), NextOffset(1))],
+        "nothing past the unfinished run"
+    );
+    until("the run cancelled", || {
+        h.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    h.shutdown.cancel();
+    let _ = h.run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_partition_is_paused_and_resumed_at_half_with_a_seek() {
+    let h = start(limits(4, Duration::from_secs(5)), FakeControl::default());
+    let batch = (0..4).map(|o| msg(o, "slow")).collect();
+    h.events.send(Event::Batch(batch)).unwrap();
+    until("the pause", || {
+        h.control.calls().contains(&Call::Pause(tp()))
+    })
+    .await;
+    assert_eq!(h.stats.paused_partitions(), 1);
+    // One finished: the window (4 -> 3) is still above half; no resume.
+    h.release.add_permits(1);
+    until("the first commit", || h.control.committed(&tp()) == Some(1)).await;
+    assert!(!h.control.calls().contains(&Call::Resume(tp())));
+    h.release.add_permits(1);
+    until("the resume", || {
+        h.control.calls().contains(&Call::Resume(tp()))
+    })
+    .await;
+    assert!(
+        h.control.calls().contains(&Call::Seek(tp(), 4)),
+        "fetching starts again at the first offset not received: {:?}",
+        h.control.calls()
+    );
+    assert_eq!(h.stats.paused_partitions(), 0);
+    h.release.add_permits(2);
+    h.shutdown.cancel();
+    let report = h.run.await.unwrap().unwrap();
+    assert!(report.drained);
+    assert_eq!(h.control.committed(&tp()), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_is_retried_on_the_next_interval() {
+    let control = FakeControl {
+        failing_commits: Mutex::new(2),
+        ..Default::default()
+    };
+    let h = start(limits(100, Duration::from_secs(5)), control);
+    h.events
+        .send(Event::Batch(vec![msg(0, "ok"), msg(1, "ok")]))
+        .unwrap();
+    until("a commit after two failures", || {
+        h.control.committed(&tp()) == Some(2)
+    })
+    .await;
+    assert_eq!(h.stats.commit_failures(), 2);
+    h.shutdown.cancel();
+    let _ = h.run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_at_its_deadline_and_commits_what_finished() {
+    let h = start(
+        limits(100, Duration::from_millis(200)),
+        FakeControl::default(),
+    );
+    h.events
+        .send(Event::Batch(vec![
+            msg(0, "ok"),
+            msg(1, "slow"),
+            msg(2, "ok"),
+        ]))
+        .unwrap();
+    until("the first commit", || h.control.committed(&tp()) == Some(1)).await;
+    let (done_tx, done_rx) = oneshot::channel();
+    let started = std::time::Instant::now();
+    h.shutdown.cancel();
+    tokio::spawn(async move {
+        let _ = done_tx.send(h.run.await);
+    });
+    let report = done_rx.await.unwrap().unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    assert!(!report.drained);
+    assert_eq!(report.unfinished, 1);
+    assert_eq!(
+        h.control.committed(&tp()),
+        Some(1),
+        "never past the unfinished run"
+    );
+    assert_eq!(h.cancelled.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_stops_the_partition_and_is_reported() {
+    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    h.events
+        .send(Event::Batch(vec![
+            msg(0, "ok"),
+            msg(1, "poison"),
+            msg(2, "ok"),
+        ]))
+        .unwrap();
+    until("the halt", || h.stats.halted_partitions() == 1).await;
+    until("the pause", || {
+        h.control.calls().contains(&Call::Pause(tp()))
+    })
+    .await;
+    stays(&h, Some(1)).await;
+    h.shutdown.cancel();
+    let report = h.run.await.unwrap().unwrap();
+    assert_eq!(report.halted.len(), 1);
+    assert_eq!(report.halted[0].offset, 1);
+    assert_eq!(report.halted[0].class, "terminal");
+}
