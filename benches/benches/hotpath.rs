@@ -10,8 +10,8 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use futures::executor::block_on;
 use weir::codec::Codec;
 use weir::codec::Encoder;
-use weir::scheduler::{KeyScheduler, Lane, Ordering, hash_key};
-use weir::{Headers, JsonCodec, OffsetTracker, RawMessage, StringCodec};
+use weir::internals::{KeyScheduler, Lane, OffsetTracker, hash_key};
+use weir::{Headers, JsonCodec, Ordering, RawMessage, StringCodec};
 use weir_avro::{AvroCodec, AvroSerializer, GenericAvroCodec, SchemaRegistry};
 
 const N: u64 = 1_000;

@@ -95,7 +95,7 @@ mod fuzz;
 pub mod id;
 mod kafka;
 pub mod message;
-pub mod offsets;
+mod offsets;
 pub mod processor;
 pub mod producer;
 pub mod retry;
@@ -104,7 +104,7 @@ pub mod replay {
     pub use crate::runtime::replay::{Position, Replay, ReplayReport};
 }
 mod runtime;
-pub mod scheduler;
+mod scheduler;
 pub mod stats;
 pub mod trace;
 pub mod wire;
@@ -127,14 +127,20 @@ pub use id::{MESSAGE_ID_HEADER, new_message_id};
 #[doc(inline)]
 pub use message::{Header, Headers, Message, MessageError, RawMessage, TopicPartition};
 #[doc(inline)]
-pub use offsets::{NextOffset, OffsetTracker};
-#[doc(inline)]
 pub use processor::{Processor, ProcessorFn, processor_fn};
 #[doc(inline)]
 pub use producer::{Delivery, ProduceError, Producer, Record};
 pub use runtime::{Consumer, ConsumerBuilder, ConsumerHandle, HaltedPartition, RunReport};
 #[doc(inline)]
-pub use scheduler::{KeyScheduler, Lane, Ordering};
+pub use scheduler::Ordering;
 #[doc(inline)]
 pub use stats::ConsumerStats;
 pub use tokio_util::sync::CancellationToken;
+
+/// The runtime's data structures, for Weir's own benchmarks and fuzzers.
+/// Not a stable API: they change with the runtime.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::offsets::{NextOffset, OffsetTracker};
+    pub use crate::scheduler::{KeyScheduler, Lane, hash_key};
+}

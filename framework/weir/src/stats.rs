@@ -22,7 +22,6 @@ pub struct ConsumerStats {
     pub(crate) lag: AtomicU64,
     pub(crate) oldest_unprocessed_age_ms: AtomicU64,
     pub(crate) loop_heartbeat_ms: AtomicU64,
-    pub(crate) unavailable_warned_ms: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,

@@ -378,22 +378,22 @@ where
             .map_err(|e| WeirError::Internal(format!("spawning the poll thread: {e}")))?;
 
         let runner = Arc::new(Runner {
-            codec,
-            processor,
-            sink,
-            retry: config.retry.clone(),
-            handler_timeout: config.handler_timeout,
-            max_header_bytes: config.max_header_bytes,
-            stats: stats.clone(),
             group_id: group_id.clone(),
             schedule: retry_topics
                 .as_ref()
                 .filter(|rt| rt.keep_key_order)
                 .map(|rt| Arc::from(rt.backoff.delays())),
             rescheduler,
-            latency: metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
             payload_in_spans,
             key_in_spans,
+            ..Runner::new(
+                codec,
+                processor,
+                sink,
+                &config,
+                stats.clone(),
+                metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
+            )
         });
         let publisher = {
             let stats = stats.clone();

@@ -219,21 +219,14 @@ impl Replay {
             return Ok(report);
         }
         let stats = Arc::new(ConsumerStats::default());
-        let runner = Arc::new(Runner {
+        let runner = Arc::new(Runner::new(
             codec,
             processor,
-            sink: this.sink.clone(),
-            retry: this.config.retry.clone(),
-            handler_timeout: this.config.handler_timeout,
-            max_header_bytes: this.config.max_header_bytes,
-            stats: stats.clone(),
-            group_id: Arc::from(this.config.group_id.as_str()),
-            schedule: None,
-            rescheduler: None,
-            latency: metrics::histogram!("weir_replay_processing_seconds"),
-            payload_in_spans: None,
-            key_in_spans: false,
-        });
+            this.sink.clone(),
+            &this.config,
+            stats.clone(),
+            metrics::histogram!("weir_replay_processing_seconds"),
+        ));
         let mut tpl = TopicPartitionList::new();
         for (p, (s, _)) in &ranges {
             tpl.add_partition_offset(&this.topic, *p, Offset::Offset(*s))

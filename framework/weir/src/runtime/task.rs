@@ -46,6 +46,39 @@ pub(crate) struct Runner<C, P> {
     pub(crate) payload_in_spans: Option<PayloadHook>,
     /// Opt-in: record message keys in spans.
     pub(crate) key_in_spans: bool,
+    /// When the last "dependency unavailable" warning was logged (epoch ms):
+    /// one warning per consumer every 5 s, however many messages wait.
+    pub(crate) unavailable_warned_ms: std::sync::atomic::AtomicU64,
+}
+
+impl<C, P> Runner<C, P> {
+    /// A runner with `config`'s retry policy, deadline and header limit, and
+    /// no tiers, rescheduling or span extras (the consumer adds those).
+    pub(crate) fn new(
+        codec: C,
+        processor: P,
+        sink: Arc<dyn FailureSink>,
+        config: &crate::config::ConsumerConfig,
+        stats: Arc<ConsumerStats>,
+        latency: metrics::Histogram,
+    ) -> Self {
+        Runner {
+            codec,
+            processor,
+            sink,
+            retry: config.retry.clone(),
+            handler_timeout: config.handler_timeout,
+            max_header_bytes: config.max_header_bytes,
+            stats,
+            group_id: Arc::from(config.group_id.as_str()),
+            schedule: None,
+            rescheduler: None,
+            latency,
+            payload_in_spans: None,
+            key_in_spans: false,
+            unavailable_warned_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
 /// Turns a payload into the redacted text recorded as `weir.payload` in spans.
@@ -192,12 +225,10 @@ where
                     // One warning per consumer every 5 s, however many messages wait.
                     let now = crate::clock::now_ms().max(0) as u64;
                     let last = self
-                        .stats
                         .unavailable_warned_ms
                         .load(std::sync::atomic::Ordering::Relaxed);
                     if now.saturating_sub(last) >= 5_000
                         && self
-                            .stats
                             .unavailable_warned_ms
                             .compare_exchange(
                                 last,
