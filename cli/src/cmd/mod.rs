@@ -1,0 +1,7 @@
+//! One file per `weir` command; `main.rs` holds the arguments and the exit codes.
+
+pub(crate) mod dlq;
+pub(crate) mod groups;
+pub(crate) mod offsets;
+pub(crate) mod outbox;
+pub(crate) mod replay;
