@@ -183,9 +183,10 @@ async fn postgres_committed_rows_are_published_in_key_order(kind: BrokerKind) ->
     Ok(())
 }
 
-async fn sqlite_committed_rows_are_published(kind: BrokerKind) -> R {
-    let cluster = common::cluster(kind).await?;
-    cluster.create_topic(TOPIC, 2).await?;
+/// A fresh SQLite outbox (WAL, 10 s busy timeout), migrated; keep the
+/// `SqliteDb` alive as long as the pool.
+async fn sqlite_outbox()
+-> Result<(SqliteDb, sqlx::SqlitePool, SqliteOutbox), Box<dyn std::error::Error + Send + Sync>> {
     let db = SqliteDb::fresh()?;
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .connect_with(
@@ -197,6 +198,13 @@ async fn sqlite_committed_rows_are_published(kind: BrokerKind) -> R {
         .await?;
     let outbox = SqliteOutbox::new(pool.clone());
     outbox.migrate().await?;
+    Ok((db, pool, outbox))
+}
+
+async fn sqlite_committed_rows_are_published(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic(TOPIC, 2).await?;
+    let (_db, pool, outbox) = sqlite_outbox().await?;
     let mut n = 0;
     for t in 0..10 {
         let mut tx = pool.begin().await?;
@@ -565,17 +573,7 @@ impl weir_outbox::Publish for FailOnce {
 async fn a_failed_send_does_not_let_a_later_row_of_its_key_ahead(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic(TOPIC, 2).await?;
-    let db = SqliteDb::fresh()?;
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .connect_with(
-            db.url()
-                .parse::<sqlx::sqlite::SqliteConnectOptions>()?
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(10)),
-        )
-        .await?;
-    let outbox = SqliteOutbox::new(pool.clone());
-    outbox.migrate().await?;
+    let (_db, pool, outbox) = sqlite_outbox().await?;
     let mut tx = pool.begin().await?;
     for seq in 0..5 {
         for k in ["k0", "k1", "k2"] {
