@@ -36,6 +36,8 @@
 //! ([`RetryPolicy`](crate::RetryPolicy)) for keys whose order matters more than
 //! the partition's progress.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod admin;
@@ -47,6 +49,58 @@ pub(crate) use admin::ensure_topics;
 pub(crate) use depth::spawn_dlq_depth;
 pub use policy::*;
 pub(crate) use sink::RetrySink;
+
+/// What retry tiers add to a consumer: installed by [`install`], used by the
+/// runtime without knowing what a tier is.
+pub(crate) struct Installed {
+    /// The failure sink (and rescheduler of scheduled messages).
+    pub(crate) sink: Arc<RetrySink>,
+    /// The tier topics to subscribe to as well.
+    pub(crate) topics: Vec<String>,
+    /// The longest hold of a due time on each tier topic.
+    pub(crate) holds: HashMap<String, Duration>,
+    /// In key-order mode: the in-place delays that replace tier hops.
+    pub(crate) in_place_schedule: Option<Arc<[Duration]>>,
+    /// The DLQ depth gauge, refreshed until the consumer stops.
+    pub(crate) depth_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Creates (or checks) the tier and DLQ topics of `rt` for `config`'s
+/// topics and builds what the runtime needs from them.
+pub(crate) async fn install(
+    config: &crate::ConsumerConfig,
+    rt: &RetryTopics,
+    stats: Arc<crate::stats::ConsumerStats>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Installed, crate::WeirError> {
+    let partitions = ensure_topics(config, rt).await?;
+    let producer = crate::producer::Producer::for_consumer(config)?;
+    let sink = Arc::new(RetrySink::new(
+        rt.clone(),
+        &config.topics,
+        partitions,
+        producer,
+        stats.clone(),
+    ));
+    let depth_task = spawn_dlq_depth(
+        config,
+        config.topics.iter().map(|t| rt.dlq_topic(t)).collect(),
+        stats,
+        rt.dlq_depth_interval,
+        stop,
+    );
+    Ok(Installed {
+        sink,
+        topics: config
+            .topics
+            .iter()
+            .flat_map(|t| rt.retry_topics_of(t))
+            .collect(),
+        holds: rt.tier_holds(&config.topics),
+        in_place_schedule: rt.keep_key_order.then(|| Arc::from(rt.backoff.delays())),
+        depth_task,
+    })
+}
 
 pub use crate::wire::headers;
 

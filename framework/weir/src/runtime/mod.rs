@@ -301,62 +301,26 @@ where
         } = self;
         let group_id: Arc<str> = Arc::from(config.group_id.as_str());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let ctx = WeirContext::new(
-            tx,
-            config.revoke_deadline,
-            stats.clone(),
-            config.group_id.clone(),
-            config.partition_queues,
-        );
-        let consumer: BaseConsumer<WeirContext> = config
-            .client_config()
-            .create_with_context(ctx)
-            .map_err(|source| WeirError::Kafka {
-            context: "creating the consumer (check the [kafka] properties)".into(),
-            source,
-        })?;
-        let mut consumer = Arc::new(consumer);
-        WeirContext::attach(&mut consumer);
+        let consumer = create_consumer(&config, tx, &stats)?;
         check_topics(&consumer, &config).await?;
         let mut topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        let mut rescheduler = None;
-        let tier_topics: Vec<String> = match &retry_topics {
-            Some(rt) => {
-                let partitions = crate::retry::ensure_topics(&config, rt).await?;
-                let producer = crate::producer::Producer::for_consumer(&config)?;
-                let rs = Arc::new(crate::retry::RetrySink::new(
-                    rt.clone(),
-                    &config.topics,
-                    partitions,
-                    producer,
-                    stats.clone(),
-                ));
-                sink = rs.clone();
-                rescheduler = Some(rs);
-                config
-                    .topics
-                    .iter()
-                    .flat_map(|t| rt.retry_topics_of(t))
-                    .collect()
-            }
-            None => Vec::new(),
+        // Retry tiers plug in here: their sink, topics, holds and depth gauge.
+        let tiers = match &retry_topics {
+            Some(rt) => Some(
+                crate::retry::install(&config, rt, stats.clone(), shutdown.child_token()).await?,
+            ),
+            None => None,
         };
-        topics.extend(tier_topics.iter().map(String::as_str));
-        if !tier_topics.is_empty() && config.auto_offset_reset != "earliest" {
-            let _ = consumer
-                .context()
-                .tiers_from_beginning
-                .set(tier_topics.iter().cloned().collect());
+        if let Some(t) = &tiers {
+            sink = t.sink.clone();
+            topics.extend(t.topics.iter().map(String::as_str));
+            if config.auto_offset_reset != "earliest" {
+                let _ = consumer
+                    .context()
+                    .tiers_from_beginning
+                    .set(t.topics.iter().cloned().collect());
+            }
         }
-        let depth_task = retry_topics.as_ref().and_then(|rt| {
-            crate::retry::spawn_dlq_depth(
-                &config,
-                config.topics.iter().map(|t| rt.dlq_topic(t)).collect(),
-                stats.clone(),
-                rt.dlq_depth_interval,
-                shutdown.child_token(),
-            )
-        });
         consumer
             .subscribe(&topics)
             .map_err(|source| WeirError::Kafka {
@@ -379,11 +343,8 @@ where
 
         let runner = Arc::new(Runner {
             group_id: group_id.clone(),
-            schedule: retry_topics
-                .as_ref()
-                .filter(|rt| rt.keep_key_order)
-                .map(|rt| Arc::from(rt.backoff.delays())),
-            rescheduler,
+            schedule: tiers.as_ref().and_then(|t| t.in_place_schedule.clone()),
+            rescheduler: tiers.as_ref().map(|t| t.sink.clone()),
             payload_in_spans,
             key_in_spans,
             ..Runner::new(
@@ -395,34 +356,13 @@ where
                 metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
             )
         });
-        let publisher = {
-            let stats = stats.clone();
-            let group = group_id.to_string();
-            let stop = shutdown.child_token();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tick.tick() => stats.publish_metrics(&group),
-                    }
-                }
-                stats.publish_metrics(&group);
-            })
-        };
-        let limits = Limits {
-            ordering: config.ordering,
-            max_in_flight: config.max_in_flight,
-            max_in_flight_per_partition: config.max_in_flight_per_partition,
-            max_buffered_per_partition: config.max_buffered_per_partition,
-            inline_first_poll: config.inline_first_poll,
-            commit_interval: config.commit_interval,
-            shutdown_deadline: config.shutdown_deadline,
-            tier_holds: retry_topics
-                .as_ref()
-                .map(|rt| rt.tier_holds(&config.topics))
-                .unwrap_or_default(),
-        };
+        let publisher =
+            spawn_publisher(stats.clone(), group_id.to_string(), shutdown.child_token());
+        let mut limits = Limits::from_config(&config);
+        let depth_task = tiers.and_then(|t| {
+            limits.tier_holds = t.holds;
+            t.depth_task
+        });
         let dispatcher = Dispatcher::new(
             consumer,
             runner,
@@ -451,6 +391,50 @@ where
 }
 
 /// Sets the poll thread's stop flag when dropped.
+/// The librdkafka consumer with Weir's context (rebalance callbacks, events
+/// to the dispatcher, statistics).
+fn create_consumer(
+    config: &ConsumerConfig,
+    events: tokio::sync::mpsc::UnboundedSender<poller::Event>,
+    stats: &Arc<ConsumerStats>,
+) -> Result<Arc<BaseConsumer<WeirContext>>, WeirError> {
+    let ctx = WeirContext::new(
+        events,
+        config.revoke_deadline,
+        stats.clone(),
+        config.group_id.clone(),
+        config.partition_queues,
+    );
+    let consumer: BaseConsumer<WeirContext> = config
+        .client_config()
+        .create_with_context(ctx)
+        .map_err(|source| WeirError::Kafka {
+            context: "creating the consumer (check the [kafka] properties)".into(),
+            source,
+        })?;
+    let mut consumer = Arc::new(consumer);
+    WeirContext::attach(&mut consumer);
+    Ok(consumer)
+}
+
+/// Publishes the consumer's statistics as metrics every second until `stop`.
+fn spawn_publisher(
+    stats: Arc<ConsumerStats>,
+    group: String,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => stats.publish_metrics(&group),
+            }
+        }
+        stats.publish_metrics(&group);
+    })
+}
+
 struct StopOnDrop(Arc<AtomicBool>);
 
 impl Drop for StopOnDrop {

@@ -222,29 +222,7 @@ where
                     outage = outage.saturating_add(1);
                     ConsumerStats::add(&self.stats.unavailable, 1);
                     let delay = self.retry.backoff(outage.min(32));
-                    // One warning per consumer every 5 s, however many messages wait.
-                    let now = crate::clock::now_ms().max(0) as u64;
-                    let last = self
-                        .unavailable_warned_ms
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    if now.saturating_sub(last) >= 5_000
-                        && self
-                            .unavailable_warned_ms
-                            .compare_exchange(
-                                last,
-                                now,
-                                std::sync::atomic::Ordering::Relaxed,
-                                std::sync::atomic::Ordering::Relaxed,
-                            )
-                            .is_ok()
-                    {
-                        tracing::warn!(
-                            topic = %raw.topic, partition = raw.partition, offset = raw.offset,
-                            tries = outage, class = e.class(), error = %e, ?delay,
-                            waits_total = self.stats.unavailable(),
-                            "dependency unavailable; retrying in place until it returns (one warning per 5 s)"
-                        );
-                    }
+                    self.warn_unavailable(raw, outage, &e, delay);
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) if e.is_retryable() && attempt < max_attempts => {
@@ -264,28 +242,62 @@ where
                     attempt += 1;
                 }
                 Err(e) => {
-                    ConsumerStats::add(&self.stats.failed, 1);
-                    metrics::counter!(
-                        "weir_errors_total",
-                        "group" => self.group_id.to_string(),
-                        "class" => e.class().to_string()
-                    )
-                    .increment(1);
-                    let failure = Failure {
-                        message: raw,
-                        error: &e,
-                        attempts: base.saturating_add(attempt - 1),
-                        group_id: &self.group_id,
-                    };
-                    return match self.sink.on_failure(failure).await {
-                        Disposition::Handled => Outcome::Finished,
-                        Disposition::Stop => Outcome::Halted {
-                            class: e.class().to_string(),
-                            error: e.to_string(),
-                        },
-                    };
+                    return self
+                        .give_up(raw, &e, base.saturating_add(attempt - 1))
+                        .await;
                 }
             }
+        }
+    }
+
+    /// Logs that a dependency is unavailable: one warning per consumer every
+    /// 5 s, however many messages wait.
+    fn warn_unavailable(&self, raw: &RawMessage, outage: u32, e: &ProcessError, delay: Duration) {
+        let now = crate::clock::now_ms().max(0) as u64;
+        let last = self
+            .unavailable_warned_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= 5_000
+            && self
+                .unavailable_warned_ms
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::warn!(
+                topic = %raw.topic, partition = raw.partition, offset = raw.offset,
+                tries = outage, class = e.class(), error = %e, ?delay,
+                waits_total = self.stats.unavailable(),
+                "dependency unavailable; retrying in place until it returns (one warning per 5 s)"
+            );
+        }
+    }
+
+    /// Hands a message whose attempts ended in `e` to the failure sink.
+    async fn give_up(&self, raw: &Arc<RawMessage>, e: &ProcessError, attempts: u32) -> Outcome {
+        ConsumerStats::add(&self.stats.failed, 1);
+        metrics::counter!(
+            "weir_errors_total",
+            "group" => self.group_id.to_string(),
+            "class" => e.class().to_string()
+        )
+        .increment(1);
+        let failure = Failure {
+            message: raw,
+            error: e,
+            attempts,
+            group_id: &self.group_id,
+        };
+        match self.sink.on_failure(failure).await {
+            Disposition::Handled => Outcome::Finished,
+            Disposition::Stop => Outcome::Halted {
+                class: e.class().to_string(),
+                error: e.to_string(),
+            },
         }
     }
 

@@ -71,6 +71,22 @@ pub(crate) struct Limits {
     pub(crate) tier_holds: std::collections::HashMap<String, Duration>,
 }
 
+impl Limits {
+    /// The caps and intervals of `config`; no tier holds (retry tiers add theirs).
+    pub(crate) fn from_config(config: &crate::config::ConsumerConfig) -> Self {
+        Limits {
+            ordering: config.ordering,
+            max_in_flight: config.max_in_flight,
+            max_in_flight_per_partition: config.max_in_flight_per_partition,
+            max_buffered_per_partition: config.max_buffered_per_partition,
+            inline_first_poll: config.inline_first_poll,
+            commit_interval: config.commit_interval,
+            shutdown_deadline: config.shutdown_deadline,
+            tier_holds: Default::default(),
+        }
+    }
+}
+
 /// Most messages started by one dispatch round before the loop looks at its
 /// other inputs (fetched batches, commits, revokes) again.
 const DISPATCH_BUDGET: usize = 4096;
