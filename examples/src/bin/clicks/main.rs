@@ -13,6 +13,8 @@
 
 mod db;
 mod enrich;
+mod load;
+mod verdict;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -25,7 +27,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Sqlite, Transaction};
 use tokio::sync::Notify;
@@ -440,68 +441,11 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // The load driver.
-    let poison_every = if args.poison_share > 0.0 {
-        (1.0 / args.poison_share).round() as usize
-    } else {
-        usize::MAX
-    };
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let bar = indicatif::ProgressBar::new(args.events as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>10} {bar:40} {pos}/{len} {per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message("requests");
-    let results: Vec<anyhow::Result<(f64, bool, String)>> = futures::stream::iter(0..args.events)
-        .map(|i| {
-            let http = http.clone();
-            let bar = bar.clone();
-            async move {
-                let poison = i % poison_every == poison_every / 2;
-                let mut req = http
-                    .get(format!("http://{addr}/l{}", i % LINKS))
-                    .header("user-agent", AGENTS[i % AGENTS.len()])
-                    .header("x-forwarded-for", IPS[i % IPS.len()])
-                    .header("referer", "https://news.example/");
-                if poison {
-                    req = req.header("x-demo-poison", "1");
-                }
-                let t = Instant::now();
-                let resp = req.send().await?;
-                let ms = t.elapsed().as_secs_f64() * 1000.0;
-                anyhow::ensure!(
-                    resp.status() == reqwest::StatusCode::FOUND,
-                    "redirect answered {}",
-                    resp.status()
-                );
-                let id = resp
-                    .headers()
-                    .get("x-click-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                bar.inc(1);
-                Ok((ms, poison, id))
-            }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .collect()
-        .await;
-    bar.finish_and_clear();
-    let mut redirect_ms = Vec::new();
-    let mut expected: BTreeSet<String> = BTreeSet::new();
-    let mut poison_count = 0i64;
-    for r in results {
-        let (ms, poison, id) = r?;
-        redirect_ms.push(ms);
-        if poison {
-            poison_count += 1;
-        } else {
-            expected.insert(id);
-        }
-    }
+    let load::Load {
+        mut redirect_ms,
+        expected,
+        poison_count,
+    } = load::drive(addr, &args).await?;
     // Duplicate deliveries: re-publish some events with their message IDs.
     let n_dup = (args.events as f64 * args.duplicate_share).round() as usize;
     let dup_ids: Vec<String> = expected
@@ -552,63 +496,21 @@ async fn main() -> anyhow::Result<()> {
     server.await??;
 
     // The verdict, from the table and the DLQ topic themselves.
-    let rows = app.db.clicks().await?;
-    let mut counts: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-    let mut e2e = Vec::new();
-    for (id, clicked, processed) in &rows {
-        *counts.entry(id.as_str()).or_default() += 1;
-        e2e.push((processed - clicked) as f64);
-    }
-    let duplicate_effects: i64 = counts.values().map(|c| c - 1).sum();
-    let lost = expected
-        .iter()
-        .filter(|id| !counts.contains_key(id.as_str()))
-        .count();
-    let unexpected = counts.keys().filter(|id| !expected.contains(**id)).count();
-    let dlq = tokio::task::block_in_place(|| dlq_depth(&meta, &dlq_topic, partitions));
-    let summary = serde_json::json!({
-        "events": args.events,
-        "processed": counts.len(),
-        "retried": worker.retried.load(Relaxed),
-        "dlq": dlq,
-        "expected_dlq": poison_count,
-        "duplicates_sent": duplicates_sent,
-        "duplicates_absorbed": dedup.duplicates(),
-        "duplicate_effects": duplicate_effects,
-        "lost": lost,
-        "unexpected": unexpected,
-        "redirect_p50_ms": (pct(&mut redirect_ms, 0.5) * 10.0).round() / 10.0,
-        "redirect_p99_ms": (pct(&mut redirect_ms, 0.99) * 10.0).round() / 10.0,
-        "end_to_end_p50_ms": pct(&mut e2e, 0.5),
-        "end_to_end_p99_ms": pct(&mut e2e, 0.99),
-        "drained": report.drained,
-        "database": db_desc,
-        "kafka": if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok() { "external" } else { "mock" },
-        "duration_s": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-    });
-    println!("click pipeline summary");
-    for k in [
-        "events",
-        "processed",
-        "retried",
-        "dlq",
-        "expected_dlq",
-        "duplicates_sent",
-        "duplicates_absorbed",
-        "duplicate_effects",
-        "lost",
-        "redirect_p50_ms",
-        "redirect_p99_ms",
-        "end_to_end_p50_ms",
-        "end_to_end_p99_ms",
-        "duration_s",
-    ] {
-        println!("  {k:<22} {}", summary[k]);
-    }
-    if args.json {
-        println!("{summary}");
-    }
-    let ok = lost == 0 && duplicate_effects == 0 && unexpected == 0 && dlq == poison_count;
+    let ok = verdict::report(verdict::Inputs {
+        args: &args,
+        db: &app.db,
+        db_desc: &db_desc,
+        expected: &expected,
+        poison_count,
+        dlq: tokio::task::block_in_place(|| dlq_depth(&meta, &dlq_topic, partitions)),
+        redirect_ms: &mut redirect_ms,
+        retried: worker.retried.load(Relaxed),
+        duplicates_sent,
+        duplicates_absorbed: dedup.duplicates(),
+        drained: report.drained,
+        started,
+    })
+    .await?;
     if !ok {
         eprintln!("FAILED: something was lost, applied twice, or misrouted");
         std::process::exit(1);

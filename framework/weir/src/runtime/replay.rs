@@ -242,36 +242,9 @@ impl Replay {
         let mut senders = BTreeMap::new();
         let mut workers = Vec::new();
         for (p, (start, _)) in &ranges {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<RawMessage>(512);
+            let (tx, rx) = tokio::sync::mpsc::channel::<RawMessage>(512);
             senders.insert(*p, tx);
-            let runner = runner.clone();
-            let done = done.clone();
-            let (p, start) = (*p, *start);
-            workers.push(tokio::spawn(async move {
-                // One past the last offset processed: what may be committed.
-                let mut next = start;
-                while let Some(m) = rx.recv().await {
-                    let offset = m.offset;
-                    let outcome = runner
-                        .clone()
-                        .run(Arc::new(m), Arc::new(CancellationToken::new()))
-                        .await;
-                    done.fetch_add(1, Relaxed);
-                    if let Outcome::Halted { .. } = outcome {
-                        return WorkerEnd {
-                            partition: p,
-                            next,
-                            halted: Some(offset),
-                        };
-                    }
-                    next = offset + 1;
-                }
-                WorkerEnd {
-                    partition: p,
-                    next,
-                    halted: None,
-                }
-            }));
+            workers.push(spawn_worker(runner.clone(), *p, *start, rx, done.clone()));
         }
         let poll_consumer = consumer.clone();
         let poll_stop = stop.clone();
@@ -321,14 +294,7 @@ impl Replay {
             .iter()
             .filter_map(|e| e.halted.map(|o| (e.partition, o)))
             .collect();
-        let c = consumer.clone();
-        match tokio::task::spawn_blocking(move || crate::kafka::commit_sync(&c, commit)).await {
-            Ok(Ok(())) => report.committed = true,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "committing the replay group's offsets failed; the replay itself is complete")
-            }
-            Err(e) => tracing::warn!(error = %e, "replay commit task failed"),
-        }
+        report.committed = commit_replay(consumer.clone(), commit).await;
         report.processed = done.load(Relaxed);
         if let Err(why) = polled {
             return Err(WeirError::Internal(format!(
@@ -337,6 +303,62 @@ impl Replay {
             )));
         }
         Ok(report)
+    }
+}
+
+/// One partition's worker: runs its messages in offset order until the
+/// poll thread closes its channel or a message halts the partition.
+fn spawn_worker<C, P>(
+    runner: Arc<Runner<C, P>>,
+    partition: i32,
+    start: i64,
+    mut rx: tokio::sync::mpsc::Receiver<RawMessage>,
+    done: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<WorkerEnd>
+where
+    C: Codec,
+    P: Processor<C::Value>,
+{
+    tokio::spawn(async move {
+        // One past the last offset processed: what may be committed.
+        let mut next = start;
+        while let Some(m) = rx.recv().await {
+            let offset = m.offset;
+            let outcome = runner
+                .clone()
+                .run(Arc::new(m), Arc::new(CancellationToken::new()))
+                .await;
+            done.fetch_add(1, Relaxed);
+            if let Outcome::Halted { .. } = outcome {
+                return WorkerEnd {
+                    partition,
+                    next,
+                    halted: Some(offset),
+                };
+            }
+            next = offset + 1;
+        }
+        WorkerEnd {
+            partition,
+            next,
+            halted: None,
+        }
+    })
+}
+
+/// Commits the replay group's positions; whether it worked (the replay itself
+/// is complete either way).
+async fn commit_replay(consumer: Arc<BaseConsumer>, commit: Vec<(String, i32, i64)>) -> bool {
+    match tokio::task::spawn_blocking(move || crate::kafka::commit_sync(&consumer, commit)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "committing the replay group's offsets failed; the replay itself is complete");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "replay commit task failed");
+            false
+        }
     }
 }
 
