@@ -43,10 +43,11 @@ pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, TestkitError> {
             .local_addr()
             .map_err(TestkitError::io("finding a free port"))?
             .port();
-        // Keep the listener open either way: a refused port must not come
-        // back on the next bind.
-        held.push(l);
+        // Keep a port we hand out bound until we have them all (so that
+        // this call gets distinct ports); close one handed out before at
+        // once, since a fixture may be about to bind it.
         if seen.insert(port) {
+            held.push(l);
             ports.push(port);
         }
     }
@@ -76,7 +77,21 @@ mod tests {
 
     #[test]
     fn a_handed_out_port_is_free_to_bind() {
-        let p = free_port().unwrap();
-        TcpListener::bind(("127.0.0.1", p)).unwrap();
+        // Other tests in this binary bind `127.0.0.1:0` at the same time, and
+        // the kernel may offer them this port for a moment: a fixture's
+        // start retries on "Address already in use", and so does this test.
+        for _ in 0..20 {
+            let p = free_port().unwrap();
+            let bound = (0..50).any(|_| {
+                TcpListener::bind(("127.0.0.1", p)).is_ok() || {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    false
+                }
+            });
+            assert!(
+                bound,
+                "port {p} stayed taken for 500 ms after it was handed out"
+            );
+        }
     }
 }

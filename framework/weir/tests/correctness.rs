@@ -110,20 +110,13 @@ async fn a_header_name_that_is_not_utf8_reaches_the_sink_and_the_partition_goes_
         )
         .await?;
     let sink = Recording::default();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let c = Consumer::builder(config(&cluster, "hostile-g", &["hostile"]))
-        .codec(StringCodec)
-        .failure_sink(sink.clone())
-        .build(processor_fn(move |m: Message<String>| {
-            let s = s.clone();
-            async move {
-                s.lock().push(m.value().clone());
-                Ok::<_, ProcessError>(())
-            }
-        }))?;
-    let h = c.handle();
-    let run = tokio::spawn(c.run());
+    let (seen, recorder) = common::recording::<String>();
+    let (h, run) = common::start(
+        Consumer::builder(config(&cluster, "hostile-g", &["hostile"]))
+            .codec(StringCodec)
+            .failure_sink(sink.clone())
+            .build(recorder)?,
+    );
     wait_until("the five good messages", Duration::from_secs(30), || {
         seen.lock().len() >= 5 || run.is_finished()
     })
@@ -175,20 +168,13 @@ async fn a_panicking_codec_fails_only_that_message(kind: BrokerKind) -> R {
         )
         .await?;
     let sink = Recording::default();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let c = Consumer::builder(config(&cluster, "panicky-g", &["panicky"]))
-        .codec(PanickyCodec)
-        .failure_sink(sink.clone())
-        .build(processor_fn(move |m: Message<String>| {
-            let s = s.clone();
-            async move {
-                s.lock().push(m.value().clone());
-                Ok::<_, ProcessError>(())
-            }
-        }))?;
-    let h = c.handle();
-    let run = tokio::spawn(c.run());
+    let (seen, recorder) = common::recording::<String>();
+    let (h, run) = common::start(
+        Consumer::builder(config(&cluster, "panicky-g", &["panicky"]))
+            .codec(PanickyCodec)
+            .failure_sink(sink.clone())
+            .build(recorder)?,
+    );
     wait_until("three good messages", Duration::from_secs(30), || {
         seen.lock().len() >= 3 || run.is_finished()
     })
@@ -286,8 +272,7 @@ async fn consume_n(
             Ok::<_, ProcessError>(())
         }
     }))?;
-    let h = c.handle();
-    let run = tokio::spawn(c.run());
+    let (h, run) = common::start(c);
     wait_until(&format!("{n} processed"), limit, || {
         seen.lock().len() >= n || run.is_finished()
     })
@@ -379,8 +364,7 @@ async fn an_invalid_message_id_is_kept_aside_and_the_copy_gets_a_valid_one(kind:
                     Ok::<_, ProcessError>(())
                 }
             }))?;
-        let h = c.handle();
-        let run = tokio::spawn(c.run());
+        let (h, run) = common::start(c);
         wait_until("ok processed", Duration::from_secs(30), || {
             !seen.lock().is_empty() || run.is_finished()
         })
@@ -485,8 +469,7 @@ async fn a_permanent_dlq_publish_error_halts_the_partition_loudly() -> R {
         .build(processor_fn(|_m: Message<String>| async {
             Err::<(), _>(ProcessError::terminal(std::io::Error::other("bad")))
         }))?;
-    let h = c.handle();
-    let run = tokio::spawn(c.run());
+    let (h, run) = common::start(c);
     wait_until("the partition to halt", Duration::from_secs(40), || {
         h.stats().halted_partitions() >= 1
     })
@@ -544,8 +527,7 @@ async fn tier_and_dlq_topics_get_explicit_settings_and_bad_ones_are_refused() ->
         .build(processor_fn(|_m: Message<String>| async {
             Ok::<_, ProcessError>(())
         }))?;
-    let h = c.handle();
-    let run = tokio::spawn(c.run());
+    let (h, run) = common::start(c);
     wait_until("assignment", Duration::from_secs(30), || {
         h.stats().assigned_partitions() >= 1
     })
@@ -619,8 +601,7 @@ async fn latest_reset_does_not_skip_retries_waiting_in_a_tier(kind: BrokerKind) 
             }))
     };
     let a = member(seen.clone())?;
-    let ha = a.handle();
-    let run_a = tokio::spawn(a.run());
+    let (ha, run_a) = common::start(a);
     wait_until("assignment", Duration::from_secs(30), || {
         ha.stats().assigned_partitions() >= 2
     })
@@ -638,8 +619,7 @@ async fn latest_reset_does_not_skip_retries_waiting_in_a_tier(kind: BrokerKind) 
     let _ = run_a.await??;
     assert_eq!(seen.lock().clone(), [("m".to_string(), 1)]);
     let b = member(seen.clone())?;
-    let hb = b.handle();
-    let run_b = tokio::spawn(b.run());
+    let (hb, run_b) = common::start(b);
     wait_until(
         "the retry, by the next member",
         Duration::from_secs(30),
@@ -988,8 +968,7 @@ async fn a_revoke_during_shutdown_is_answered_and_committed() -> R {
                 Ok::<_, ProcessError>(())
             }
         }))?;
-    let ha = c.handle();
-    let run_a = tokio::spawn(c.run());
+    let (ha, run_a) = common::start(c);
     wait_until(
         "the long message and partition 1 running",
         Duration::from_secs(30),
@@ -1088,8 +1067,7 @@ async fn a_position_moved_backwards_is_resynchronised_not_dropped() -> R {
                 Ok::<_, ProcessError>(())
             }
         }))?;
-    let h = c.handle();
-    let run = tokio::spawn(c.run());
+    let (h, run) = common::start(c);
     wait_until("the old messages", Duration::from_secs(30), || {
         seen.lock().len() == old
     })

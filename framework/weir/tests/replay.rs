@@ -36,8 +36,7 @@ async fn replays_a_range_and_leaves_production_alone(kind: BrokerKind) -> R {
         .build(processor_fn(|_m: Message<String>| async {
             Ok::<_, ProcessError>(())
         }))?;
-    let h = prod.handle();
-    let run = tokio::spawn(prod.run());
+    let (h, run) = common::start(prod);
     wait_until("production caught up", Duration::from_secs(30), || {
         h.stats().processed() >= 60
     })

@@ -110,8 +110,7 @@ async fn transient_failures_walk_the_tiers_in_order(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .retry_topics(rt)
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     let expected: usize = (0..N).map(|i| i % 4 + 1).sum();
     wait_until("every delivery", Duration::from_secs(60), || {
         seen.lock().len() >= expected
@@ -229,8 +228,7 @@ async fn poison_and_exhausted_messages_land_in_the_dlq(kind: BrokerKind) -> R {
         .codec(JsonCodec::<Order>::new())
         .retry_topics(rt)
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("27 good orders", Duration::from_secs(30), || {
         ok.lock().len() >= 27
     })
@@ -345,8 +343,7 @@ async fn shutdown_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .retry_topics(retry.clone())
         .build(make(seen.clone()))?;
-    let h1 = c1.handle();
-    let run1 = tokio::spawn(c1.run());
+    let (h1, run1) = common::start(c1);
     wait_until("first attempt", Duration::from_secs(30), || {
         !seen.lock().is_empty()
     })
@@ -369,8 +366,7 @@ async fn shutdown_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .retry_topics(retry)
         .build(make(seen.clone()))?;
-    let h2 = c2.handle();
-    let run2 = tokio::spawn(c2.run());
+    let (h2, run2) = common::start(c2);
     wait_until("the retry after restart", Duration::from_secs(30), || {
         seen.lock().len() >= 2
     })
@@ -420,8 +416,7 @@ async fn key_order_mode_keeps_a_key_in_order(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .retry_topics(rt)
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     let mut peak_waits = 0;
     let start = std::time::Instant::now();
     while log.lock().iter().filter(|e| e.2).count() < 8 {
@@ -482,8 +477,7 @@ async fn scheduled_messages_wait_for_their_time(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .retry_topics(rt.clone())
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("assigned", Duration::from_secs(30), || {
         handle.stats().assigned_partitions() >= 6
     })
@@ -647,8 +641,7 @@ async fn sigkill_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .retry_topics(rt)
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until(
         "the five retries after the restart",
         Duration::from_secs(60),

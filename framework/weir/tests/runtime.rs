@@ -95,8 +95,7 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
     });
     let cfg = config(&cluster, "ordered-g", &["ordered"]).ordering(Ordering::Key);
     let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("all messages processed", Duration::from_secs(60), || {
         handle.stats().processed() >= n as u64
     })
@@ -156,8 +155,7 @@ async fn commits_only_finished_offsets(kind: BrokerKind) -> R {
         }
     });
     let consumer = Consumer::builder(config(&cluster, "held-g", &["held"])).build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("19 finished", Duration::from_secs(90), || {
         done.load(SeqCst) == 19
     })
@@ -242,8 +240,7 @@ async fn bad_input_is_classified_and_never_blocks(kind: BrokerKind) -> R {
         .codec(JsonCodec::<Order>::new())
         .failure_sink(sink.clone())
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("8 messages settled", Duration::from_secs(90), || {
         ok.lock().len() + sink.0.lock().len() == 8
     })
@@ -312,8 +309,7 @@ async fn poison_halts_the_partition_by_default(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(config(&cluster, "poison-g", &["poison"]))
         .codec(StringCodec)
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     let other = 1 - poison_at.0;
     wait_until_async(
         "healthy partition fully committed",
@@ -376,8 +372,7 @@ async fn timeout_is_retryable_and_panic_is_terminal(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .failure_sink(sink.clone())
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until_async("commit at 3", Duration::from_secs(90), || async {
         committed(&cluster, "tp-g", "tp").await == vec![3]
     })
@@ -450,8 +445,7 @@ async fn layers_wrap_the_processor_inside_the_runtime(kind: BrokerKind) -> R {
         .codec(StringCodec)
         .failure_sink(sink.clone())
         .build(layered)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until_async("commit at 3", Duration::from_secs(90), || async {
         committed(&cluster, "layered-g", "layered").await == vec![3]
     })
@@ -541,8 +535,7 @@ async fn backpressure(kind: BrokerKind, partition_queues: bool) -> R {
     cfg.kafka
         .insert("max.partition.fetch.bytes".into(), "8192".into());
     let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     let mut saw_paused = false;
     let mut max_buffered = 0u64;
     let mut own_queues = 0;
@@ -632,8 +625,7 @@ async fn graceful_shutdown_drains_and_commits(kind: BrokerKind) -> R {
     cfg.max_in_flight = 10;
     cfg.commit_interval = Duration::from_secs(60); // only the shutdown commit counts
     let consumer = Consumer::builder(cfg).build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("10 in flight", Duration::from_secs(90), || {
         started.load(SeqCst) >= 10
     })
@@ -686,8 +678,7 @@ async fn shutdown_deadline_reports_an_incomplete_drain(kind: BrokerKind) -> R {
     let mut cfg = config(&cluster, "stuck-g", &["stuck"]);
     cfg.shutdown_deadline = Duration::from_millis(500);
     let consumer = Consumer::builder(cfg).build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("others done", Duration::from_secs(90), || {
         done.load(SeqCst) == 4
     })
@@ -820,8 +811,7 @@ async fn partition_and_unordered_modes(kind: BrokerKind) -> R {
         let consumer = Consumer::builder(config(&cluster, group, &["modes"]).ordering(mode))
             .codec(StringCodec)
             .build(processor)?;
-        let handle = consumer.handle();
-        let run = tokio::spawn(consumer.run());
+        let (handle, run) = common::start(consumer);
         wait_until("200 processed", Duration::from_secs(60), || {
             handle.stats().processed() == 200
         })
@@ -871,8 +861,7 @@ async fn long_handler_keeps_group_membership(kind: BrokerKind) -> R {
         .insert("max.poll.interval.ms".into(), "10000".into());
     cfg.revoke_deadline = Duration::from_secs(2);
     let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("processed", Duration::from_secs(90), || {
         handle.stats().processed() == 1
     })
@@ -924,8 +913,7 @@ async fn inline_handlers_keep_order_and_parallelism(kind: BrokerKind) -> R {
     let consumer = Consumer::builder(config(&cluster, "inline-order", &["inline"]))
         .codec(StringCodec)
         .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("all processed", Duration::from_secs(60), || {
         handle.stats().processed() >= n
     })
@@ -965,8 +953,7 @@ async fn inline_handlers_keep_order_and_parallelism(kind: BrokerKind) -> R {
     )
     .codec(StringCodec)
     .build(processor)?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     wait_until("300 processed", Duration::from_secs(60), || {
         handle.stats().processed() >= 300
     })

@@ -95,8 +95,7 @@ async fn consume(cfg: ConsumerConfig, expect: usize) -> Result<usize, weir::Weir
                 Ok::<_, ProcessError>(())
             }
         }))?;
-    let handle = consumer.handle();
-    let run = tokio::spawn(consumer.run());
+    let (handle, run) = common::start(consumer);
     let start = Instant::now();
     while seen.load(Ordering::SeqCst) < expect && start.elapsed() < Duration::from_secs(30) {
         if run.is_finished() {

@@ -4,7 +4,14 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use weir::{ConsumerConfig, RunReport, WeirError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use weir::codec::Codec;
+use weir::{
+    Consumer, ConsumerConfig, ConsumerHandle, Message, ProcessError, Processor, RunReport,
+    WeirError,
+};
 use weir_testkit::{BrokerKind, KafkaCluster, TansuStorage};
 
 pub type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -105,3 +112,27 @@ pub async fn committed(cluster: &KafkaCluster, group: &str, topic: &str) -> Vec<
 }
 
 pub type RunHandle = tokio::task::JoinHandle<Result<RunReport, WeirError>>;
+
+/// A processor that records every value it is given, and the shared list.
+pub fn recording<T: Clone + Send + Sync + 'static>() -> (Arc<Mutex<Vec<T>>>, impl Processor<T>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let p = weir::processor_fn(move |m: Message<T>| {
+        let s = s.clone();
+        async move {
+            s.lock().push(m.value().clone());
+            Ok::<_, ProcessError>(())
+        }
+    });
+    (seen, p)
+}
+
+/// Starts `consumer` on a task of its own: its handle and its run.
+pub fn start<C, P>(consumer: Consumer<C, P>) -> (ConsumerHandle, RunHandle)
+where
+    C: Codec + Send + Sync + 'static,
+    P: Processor<C::Value>,
+{
+    let h = consumer.handle();
+    (h, tokio::spawn(consumer.run()))
+}
