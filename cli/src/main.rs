@@ -7,6 +7,7 @@
 //! weir outbox relay --database-url postgres://… --brokers kafka:9092
 //! weir replay --topic T --from (offset|earliest|RFC3339) [--to (offset|end|RFC3339)] --group G --copy-to T2
 //! weir groups list | describe GROUP [--topic T]
+//! weir inspect HOST:PORT [--json] [--watch 2s]
 //! weir offsets reset --group G --topic T (--to-earliest|--to-latest|--to-datetime D|--to-offset N|--shift-by N) [--execute]
 //! ```
 //!
@@ -32,7 +33,7 @@ use weir::dlq::{
 #[command(
     name = "weir",
     version,
-    about = "Operate Weir consumers: DLQ inspection and replay"
+    about = "Operate Weir consumers: DLQs, replays, groups, offsets, the outbox relay and live inspection"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,6 +67,20 @@ enum Cmd {
     Groups {
         #[command(subcommand)]
         cmd: GroupsCmd,
+    },
+    /// What holds each partition's commit in a running consumer: the oldest
+    /// unfinished message (offset, key, attempt, wait), the finished messages
+    /// behind it and the longest key queues. Reads the consumer's
+    /// weir-telemetry endpoint (`/inspect`).
+    Inspect {
+        /// The consumer's telemetry endpoint: `host:port` or a URL.
+        endpoint: String,
+        /// Print the endpoint's JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every INTERVAL (e.g. `2s`) until Ctrl-C.
+        #[arg(long)]
+        watch: Option<humantime::Duration>,
     },
     /// Move a group's committed offsets (dry run unless `--execute`).
     Offsets {
@@ -403,6 +418,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => cmd::groups::describe(conn, group, topic, json).await,
         Cmd::Offsets { cmd } => cmd::offsets::run(cmd).await,
+        Cmd::Inspect {
+            endpoint,
+            json,
+            watch,
+        } => cmd::inspect::run(endpoint, json, watch).await,
         Cmd::Outbox {
             cmd:
                 OutboxCmd::Relay {

@@ -5,6 +5,7 @@
 
 #[path = "../../framework/weir/tests/common/mod.rs"]
 mod common;
+mod run;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -19,19 +20,12 @@ use weir_idempotency::{Idempotent, InMemoryStore};
 use weir_testkit::{BrokerKind, TestRecord};
 
 use common::{R, wait_until};
+use run::weir;
 
 broker_tests!(
     dlq_list_replay_and_idempotent_rereplay,
     cli_errors_have_exit_codes
 );
-
-fn weir(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .output()
-        .expect("run weir")
-}
 
 /// `weir dlq list --topic orders.dlq --json`, parsed.
 fn list_json(brokers: &str) -> serde_json::Value {

@@ -7,22 +7,15 @@
 
 #[path = "../../framework/weir/tests/common/mod.rs"]
 mod common;
+mod run;
 
-use std::process::Command;
 use std::time::Duration;
 
 use weir::{Consumer, Message, ProcessError, StringCodec, processor_fn};
 use weir_testkit::{BrokerKind, TestRecord};
 
 use common::{R, wait_until};
-
-fn weir(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .output()
-        .expect("run weir")
-}
+use run::weir;
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(

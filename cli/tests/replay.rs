@@ -2,22 +2,14 @@
 
 #[path = "../../framework/weir/tests/common/mod.rs"]
 mod common;
-
-use std::process::Command;
+mod run;
 
 use weir_testkit::{BrokerKind, TestRecord};
 
 use common::R;
+use run::weir;
 
 broker_tests!(replay_copies_a_range);
-
-fn weir(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .output()
-        .expect("run weir")
-}
 
 async fn replay_copies_a_range(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;

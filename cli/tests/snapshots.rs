@@ -38,6 +38,7 @@ fn help_texts() {
         vec!["groups", "describe", "--help"],
         vec!["offsets", "reset", "--help"],
         vec!["replay", "--help"],
+        vec!["inspect", "--help"],
     ] {
         let name = format!("help_{}", args[..args.len() - 1].join("_"));
         let name = if name == "help_" {

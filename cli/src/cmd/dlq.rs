@@ -53,6 +53,7 @@ async fn list(conn: Conn, filter: Filter, json: bool) -> anyhow::Result<()> {
     } else {
         print_table(&msgs);
         print_counts(&counts, msgs.len());
+        print_formats(&msgs);
         if copies > 0 {
             println!(
                 "{copies} of them are later copies of a message listed above (same message ID, dead-lettered again); `dlq replay` sends the first copy only"
@@ -229,6 +230,8 @@ fn to_json(m: &DlqMessage, payload: bool) -> serde_json::Value {
         "partition": m.raw.partition,
         "offset": m.raw.offset,
         "message_id": m.message_id,
+        "format": m.format,
+        "lacks": m.format.lacks(),
         "key": m.raw.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
         "reason": m.reason,
         "error_class": m.error_class,
@@ -268,8 +271,13 @@ fn print_table(msgs: &[DlqMessage]) {
     );
     for m in msgs {
         let original = match (&m.original_topic, m.original_partition, m.original_offset) {
-            (Some(t), Some(p), Some(o)) => format!("{t}/{p}@{o}"),
-            _ => "-".into(),
+            (None, None, None) => "-".into(),
+            (t, p, o) => format!(
+                "{}/{}@{}",
+                t.as_deref().unwrap_or("?"),
+                p.map_or_else(|| "?".to_string(), |v| v.to_string()),
+                o.map_or_else(|| "?".to_string(), |v| v.to_string())
+            ),
         };
         println!(
             "{:<16} {:<22} {:<18} {:>8}  {:<28} {:<38} {}",
@@ -280,6 +288,22 @@ fn print_table(msgs: &[DlqMessage]) {
             original,
             opt(&m.message_id),
             fmt_ms(m.dlq_at_ms),
+        );
+    }
+}
+
+/// Names the other frameworks' copies in the list and what their format lacks.
+fn print_formats(msgs: &[DlqMessage]) {
+    let mut by: BTreeMap<&'static str, (usize, &'static [&'static str])> = BTreeMap::new();
+    for m in msgs {
+        if m.format != weir::dlq::DlqFormat::Weir {
+            by.entry(m.format.name()).or_insert((0, m.format.lacks())).0 += 1;
+        }
+    }
+    for (name, (n, lacks)) in by {
+        println!(
+            "{n} written by {name}: its headers do not say {}",
+            lacks.join(", ")
         );
     }
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod dlq;
 pub(crate) mod groups;
+pub(crate) mod inspect;
 pub(crate) mod offsets;
 pub(crate) mod outbox;
 pub(crate) mod replay;

@@ -14,7 +14,12 @@
 //! - `GET /healthz`: 200 while every consumer's dispatch loop has run within
 //!   `stale_after` (a wedged loop fails it: restart the pod), 503 otherwise;
 //! - `GET /readyz`: 200 once every consumer has partitions assigned and is not
-//!   wedged, 503 otherwise.
+//!   wedged, 503 otherwise;
+//! - `GET /inspect`: JSON, what holds each partition's commit
+//!   ([`weir::inspect`]): `{"consumers": [snapshot, …]}`, one per consumer
+//!   (`null` before its first commit interval). Keys are left out (their
+//!   hashes kept) unless [`HealthOptions::inspect_keys`]. `weir inspect`
+//!   reads it.
 //!
 //! Install it **before** building consumers: metric handles made before a
 //! recorder exists stay no-ops.
@@ -69,12 +74,16 @@ pub enum TelemetryError {
 pub struct HealthOptions {
     /// A consumer whose dispatch loop has not run for this long is wedged (default 30 s).
     pub stale_after: Duration,
+    /// Serve message keys on `/inspect` (default `false`: keys are often user
+    /// or account IDs; their stable hashes are served instead).
+    pub inspect_keys: bool,
 }
 
 impl Default for HealthOptions {
     fn default() -> Self {
         HealthOptions {
             stale_after: Duration::from_secs(30),
+            inspect_keys: false,
         }
     }
 }
@@ -116,7 +125,7 @@ impl Telemetry {
         self.handle.render()
     }
 
-    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (port 0 picks a
+    /// Serves `/metrics`, `/healthz`, `/readyz` and `/inspect` on `addr` (port 0 picks a
     /// free one); returns the bound address and the server task.
     pub async fn serve(
         &self,
@@ -139,6 +148,7 @@ impl Telemetry {
             .route("/metrics", axum::routing::get(metrics_route))
             .route("/healthz", axum::routing::get(healthz))
             .route("/readyz", axum::routing::get(readyz))
+            .route("/inspect", axum::routing::get(inspect))
             .with_state(state);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -194,6 +204,27 @@ async fn healthz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, problems.join("; "))
     }
+}
+
+async fn inspect(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    let consumers: Vec<Option<weir::inspect::Snapshot>> = s
+        .consumers
+        .iter()
+        .map(|c| {
+            c.inspect().map(|snap| {
+                if s.opts.inspect_keys {
+                    snap
+                } else {
+                    snap.without_keys()
+                }
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "consumers": consumers });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> impl IntoResponse {

@@ -212,6 +212,7 @@ async fn a_wedged_dispatch_loop_fails_health(kind: BrokerKind) -> R {
     let handle = consumer.handle();
     let stale = HealthOptions {
         stale_after: Duration::from_secs(2),
+        ..HealthOptions::default()
     };
     let (base, _server) = serve(&telemetry, &handle, stale).await?;
     let run = tokio::spawn(consumer.run());

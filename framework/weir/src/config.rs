@@ -23,6 +23,16 @@
 //! initial_backoff = "200ms"
 //! max_backoff = "10s"
 //!
+//! [dlq_limit]                    # off unless a limit is set (see weir::valves)
+//! max_share = 0.5                # halt a partition when >50% of its last `window`
+//! window = 100                   #   finished messages went to the DLQ
+//! max_consecutive = 20           # or 20 in a row
+//!
+//! [retry_budget]                 # off unless max_share is set
+//! max_share = 0.3                # past 30% of finished messages going to retry tiers
+//! window = "30s"
+//! min_retries = 100              # (and at least 100 of them), failures wait in place
+//!
 //! [kafka]                        # any librdkafka property, passed through
 //! "security.protocol" = "SASL_SSL"
 //! "sasl.mechanism" = "SCRAM-SHA-512"
@@ -36,7 +46,9 @@
 //! `WEIR_HANDLER_TIMEOUT`, `WEIR_MAX_HEADER_BYTES`, `WEIR_COMMIT_INTERVAL`, `WEIR_SHUTDOWN_DEADLINE`,
 //! `WEIR_REVOKE_DEADLINE`, `WEIR_AUTO_OFFSET_RESET`, `WEIR_ASSIGNMENT`,
 //! `WEIR_RETRY_MAX_ATTEMPTS`, `WEIR_RETRY_INITIAL_BACKOFF`,
-//! `WEIR_RETRY_MAX_BACKOFF`, and `WEIR_KAFKA_<PROPERTY>` for a librdkafka
+//! `WEIR_RETRY_MAX_BACKOFF`, `WEIR_DLQ_LIMIT_MAX_SHARE`, `WEIR_DLQ_LIMIT_WINDOW`,
+//! `WEIR_DLQ_LIMIT_MAX_CONSECUTIVE`, `WEIR_RETRY_BUDGET_MAX_SHARE`,
+//! `WEIR_RETRY_BUDGET_WINDOW`, `WEIR_RETRY_BUDGET_MIN_RETRIES`, and `WEIR_KAFKA_<PROPERTY>` for a librdkafka
 //! property with dots written as underscores (`WEIR_KAFKA_SASL_PASSWORD` sets
 //! `sasl.password`).
 
@@ -203,6 +215,10 @@ pub struct ConsumerConfig {
     pub assignment: Assignment,
     /// In-process retries.
     pub retry: RetryPolicy,
+    /// Halts a partition when too much of it goes to the DLQ (off by default).
+    pub dlq_limit: crate::valves::DlqLimit,
+    /// Makes failures wait in place when retry tiers take too large a share (off by default).
+    pub retry_budget: crate::valves::RetryBudget,
     /// librdkafka properties passed through (SASL, TLS, fetch sizes…).
     pub kafka: BTreeMap<String, String>,
 }
@@ -227,6 +243,8 @@ impl Default for ConsumerConfig {
             auto_offset_reset: "earliest".into(),
             assignment: Assignment::CooperativeSticky,
             retry: RetryPolicy::default(),
+            dlq_limit: Default::default(),
+            retry_budget: Default::default(),
             kafka: BTreeMap::new(),
         }
     }
@@ -302,6 +320,8 @@ impl fmt::Debug for ConsumerConfig {
             .field("auto_offset_reset", &self.auto_offset_reset)
             .field("assignment", &self.assignment)
             .field("retry", &self.retry)
+            .field("dlq_limit", &self.dlq_limit)
+            .field("retry_budget", &self.retry_budget)
             .field("kafka", &kafka)
             .finish()
     }
@@ -431,6 +451,23 @@ impl ConsumerConfig {
                 "retry_max_backoff" => {
                     self.retry.max_backoff = parse_duration("retry.max_backoff", &v)?
                 }
+                "dlq_limit_max_share" => {
+                    self.dlq_limit.max_share = Some(parse_num("dlq_limit.max_share", &v)?)
+                }
+                "dlq_limit_window" => self.dlq_limit.window = parse_num("dlq_limit.window", &v)?,
+                "dlq_limit_max_consecutive" => {
+                    self.dlq_limit.max_consecutive =
+                        Some(parse_num("dlq_limit.max_consecutive", &v)?)
+                }
+                "retry_budget_max_share" => {
+                    self.retry_budget.max_share = Some(parse_num("retry_budget.max_share", &v)?)
+                }
+                "retry_budget_window" => {
+                    self.retry_budget.window = parse_duration("retry_budget.window", &v)?
+                }
+                "retry_budget_min_retries" => {
+                    self.retry_budget.min_retries = parse_num("retry_budget.min_retries", &v)?
+                }
                 _ => {
                     if let Some(prop) = key.strip_prefix("kafka_") {
                         self.kafka.insert(prop.replace('_', "."), v);
@@ -544,6 +581,8 @@ impl ConsumerConfig {
                 "must be a finite number >= 1.0",
             ));
         }
+        self.dlq_limit.validate()?;
+        self.retry_budget.validate()?;
         for (k, why) in OWNED_KEYS {
             if self.kafka.contains_key(*k) {
                 return Err(ConfigError::invalid(
@@ -652,6 +691,44 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2"), "secret leaked: {dbg}");
         assert!(dbg.contains("***"));
+    }
+
+    #[test]
+    fn safety_valves_load_from_toml_and_env_and_are_off_by_default() {
+        let c = ConsumerConfig::new("a:9092", "g", &["t"]);
+        assert!(!c.dlq_limit.is_on() && !c.retry_budget.is_on());
+        let c = ConsumerConfig::from_toml_str(
+            r#"
+            brokers = "a:9092"
+            group_id = "g"
+            topics = ["t"]
+            [dlq_limit]
+            max_share = 0.5
+            window = 40
+            [retry_budget]
+            max_share = 0.25
+            window = "10s"
+            "#,
+        )
+        .unwrap()
+        .with_env(env(&[
+            ("WEIR_DLQ_LIMIT_MAX_CONSECUTIVE", "7"),
+            ("WEIR_RETRY_BUDGET_MIN_RETRIES", "9"),
+        ]))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.dlq_limit.max_share, Some(0.5));
+        assert_eq!(c.dlq_limit.window, 40);
+        assert_eq!(c.dlq_limit.max_consecutive, Some(7));
+        assert_eq!(c.retry_budget.max_share, Some(0.25));
+        assert_eq!(c.retry_budget.window, Duration::from_secs(10));
+        assert_eq!(c.retry_budget.min_retries, 9);
+        let bad = c
+            .with_env(env(&[("WEIR_RETRY_BUDGET_MAX_SHARE", "2")]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(bad.to_string().contains("retry_budget.max_share"), "{bad}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What happens to a message whose processing failed for good (terminal error,
 //! or retryable error after the last in-process attempt).
 //!
-//! A [`FailureSink`] decides a [`Disposition`]: `Handled` lets the partition's
-//! committed offset move past the message (the sink has put it somewhere safe:
-//! a DLQ, a retry topic); `Stop` halts the partition at that message. The
+//! A [`FailureSink`] decides a [`Disposition`]: `Handled`, `Retried` and
+//! `DeadLettered` let the partition's committed offset move past the message
+//! (the sink has put it somewhere safe: a retry topic, a DLQ; the last two
+//! say which, for the [safety valves](crate::valves)); `Stop` halts the
+//! partition at that message. The
 //! default, [`StopPartition`], never skips silently.
 
 use futures::future::BoxFuture;
@@ -31,6 +33,12 @@ pub enum Disposition {
     /// The message is taken care of (acknowledged by a DLQ or retry topic, or
     /// deliberately dropped): its offset counts as finished.
     Handled,
+    /// Handled: published to a retry tier (counts against the
+    /// [retry budget](crate::valves::RetryBudget)).
+    Retried,
+    /// Handled: published to a DLQ (counts against the
+    /// [DLQ limit](crate::valves::DlqLimit)).
+    DeadLettered,
     /// Halt the partition at this message: nothing at or after its offset is committed.
     Stop,
 }

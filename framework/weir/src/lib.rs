@@ -93,6 +93,7 @@ pub mod failure;
 #[cfg(test)]
 mod fuzz;
 pub mod id;
+pub mod inspect;
 mod kafka;
 pub mod message;
 mod offsets;
@@ -107,6 +108,7 @@ mod runtime;
 mod scheduler;
 pub mod stats;
 pub mod trace;
+pub mod valves;
 pub mod wire;
 
 #[cfg(feature = "json")]

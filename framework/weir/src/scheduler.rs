@@ -162,6 +162,25 @@ impl<T> KeyScheduler<T> {
         self.busy.len()
     }
 
+    /// The `n` lanes with the most items queued (longest first, ties in any
+    /// order): each lane's queue length and its first queued item. O(lanes).
+    pub fn deepest(&self, n: usize) -> Vec<(usize, &T)> {
+        let mut top: Vec<(usize, &T)> = Vec::with_capacity(n + 1);
+        if n == 0 {
+            return top;
+        }
+        for q in self.busy.values() {
+            let Some(front) = q.front() else { continue };
+            if top.len() == n && top[n - 1].0 >= q.len() {
+                continue;
+            }
+            let at = top.partition_point(|(d, _)| *d >= q.len());
+            top.insert(at, (q.len(), front));
+            top.truncate(n);
+        }
+        top
+    }
+
     /// Drops every queued item (partition revoked).
     pub fn clear(&mut self) {
         self.busy.clear();
@@ -182,6 +201,31 @@ mod tests {
         );
         assert_eq!(Lane::of(Ordering::Key, None), Lane::Free);
         assert_eq!(Lane::of(Ordering::Unordered, Some(b"a")), Lane::Free);
+    }
+
+    #[test]
+    fn deepest_lists_the_longest_queues_first() {
+        let mut s: KeyScheduler<(u8, u32)> = KeyScheduler::new();
+        for (key, n) in [(1u8, 3u32), (2, 1), (3, 5), (4, 0), (5, 2)] {
+            let lane = Lane::of(Ordering::Key, Some(&[key]));
+            // The first runs; the rest queue behind it.
+            for i in 0..=n {
+                let _ = s.admit(lane, (key, i));
+            }
+        }
+        let top: Vec<(usize, u8)> = s.deepest(3).into_iter().map(|(d, m)| (d, m.0)).collect();
+        assert_eq!(top, [(5, 3), (3, 1), (2, 5)]);
+        assert_eq!(
+            s.deepest(3)[0].1,
+            &(3, 1),
+            "the first queued item of the lane"
+        );
+        assert!(s.deepest(0).is_empty());
+        assert_eq!(
+            s.deepest(10).len(),
+            4,
+            "a lane with nothing queued is not listed"
+        );
     }
 
     proptest! {

@@ -35,6 +35,11 @@ pub struct ConsumerStats {
     pub(crate) run_failed: AtomicU64,
     pub(crate) other_group_skipped: AtomicU64,
     pub(crate) position_resets: AtomicU64,
+    pub(crate) dlq_limit_trips: AtomicU64,
+    pub(crate) retry_budget_spent: AtomicU64,
+    pub(crate) retry_budget_waits: AtomicU64,
+    /// The latest per-partition view ([`crate::inspect`]), refreshed every commit interval.
+    pub(crate) inspect: crate::inspect::Board,
 }
 
 macro_rules! getters {
@@ -79,6 +84,9 @@ getters! {
     refetched_duplicates: "Messages fetched again below the tracked position and ignored (copies of offsets this member already tracked, after its own seek on resume).",
     position_resets: "Times a partition's position moved backwards below what this member tracked (topic deleted and re-created, log truncated, offset reset while assigned): the partition's state was started over from the new position.",
     dropped_on_revoke: "Buffered messages dropped because their partition was revoked (the new owner gets them).",
+    dlq_limit_trips: "Partitions halted by the DLQ limit (`dlq_limit`): too large a share, or too long a run, of their messages went to the DLQ.",
+    retry_budget_spent: "1 while the retry budget (`retry_budget`) is spent: no new message starts, and failures wait in place instead of going to a retry tier.",
+    retry_budget_waits: "In-place waits of failed messages held back from a retry tier by the spent retry budget.",
 }
 
 impl ConsumerStats {
@@ -106,7 +114,9 @@ impl ConsumerStats {
     /// second, so exporting costs nothing per message.
     pub fn publish_metrics(&self, group: &str) {
         let g = group.to_string();
-        let counters: [(&'static str, u64); 15] = [
+        let counters: [(&'static str, u64); 17] = [
+            ("weir_dlq_limit_trips_total", self.dlq_limit_trips()),
+            ("weir_retry_budget_waits_total", self.retry_budget_waits()),
             ("weir_messages_received_total", self.received()),
             ("weir_messages_processed_total", self.processed()),
             ("weir_messages_failed_total", self.failed()),
@@ -132,7 +142,8 @@ impl ConsumerStats {
         for (name, v) in counters {
             metrics::counter!(name, "group" => g.clone()).absolute(v);
         }
-        let gauges: [(&'static str, u64); 10] = [
+        let gauges: [(&'static str, u64); 11] = [
+            ("weir_retry_budget_spent", self.retry_budget_spent()),
             ("weir_in_flight", self.in_flight()),
             ("weir_assigned_partitions", self.assigned_partitions()),
             ("weir_paused_partitions", self.paused_partitions()),

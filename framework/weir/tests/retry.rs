@@ -13,23 +13,7 @@ use weir_testkit::{BrokerKind, TestRecord};
 
 use common::{R, wait_until};
 
-/// librdkafka's mock cluster does not implement CreateTopics: create the tier
-/// and DLQ topics up front there (tansu exercises Weir's own creation).
-async fn pre_create(
-    cluster: &weir_testkit::KafkaCluster,
-    kind: BrokerKind,
-    rt: &RetryTopics,
-    source: &str,
-    n: i32,
-) -> R {
-    if kind == BrokerKind::Mock {
-        for t in rt.retry_topics_of(source) {
-            cluster.create_topic(&t, n).await?;
-        }
-        cluster.create_topic(&rt.dlq_topic(source), n).await?;
-    }
-    Ok(())
-}
+use common::pre_create;
 
 broker_tests!(
     transient_failures_walk_the_tiers_in_order,

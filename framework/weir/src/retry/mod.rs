@@ -107,6 +107,11 @@ pub use crate::wire::headers;
 /// Longest error message copied into [`headers::ERROR_MESSAGE`].
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 
+/// `s` cut to [`MAX_ERROR_MESSAGE_BYTES`] on a character boundary.
+pub(crate) fn truncate_error_message(s: &str) -> String {
+    sink::truncate(s, MAX_ERROR_MESSAGE_BYTES)
+}
+
 /// Clock skew allowed between the member that stamped a due time and the one
 /// holding the copy, on top of the tier's delay and jitter.
 pub const HOLD_SKEW_ALLOWANCE: Duration = Duration::from_secs(5);

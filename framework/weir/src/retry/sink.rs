@@ -296,7 +296,10 @@ impl FailureSink for RetrySink {
                                 "sent to the DLQ"
                             ),
                         }
-                        return Disposition::Handled;
+                        return match route {
+                            Route::Retry { .. } => Disposition::Retried,
+                            Route::Dlq { .. } => Disposition::DeadLettered,
+                        };
                     }
                     Err(e) if e.is_retryable() => {
                         // The broker is unwell: keep the message (its offset stays

@@ -88,6 +88,12 @@ impl ConsumerHandle {
     pub fn stats(&self) -> &ConsumerStats {
         &self.stats
     }
+
+    /// What holds each assigned partition's commit ([`crate::inspect`]), as
+    /// of the last commit interval; `None` before the first one.
+    pub fn inspect(&self) -> Option<crate::inspect::Snapshot> {
+        self.stats.inspect.latest().map(|s| (*s).clone())
+    }
 }
 
 /// Builds a [`Consumer`]: pick a codec and a failure sink, then give it a processor.
@@ -174,6 +180,20 @@ impl<C: Codec> ConsumerBuilder<C> {
             if !rt.keep_key_order {
                 self.config.retry.max_attempts = rt.in_place_attempts;
             }
+        }
+        if self.config.retry_budget.is_on()
+            && self
+                .retry_topics
+                .as_ref()
+                .is_none_or(|rt| rt.keep_key_order)
+        {
+            return Err(crate::ConfigError::invalid(
+                "retry_budget",
+                "the retry budget limits hand-offs to retry tier topics: configure \
+                 `retry_topics` (without keep_key_order, which retries in place), or remove \
+                 `retry_budget`",
+            )
+            .into());
         }
         Ok(Consumer {
             config: self.config,
@@ -341,7 +361,12 @@ where
             .spawn(move || poller::poll_thread(poll_consumer, poll_stop))
             .map_err(|e| WeirError::Internal(format!("spawning the poll thread: {e}")))?;
 
+        let budget = tiers
+            .as_ref()
+            .filter(|t| t.in_place_schedule.is_none() && config.retry_budget.is_on())
+            .map(|_| config.retry_budget.clone());
         let runner = Arc::new(Runner {
+            budget_gate: budget.is_some(),
             group_id: group_id.clone(),
             schedule: tiers.as_ref().and_then(|t| t.in_place_schedule.clone()),
             rescheduler: tiers.as_ref().map(|t| t.sink.clone()),
@@ -359,6 +384,7 @@ where
         let publisher =
             spawn_publisher(stats.clone(), group_id.to_string(), shutdown.child_token());
         let mut limits = Limits::from_config(&config);
+        limits.retry_budget = budget;
         let depth_task = tiers.and_then(|t| {
             limits.tier_holds = t.holds;
             t.depth_task

@@ -16,11 +16,24 @@ use crate::message::{Message, MessageError, RawMessage};
 use crate::processor::Processor;
 use crate::stats::ConsumerStats;
 
+/// What became of a finished message, for the safety valves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// The processor succeeded.
+    Processed,
+    /// Skipped or handled otherwise (another group's copy, a sink's `Handled`).
+    Handled,
+    /// Published to a retry tier.
+    Retried,
+    /// Published to a DLQ.
+    DeadLettered,
+}
+
 /// How a message's run ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
     /// Processed, or handled by the failure sink: the offset is finished.
-    Finished,
+    Finished(Fate),
     /// The failure sink halted the partition at this message.
     Halted { class: String, error: String },
     /// The runtime stopped waiting (revoke/shutdown deadline): not finished.
@@ -49,6 +62,9 @@ pub(crate) struct Runner<C, P> {
     /// When the last "dependency unavailable" warning was logged (epoch ms):
     /// one warning per consumer every 5 s, however many messages wait.
     pub(crate) unavailable_warned_ms: std::sync::atomic::AtomicU64,
+    /// Retry tiers publish and the retry budget is on: a failure that would
+    /// go to a tier waits in place while the budget is spent.
+    pub(crate) budget_gate: bool,
 }
 
 impl<C, P> Runner<C, P> {
@@ -77,12 +93,35 @@ impl<C, P> Runner<C, P> {
             payload_in_spans: None,
             key_in_spans: false,
             unavailable_warned_ms: std::sync::atomic::AtomicU64::new(0),
+            budget_gate: false,
         }
     }
 }
 
 /// Turns a payload into the redacted text recorded as `weir.payload` in spans.
 pub type PayloadHook = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
+
+/// A message's in-place attempt on the inspect board, removed when its run ends.
+struct BoardEntry<'a> {
+    board: &'a crate::inspect::Board,
+    raw: &'a RawMessage,
+    noted: bool,
+}
+
+impl BoardEntry<'_> {
+    fn note(&mut self, attempt: u32) {
+        self.board.note_attempt(self.raw, attempt);
+        self.noted = true;
+    }
+}
+
+impl Drop for BoardEntry<'_> {
+    fn drop(&mut self) {
+        if self.noted {
+            self.board.forget(self.raw);
+        }
+    }
+}
 
 /// Counts a message waiting for an in-place retry; the count drops when the
 /// wait ends or is cancelled.
@@ -181,7 +220,7 @@ where
             && g != self.group_id.as_bytes()
         {
             ConsumerStats::add(&self.stats.other_group_skipped, 1);
-            return Outcome::Finished;
+            return Outcome::Finished(Fate::Handled);
         }
         // A scheduled message that reached the end of a delay tier before its
         // time goes on to the next tier instead of to the processor.
@@ -192,11 +231,11 @@ where
             // of line keeps every message's future small (it is moved into
             // its box, and polled inline, once per message).
             return match Box::pin(rs.reschedule(raw)).await {
-                Disposition::Handled => Outcome::Finished,
                 Disposition::Stop => Outcome::Halted {
                     class: "reschedule".into(),
                     error: "could not forward a scheduled message to its next delay tier".into(),
                 },
+                _ => Outcome::Finished(Fate::Handled),
             };
         }
         let max_attempts = match &self.schedule {
@@ -207,6 +246,14 @@ where
         let base = crate::wire::delivery_attempt(raw);
         let mut attempt = 1;
         let mut outage: u32 = 0;
+        let mut held: u32 = 0;
+        // Shows the attempt of a message retrying in place to `weir inspect`;
+        // written only on that slow path.
+        let mut board = BoardEntry {
+            board: &self.stats.inspect,
+            raw,
+            noted: false,
+        };
         loop {
             match self
                 .attempt(raw, base.saturating_add(attempt - 1), cancel)
@@ -214,7 +261,7 @@ where
             {
                 Ok(()) => {
                     ConsumerStats::add(&self.stats.processed, 1);
-                    return Outcome::Finished;
+                    return Outcome::Finished(Fate::Processed);
                 }
                 Err(e) if e.is_unavailable() => {
                     // A dependency is down: wait for it without spending the
@@ -240,6 +287,16 @@ where
                         tokio::time::sleep(delay).await;
                     }
                     attempt += 1;
+                    board.note(base.saturating_add(attempt - 1));
+                }
+                Err(e) if self.held_by_budget(&e) => {
+                    // The retry budget is spent: the message retries in place
+                    // (attempts not spent) instead of joining a flood of
+                    // copies in the retry tiers.
+                    held = held.saturating_add(1);
+                    ConsumerStats::add(&self.stats.retry_budget_waits, 1);
+                    let _waiting = WaitGuard::new(&self.stats);
+                    tokio::time::sleep(self.retry.backoff(held.min(32))).await;
                 }
                 Err(e) => {
                     return self
@@ -248,6 +305,11 @@ where
                 }
             }
         }
+    }
+
+    /// Whether the spent retry budget holds back `e`'s hand-off to a retry tier.
+    fn held_by_budget(&self, e: &ProcessError) -> bool {
+        self.budget_gate && e.is_retryable() && self.stats.retry_budget_spent() > 0
     }
 
     /// Logs that a dependency is unavailable: one warning per consumer every
@@ -293,7 +355,9 @@ where
             group_id: &self.group_id,
         };
         match self.sink.on_failure(failure).await {
-            Disposition::Handled => Outcome::Finished,
+            Disposition::Handled => Outcome::Finished(Fate::Handled),
+            Disposition::Retried => Outcome::Finished(Fate::Retried),
+            Disposition::DeadLettered => Outcome::Finished(Fate::DeadLettered),
             Disposition::Stop => Outcome::Halted {
                 class: e.class().to_string(),
                 error: e.to_string(),

@@ -136,3 +136,21 @@ where
     let h = consumer.handle();
     (h, tokio::spawn(consumer.run()))
 }
+
+/// librdkafka's mock cluster does not implement CreateTopics: create the tier
+/// and DLQ topics of `source` up front there (Kafka exercises Weir's own creation).
+pub async fn pre_create(
+    cluster: &KafkaCluster,
+    kind: BrokerKind,
+    rt: &weir::retry::RetryTopics,
+    source: &str,
+    n: i32,
+) -> R {
+    if kind == BrokerKind::Mock {
+        for t in rt.retry_topics_of(source) {
+            cluster.create_topic(&t, n).await?;
+        }
+        cluster.create_topic(&rt.dlq_topic(source), n).await?;
+    }
+    Ok(())
+}

@@ -1,7 +1,6 @@
 //! Interval commits: the positions that moved since the last commit, one
 //! commit at a time on a blocking thread (the dispatcher never waits on the
-//! broker), un-marked when it fails so the next interval retries; and the
-//! age gauges refreshed on the same tick.
+//! broker), un-marked when it fails so the next interval retries.
 
 use super::{CommitResult, Dispatcher, PartitionControl, RunMessage};
 use crate::message::TopicPartition;
@@ -34,31 +33,10 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
 
     /// Commits on a blocking thread so the dispatcher never waits on the broker,
     /// and so the outcome is known (librdkafka's async commit callback is not
-    /// delivered through this consumer's queue). One commit at a time.
-    /// Age of each partition's oldest unfinished message, as gauges and the max in the stats.
-    fn publish_ages(&self) {
-        let now = crate::clock::now_ms();
-        let mut max = 0i64;
-        for st in self.parts.values() {
-            let age = st
-                .tracker
-                .committable()
-                .and_then(|c| st.timestamps.front().filter(|(o, _)| *o == c.0))
-                .map_or(0, |(_, ts)| crate::clock::age_ms(now, *ts));
-            max = max.max(age);
-            metrics::gauge!(
-                "weir_oldest_unprocessed_age_seconds",
-                "group" => self.group_id.to_string(),
-                "topic" => st.tp.topic.to_string(),
-                "partition" => st.tp.partition.to_string()
-            )
-            .set(age as f64 / 1000.0);
-        }
-        ConsumerStats::set(&self.stats.oldest_unprocessed_age_ms, max as u64);
-    }
-
+    /// delivered through this consumer's queue). One commit at a time. The
+    /// per-partition views are refreshed on the same tick.
     pub(super) fn start_commit(&mut self) {
-        self.publish_ages();
+        self.publish_views();
         let (list, marks) = self.commit_list();
         if marks.is_empty() {
             return;

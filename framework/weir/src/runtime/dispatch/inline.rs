@@ -74,6 +74,10 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     /// synchronous work) are detected and spawned directly, so they keep
     /// running in parallel on every worker thread.
     pub(super) fn dispatch_ready(&mut self) -> Result<(), WeirError> {
+        if self.budget_spent() {
+            // The retry budget is spent: nothing new starts until it recovers.
+            return Ok(());
+        }
         let mut budget = DISPATCH_BUDGET;
         let mut done = std::mem::take(&mut self.inline_done);
         // The box of a future that finished inline, reused for the next

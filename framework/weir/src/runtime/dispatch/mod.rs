@@ -23,6 +23,8 @@ mod rebalance;
 mod shutdown;
 #[cfg(test)]
 mod tests;
+mod valves;
+mod views;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -38,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::poller::{Event, RevokeReply, WeirContext};
-use super::task::Outcome;
+use super::task::{Fate, Outcome};
 use super::{HaltedPartition, RunReport};
 use crate::error::WeirError;
 use crate::message::{RawMessage, TopicPartition};
@@ -69,6 +71,10 @@ pub(crate) struct Limits {
     /// Retry-tier topics and the longest hold a due time gets on each; a due
     /// time on any other topic is not honoured.
     pub(crate) tier_holds: std::collections::HashMap<String, Duration>,
+    /// Halts a partition when too much of it goes to the DLQ.
+    pub(crate) dlq_limit: crate::valves::DlqLimit,
+    /// The retry budget, when retry tiers publish and it is on.
+    pub(crate) retry_budget: Option<crate::valves::RetryBudget>,
 }
 
 impl Limits {
@@ -83,6 +89,8 @@ impl Limits {
             commit_interval: config.commit_interval,
             shutdown_deadline: config.shutdown_deadline,
             tier_holds: Default::default(),
+            dlq_limit: config.dlq_limit.clone(),
+            retry_budget: None,
         }
     }
 }
@@ -125,6 +133,10 @@ pub(crate) struct Dispatcher<R, K = BaseConsumer<WeirContext>> {
     inline: InlinePolicy,
     /// Completions of inline runs, reused between dispatch rounds.
     inline_done: Vec<Completion>,
+    /// The clock (epoch ms) as of the loop's last turn or fetched batch.
+    now_ms: i64,
+    /// The retry budget's window, when it is on.
+    budget: Option<crate::valves::Budget>,
 }
 
 type CommitResult = (Vec<(u64, NextOffset)>, Result<(), String>);
@@ -140,10 +152,13 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         stop_poller: Arc<AtomicBool>,
         group_id: Arc<str>,
     ) -> Self {
+        let budget = limits.retry_budget.clone().map(crate::valves::Budget::new);
         Dispatcher {
             consumer,
             runner,
             limits,
+            now_ms: crate::clock::now_ms(),
+            budget,
             parts: HashMap::default(),
             by_tp: HashMap::default(),
             last_lookup: None,
@@ -179,6 +194,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if self.budget.is_some() { self.now_ms = crate::clock::now_ms(); }
                     if let Err(e) = self.on_join(done) { fatal = Some(e); break; }
                     // Drain whatever else finished without another select round.
                     while let Some(done) = self.tasks.try_join_next() {
@@ -188,6 +204,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                 }
                 ev = events.recv() => match ev {
                     Some(Event::Batch(batch)) => {
+                        self.now_ms = crate::clock::now_ms();
                         for m in batch { self.admit(m); }
                     }
                     Some(Event::Assigned(tps)) => self.assign(tps),
@@ -208,10 +225,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             }
             self.finish_revokes(false);
             self.release_due();
-            ConsumerStats::set(
-                &self.stats.loop_heartbeat_ms,
-                crate::clock::now_ms().max(0) as u64,
-            );
+            self.now_ms = crate::clock::now_ms();
+            ConsumerStats::set(&self.stats.loop_heartbeat_ms, self.now_ms.max(0) as u64);
+            self.judge_budget();
             if let Err(e) = self.dispatch_ready() {
                 fatal = Some(e);
                 break;
@@ -265,15 +281,18 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             // A fresh tracker takes any offset.
             let _ = st.tracker.track(m.offset);
         }
-        if let Some(ts) = m.timestamp_ms {
-            st.timestamps.push_back((m.offset, ts));
-        }
         let due = self
             .limits
             .tier_holds
             .get(&*m.topic)
             .and_then(|max| crate::wire::due_at(&m, *max));
         let m = Arc::new(m);
+        st.admitted.push_back(partition::Admitted {
+            offset: m.offset,
+            timestamp_ms: m.timestamp_ms,
+            admitted_ms: self.now_ms,
+            message: Arc::downgrade(&m),
+        });
         if due.is_some() || !st.delayed.is_empty() {
             let at = due.unwrap_or_else(Instant::now);
             if st.delayed.is_empty() {
@@ -322,7 +341,8 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     /// Whether ready messages are waiting that the caps would let start now
     /// (the dispatch budget ran out): the loop comes back without blocking.
     fn more_ready(&self) -> bool {
-        self.in_flight < self.limits.max_in_flight
+        !self.budget_spent()
+            && self.in_flight < self.limits.max_in_flight
             && self.runnable.iter().any(|e| {
                 self.parts.get(e).is_some_and(|st| {
                     !st.ready.is_empty()
@@ -356,14 +376,24 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         };
         st.in_flight -= 1;
         match c.outcome {
-            Outcome::Finished => {
+            Outcome::Finished(fate) => {
                 if c.generation == st.generation {
                     st.tracker.finish(c.offset);
                     // Everything below the committable position has finished.
                     let next = st.tracker.committable().map_or(i64::MAX, |n| n.0);
-                    while st.timestamps.front().is_some_and(|(o, _)| *o < next) {
-                        st.timestamps.pop_front();
+                    while st.admitted.front().is_some_and(|a| a.offset < next) {
+                        st.admitted.pop_front();
                     }
+                }
+                if let Some(b) = &mut self.budget {
+                    b.record(self.now_ms, fate == Fate::Retried);
+                }
+                if let Some(t) = st
+                    .breaker
+                    .record(&self.limits.dlq_limit, fate == Fate::DeadLettered)
+                    && st.halted.is_none()
+                {
+                    valves::trip(&self.stats, &self.group_id, st, c.offset, &t);
                 }
                 if !st.revoking
                     && let Some(next) = st.lanes.complete(c.lane)

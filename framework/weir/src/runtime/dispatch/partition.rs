@@ -3,7 +3,7 @@
 //! message in its lane, and starting over after a backwards position move.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use crate::message::{RawMessage, TopicPartition};
 use crate::offsets::{NextOffset, OffsetTracker};
 use crate::scheduler::{KeyScheduler, Lane, Ordering};
 use crate::stats::ConsumerStats;
+use crate::valves::Breaker;
 
 pub(super) struct Completion {
     pub(super) epoch: u64,
@@ -38,10 +39,12 @@ pub(super) struct PartitionState {
     /// Messages not due yet (retry tiers), in offset order: the partition's
     /// processing is gated on the head's due time (FIFO, like the tier itself).
     pub(super) delayed: VecDeque<(Instant, Arc<RawMessage>)>,
-    /// (offset, timestamp) of admitted messages in offset order, pruned below
-    /// the committable position as messages finish: the front is the oldest
-    /// unprocessed message, for its age.
-    pub(super) timestamps: VecDeque<(i64, i64)>,
+    /// Admitted messages in offset order, pruned below the committable
+    /// position as messages finish: the front is the oldest unprocessed
+    /// message (the holder of the commit), for its age and the inspect view.
+    pub(super) admitted: VecDeque<Admitted>,
+    /// The DLQ limit's count of this partition's outcomes.
+    pub(super) breaker: Breaker,
     pub(super) in_flight: usize,
     pub(super) in_runnable: bool,
     /// Held back: paused in librdkafka, or (with its own queue) out of credit.
@@ -66,6 +69,18 @@ pub(super) struct PartitionState {
     pub(super) refetch_from: Option<i64>,
 }
 
+/// A message admitted to a partition, as the holder view needs it. The
+/// message itself is held weakly: a finished message's payload is freed at
+/// once, not when the holder below it finishes.
+pub(super) struct Admitted {
+    pub(super) offset: i64,
+    /// Its timestamp (epoch ms), if any.
+    pub(super) timestamp_ms: Option<i64>,
+    /// When this member admitted it (epoch ms).
+    pub(super) admitted_ms: i64,
+    pub(super) message: Weak<RawMessage>,
+}
+
 /// What [`Dispatcher::resync`] dropped that the dispatcher counts.
 pub(super) struct Resynced {
     pub(super) delayed: usize,
@@ -80,7 +95,8 @@ impl PartitionState {
             lanes: KeyScheduler::new(),
             ready: VecDeque::new(),
             delayed: VecDeque::new(),
-            timestamps: VecDeque::new(),
+            admitted: VecDeque::new(),
+            breaker: Breaker::default(),
             in_flight: 0,
             in_runnable: false,
             paused: false,
@@ -129,7 +145,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         );
         ConsumerStats::add(&stats.position_resets, 1);
         st.tracker = OffsetTracker::new();
-        st.timestamps.clear();
+        st.admitted.clear();
         st.generation += 1;
         st.refetch_from = None;
         st.last_committed = None;

@@ -137,14 +137,18 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     /// owns to 0, so that alerts on them do not fire for a partition another
     /// member now reports (the `metrics` facade cannot remove a series).
     fn clear_partition_gauges(&self, tp: &TopicPartition) {
-        for name in ["weir_oldest_unprocessed_age_seconds", "weir_consumer_lag"] {
-            metrics::gauge!(
-                name,
-                "group" => self.group_id.to_string(),
-                "topic" => tp.topic.to_string(),
-                "partition" => tp.partition.to_string()
-            )
-            .set(0.0);
+        let labels = [
+            ("group", self.group_id.to_string()),
+            ("topic", tp.topic.to_string()),
+            ("partition", tp.partition.to_string()),
+        ];
+        for name in super::views::PARTITION_GAUGES {
+            metrics::gauge!(name, &labels).set(0.0);
+        }
+        for rank in 1..=super::views::RANKED_KEYS {
+            let mut l = labels.to_vec();
+            l.push(("rank", rank.to_string()));
+            metrics::gauge!("weir_key_queue_depth", &l).set(0.0);
         }
     }
 }

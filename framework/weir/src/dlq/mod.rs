@@ -28,16 +28,21 @@ use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::WeirError;
-use crate::id::MESSAGE_ID_HEADER;
 use crate::message::{Header, Headers, RawMessage};
 use crate::producer::{Producer, Record};
 use crate::wire::headers;
 
-/// A message in a DLQ, with its failure headers parsed.
+pub mod formats;
+pub use formats::DlqFormat;
+
+/// A message in a DLQ, with its failure headers parsed: Weir's, or those of
+/// the framework that wrote it ([`DlqFormat`]), mapped to the same fields.
 #[derive(Debug, Clone)]
 pub struct DlqMessage {
     /// The message as stored in the DLQ.
     pub raw: RawMessage,
+    /// Which framework wrote it; [`DlqFormat::lacks`] lists the fields it never carries.
+    pub format: DlqFormat,
     /// `terminal`, `retries_exhausted`, `invalid_retry_headers` (or `None` if not written by Weir).
     pub reason: Option<String>,
     /// Class of the last error.
@@ -61,21 +66,23 @@ pub struct DlqMessage {
 }
 
 impl DlqMessage {
-    /// Parses the failure headers of `raw` (missing or malformed ones are `None`).
+    /// Parses the failure headers of `raw`, in the format of the framework
+    /// that wrote them (missing or malformed ones are `None`).
     pub fn from_raw(raw: RawMessage) -> Self {
-        let s = |n: &str| crate::wire::header_str(&raw.headers, n).map(str::to_owned);
-        let i = |n: &str| crate::wire::header_i64(&raw.headers, n);
+        let format = DlqFormat::detect(&raw.headers);
+        let f = format.fields(&raw.headers);
         DlqMessage {
-            reason: s(headers::DLQ_REASON),
-            error_class: s(headers::ERROR_CLASS),
-            error_message: s(headers::ERROR_MESSAGE),
-            original_topic: s(headers::ORIGINAL_TOPIC),
-            original_partition: i(headers::ORIGINAL_PARTITION).and_then(|v| i32::try_from(v).ok()),
-            original_offset: i(headers::ORIGINAL_OFFSET),
-            attempts: i(headers::ATTEMPT).and_then(|v| u32::try_from(v).ok()),
-            failed_group: s(headers::FAILED_GROUP),
-            dlq_at_ms: i(headers::DLQ_AT_MS),
-            message_id: s(MESSAGE_ID_HEADER),
+            format,
+            reason: f.reason,
+            error_class: f.error_class,
+            error_message: f.error_message,
+            original_topic: f.original_topic,
+            original_partition: f.original_partition,
+            original_offset: f.original_offset,
+            attempts: f.attempts,
+            failed_group: f.failed_group,
+            dlq_at_ms: f.dlq_at_ms,
+            message_id: f.message_id,
             raw,
         }
     }
@@ -430,7 +437,8 @@ pub struct ReplayStop {
 }
 
 /// The record a replay sends for `m`: same key, payload and message ID, the
-/// failure state removed (a fresh attempt count), and
+/// failure state removed (Weir's, or the failure headers of the framework
+/// that wrote it: a fresh attempt count), and
 /// [`headers::REPLAYED_FROM`] naming the DLQ coordinates. `None` when there is
 /// nowhere to send it (no original topic and no target).
 pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
@@ -445,14 +453,26 @@ pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
             !headers::FAILURE_STATE.contains(&h.key.as_str())
                 && h.key != headers::FIRST_FAILURE_MS
                 && h.key != headers::REPLAYED_FROM
+                && !m.format.is_failure_header(&h.key)
         })
         .cloned()
         .collect();
     let mut hs = Headers(hs);
+    // Another framework's message ID (Watermill's UUID) becomes Weir's, so
+    // an idempotent processor keys on it.
+    if hs.get(crate::id::MESSAGE_ID_HEADER).is_none()
+        && let Some(id) = &m.message_id
+    {
+        hs.push(crate::id::MESSAGE_ID_HEADER, id.clone());
+    }
     crate::id::repair_message_id(&mut hs, || m.coordinates());
     // Back to the group that gave up on it only: other groups on the topic
     // processed it already (a DLQ without a failed group: every group sees it).
-    if let Some(g) = &m.failed_group {
+    // Another framework's group name is not a Weir group's: a team migrating
+    // runs Weir under a group of its own, which must see the message.
+    if let Some(g) = &m.failed_group
+        && m.format == DlqFormat::Weir
+    {
         hs.push(headers::FOR_GROUP, g.clone());
     }
     let mut hs = hs.0;
@@ -520,6 +540,7 @@ pub async fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::MESSAGE_ID_HEADER;
 
     fn dlq_msg(hs: &[(&str, &str)]) -> DlqMessage {
         let mut h = Headers::default();
