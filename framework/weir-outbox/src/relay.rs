@@ -326,23 +326,7 @@ impl<B: Backend, P: Publish> Relay<B, P> {
                 .await?;
             return Ok(0);
         }
-        let mut poison = Vec::new();
-        let mut records = Vec::with_capacity(rows.len());
-        for r in &rows {
-            match crate::codec::decode(&r.headers) {
-                Ok(headers) => {
-                    let mut rec = Record::to(r.topic.clone());
-                    rec.key = r.key.clone().map(Bytes::from);
-                    rec.payload = r.payload.clone().map(Bytes::from);
-                    rec.headers = headers;
-                    records.push((r.id, r.created_ms, rec));
-                }
-                Err(e) => {
-                    tracing::error!(id = r.id, topic = %r.topic, error = %e, "outbox row has corrupt headers; marked and skipped, not published");
-                    poison.push((r.id, e.to_string()));
-                }
-            }
-        }
+        let (records, mut poison) = to_records(&rows);
         // A key's rows are sent one after another, each once the previous
         // one is acknowledged, and a key stops at its first transient
         // failure: sent concurrently, a later row could be delivered while an
@@ -351,29 +335,10 @@ impl<B: Backend, P: Publish> Relay<B, P> {
         // keys (and keyless rows) are sent concurrently.
         let send_one = |i: usize| {
             let (id, _, rec) = &records[i];
-            // One producer span per row, linked to the request that enqueued
-            // it; the message keeps the request's context, so the consumer's
-            // span joins the request's trace.
-            let span = tracing::info_span!(
-                "weir.outbox.publish",
-                otel.name = %format_args!("{} publish", rec.topic),
-                otel.kind = "producer",
-                messaging.system = "kafka",
-                messaging.operation.type = "send",
-                messaging.destination.name = %rec.topic,
-                weir.outbox.id = *id,
-            );
-            if !span.is_disabled()
-                && let Some(tp) = rec.headers.get(weir::trace::TRACEPARENT)
-            {
-                let mut link = weir::Headers::default();
-                link.push(
-                    weir::trace::LINK_TRACEPARENT,
-                    bytes::Bytes::copy_from_slice(tp),
-                );
-                weir::trace::attach(&span, &link);
-            }
-            tracing::Instrument::instrument(self.producer.publish(rec.clone()), span)
+            tracing::Instrument::instrument(
+                self.producer.publish(rec.clone()),
+                publish_span(*id, rec),
+            )
         };
         let chains = key_chains(&records);
         let sends = chains.into_iter().map(|chain| {
@@ -494,4 +459,56 @@ impl<B: Backend, P: Publish> Relay<B, P> {
         }
         Ok(())
     }
+}
+
+/// A claimed row ready to send: its id, creation time (epoch ms) and record.
+type Sendable = (i64, i64, Record);
+
+/// The records of claimed rows (id, creation time, record), and the rows
+/// whose stored headers are corrupt (marked with their error, never sent).
+fn to_records(rows: &[Row]) -> (Vec<Sendable>, Vec<(i64, String)>) {
+    let mut poison = Vec::new();
+    let mut records = Vec::with_capacity(rows.len());
+    for r in rows {
+        match crate::codec::decode(&r.headers) {
+            Ok(headers) => {
+                let mut rec = Record::to(r.topic.clone());
+                rec.key = r.key.clone().map(Bytes::from);
+                rec.payload = r.payload.clone().map(Bytes::from);
+                rec.headers = headers;
+                records.push((r.id, r.created_ms, rec));
+            }
+            Err(e) => {
+                tracing::error!(id = r.id, topic = %r.topic, error = %e, "outbox row has corrupt headers; marked and skipped, not published");
+                poison.push((r.id, e.to_string()));
+            }
+        }
+    }
+    (records, poison)
+}
+
+/// One producer span per row, linked to the request that enqueued it; the
+/// message keeps the request's context, so the consumer's span joins the
+/// request's trace.
+fn publish_span(id: i64, rec: &Record) -> tracing::Span {
+    let span = tracing::info_span!(
+        "weir.outbox.publish",
+        otel.name = %format_args!("{} publish", rec.topic),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = %rec.topic,
+        weir.outbox.id = id,
+    );
+    if !span.is_disabled()
+        && let Some(tp) = rec.headers.get(weir::trace::TRACEPARENT)
+    {
+        let mut link = weir::Headers::default();
+        link.push(
+            weir::trace::LINK_TRACEPARENT,
+            bytes::Bytes::copy_from_slice(tp),
+        );
+        weir::trace::attach(&span, &link);
+    }
+    span
 }

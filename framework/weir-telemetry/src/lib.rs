@@ -8,7 +8,7 @@
 //!   (`weir_oldest_unprocessed_age_seconds`), processing time
 //!   (`weir_processing_seconds`, quantiles 0.5/0.95/0.99), messages in/out,
 //!   errors by class (`weir_errors_total{class}`), retries per tier
-//!   (`weir_retry_published_total{topic}`), DLQ publishes and depth, in-flight,
+//!   (`weir_retry_published_total{group,topic}`), DLQ publishes and depth, in-flight,
 //!   paused partitions, rebalances, commits and commit failures, outbox backlog
 //!   and age (when the relay runs in the process);
 //! - `GET /healthz`: 200 while every consumer's dispatch loop has run within

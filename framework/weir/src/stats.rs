@@ -114,7 +114,7 @@ impl ConsumerStats {
     /// second, so exporting costs nothing per message.
     pub fn publish_metrics(&self, group: &str) {
         let g = group.to_string();
-        let counters: [(&'static str, u64); 17] = [
+        let counters: [(&'static str, u64); 15] = [
             ("weir_dlq_limit_trips_total", self.dlq_limit_trips()),
             ("weir_retry_budget_waits_total", self.retry_budget_waits()),
             ("weir_messages_received_total", self.received()),
@@ -128,11 +128,6 @@ impl ConsumerStats {
             ("weir_commits_total", self.commits()),
             ("weir_commit_failures_total", self.commit_failures()),
             ("weir_rebalances_total", self.rebalances()),
-            (
-                "weir_retry_published_total_by_member",
-                self.retry_published(),
-            ),
-            ("weir_dlq_published_total_by_member", self.dlq_published()),
             (
                 "weir_refetched_duplicates_total",
                 self.refetched_duplicates(),

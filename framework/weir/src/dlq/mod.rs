@@ -18,22 +18,18 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::Message as _;
-use rdkafka::{Offset, TopicPartitionList};
 
-use crate::error::WeirError;
-use crate::message::{Header, Headers, RawMessage};
-use crate::producer::{Producer, Record};
-use crate::wire::headers;
+use crate::message::RawMessage;
 
 pub mod formats;
+mod read;
+mod replay;
+
 pub use formats::DlqFormat;
+pub use read::{DLQ_STREAM_AHEAD, DlqStream, read_dlq, stream_dlq};
+pub use replay::{ReplayOptions, ReplayReport, ReplayStop, replay, replay_record};
 
 /// A message in a DLQ, with its failure headers parsed: Weir's, or those of
 /// the framework that wrote it ([`DlqFormat`]), mapped to the same fields.
@@ -188,204 +184,6 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     c
 }
 
-/// Messages the DLQ reader keeps ready ahead of the one being handled: the
-/// memory a [`DlqStream`] holds, however long the DLQ is.
-pub const DLQ_STREAM_AHEAD: usize = 64;
-
-/// The messages of a DLQ as they are read, in partition-offset order within
-/// each partition. The reader thread stays at most [`DLQ_STREAM_AHEAD`]
-/// selected messages ahead of the consumer of the stream, so a DLQ of any
-/// length is read in constant memory; dropping the stream stops the reader.
-pub struct DlqStream {
-    rx: tokio::sync::mpsc::Receiver<Result<DlqMessage, WeirError>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    read: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl std::fmt::Debug for DlqStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DlqStream")
-            .field("read", &self.read())
-            .finish()
-    }
-}
-
-impl DlqStream {
-    /// Messages the reader has fetched from the DLQ so far (selected or not).
-    pub fn read(&self) -> u64 {
-        self.read.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl futures::Stream for DlqStream {
-    type Item = Result<DlqMessage, WeirError>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for DlqStream {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Reads `dlq_topic` from its low to its high watermark (as of the call) and
-/// returns the messages `filter` selects, at most `limit`, all in memory.
-/// Uses no consumer group: it commits nothing and disturbs no one. For a DLQ
-/// that may be large, [`stream_dlq`] reads it in constant memory.
-pub async fn read_dlq(
-    client: &ClientConfig,
-    dlq_topic: &str,
-    filter: &DlqFilter,
-    limit: Option<usize>,
-) -> Result<Vec<DlqMessage>, WeirError> {
-    use futures::StreamExt as _;
-    let mut stream = stream_dlq(client, dlq_topic, filter, limit)?;
-    let mut out = Vec::new();
-    while let Some(m) = stream.next().await {
-        out.push(m?);
-    }
-    Ok(out)
-}
-
-/// Like [`read_dlq`], as a [`DlqStream`]: messages arrive as they are read,
-/// at most [`DLQ_STREAM_AHEAD`] of them held at a time. Errors (unreachable
-/// brokers, an unknown topic, a stalled read) arrive as the stream's last item.
-pub fn stream_dlq(
-    client: &ClientConfig,
-    dlq_topic: &str,
-    filter: &DlqFilter,
-    limit: Option<usize>,
-) -> Result<DlqStream, WeirError> {
-    let mut c = client.clone();
-    c.set("group.id", "weir-dlq-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let brokers = c.get("bootstrap.servers").unwrap_or_default().to_string();
-    let consumer: BaseConsumer = c.create().map_err(|source| WeirError::Kafka {
-        context: "creating the DLQ reader".into(),
-        source,
-    })?;
-    let consumer = Arc::new(consumer);
-    let topic = dlq_topic.to_string();
-    let filter = filter.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel(DLQ_STREAM_AHEAD);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (reader_stop, reader_read) = (stop.clone(), read.clone());
-    let read_all = move |tx: &tokio::sync::mpsc::Sender<Result<DlqMessage, WeirError>>| -> Result<(), WeirError> {
-        let timeout = Duration::from_secs(10);
-        let parts = crate::kafka::topic_partitions(&consumer, &topic, timeout)
-            .map_err(|source| WeirError::Kafka {
-                context: format!("fetching metadata of `{topic}` from {brokers} (are the brokers reachable?)"),
-                source,
-            })?
-            .ok_or_else(|| WeirError::UnknownTopic {
-                topic: topic.clone(),
-                brokers: brokers.clone(),
-            })?;
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for p in parts {
-            if filter.partitions.as_ref().is_some_and(|ps| !ps.contains(&p)) {
-                continue;
-            }
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, p, timeout)
-                .map_err(|source| WeirError::Kafka {
-                    context: format!("fetching watermarks of {topic}/{p}"),
-                    source,
-                })?;
-            let start = match filter.at {
-                Some((ap, ao)) if ap == p => ao.max(low),
-                Some(_) => continue,
-                None => low,
-            };
-            if high > start {
-                ends.insert(p, high);
-                tpl.add_partition_offset(&topic, p, Offset::Offset(start))
-                    .map_err(|source| WeirError::Kafka {
-                        context: "building the assignment".into(),
-                        source,
-                    })?;
-            }
-        }
-        if let Some((ap, _)) = filter.at
-            && !ends.contains_key(&ap)
-        {
-            return Ok(());
-        }
-        consumer.assign(&tpl).map_err(|source| WeirError::Kafka {
-            context: format!("reading `{topic}`"),
-            source,
-        })?;
-        let topic_arc: Arc<str> = Arc::from(topic.as_str());
-        let mut sent = 0usize;
-        let mut idle = std::time::Instant::now();
-        while !ends.is_empty() && !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if limit.is_some_and(|l| sent >= l) {
-                break;
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {
-                    if idle.elapsed() > Duration::from_secs(30) {
-                        return Err(WeirError::Internal(format!(
-                            "reading `{topic}` stalled: no message for 30 s before the end offsets {ends:?}"
-                        )));
-                    }
-                }
-                Some(Err(e)) => tracing::warn!(error = %e, "reading the DLQ"),
-                Some(Ok(m)) => {
-                    idle = std::time::Instant::now();
-                    reader_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let p = m.partition();
-                    let raw = RawMessage {
-                        topic: topic_arc.clone(),
-                        partition: p,
-                        offset: m.offset(),
-                        timestamp_ms: m.timestamp().to_millis(),
-                        key: m.key().map(Bytes::copy_from_slice),
-                        payload: m.payload().map(Bytes::copy_from_slice),
-                        headers: crate::runtime::poller::read_headers(&m),
-                    };
-                    if let Some(&end) = ends.get(&p)
-                        && m.offset() + 1 >= end
-                    {
-                        ends.remove(&p);
-                    }
-                    let dm = DlqMessage::from_raw(raw);
-                    if filter.matches(&dm) {
-                        // Waits while the stream's reader is DLQ_STREAM_AHEAD
-                        // behind; a dropped stream ends the read.
-                        if tx.blocking_send(Ok(dm)).is_err() {
-                            return Ok(());
-                        }
-                        sent += 1;
-                        if filter.at.is_some() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    };
-    std::thread::Builder::new()
-        .name("weir-dlq-reader".into())
-        .spawn(move || {
-            if let Err(e) = read_all(&tx) {
-                let _ = tx.blocking_send(Err(e));
-            }
-        })
-        .map_err(|e| WeirError::Internal(format!("spawning the DLQ reader thread: {e}")))?;
-    Ok(DlqStream { rx, stop, read })
-}
-
 /// Messages per error class.
 pub fn counts_by_class(msgs: &[DlqMessage]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -396,151 +194,15 @@ pub fn counts_by_class(msgs: &[DlqMessage]) -> BTreeMap<String, usize> {
     m
 }
 
-/// How to replay.
-#[derive(Debug, Clone, Default)]
-pub struct ReplayOptions {
-    /// Send to this topic instead of each message's original topic.
-    pub to_topic: Option<String>,
-    /// At most this many messages per second (`None`: as fast as acknowledged).
-    pub rate_per_s: Option<f64>,
-    /// Send every copy even when several are copies of one message (see
-    /// [`DlqMessage::identity`]); by default only the first copy is sent.
-    pub keep_duplicates: bool,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayReport {
-    /// Messages sent and acknowledged.
-    pub sent: usize,
-    /// Messages skipped because their original topic is unknown and no target was given.
-    pub skipped: Vec<String>,
-    /// DLQ coordinates of later copies of a message already sent in this
-    /// replay (not sent unless [`ReplayOptions::keep_duplicates`]).
-    pub duplicates: Vec<String>,
-    /// Where the replay stopped, when a send failed: the DLQ coordinates of
-    /// the message, the error, and how many messages were not tried. Every
-    /// message before it was sent (and is counted in `sent`); run the replay
-    /// again from there.
-    pub stopped: Option<ReplayStop>,
-}
-
-/// Why and where a replay stopped early.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ReplayStop {
-    /// DLQ coordinates (`topic/partition@offset`) of the message whose send failed.
-    pub at: String,
-    /// The send error.
-    pub error: String,
-    /// Messages not tried, that one included.
-    pub remaining: usize,
-}
-
-/// The record a replay sends for `m`: same key, payload and message ID, the
-/// failure state removed (Weir's, or the failure headers of the framework
-/// that wrote it: a fresh attempt count), and
-/// [`headers::REPLAYED_FROM`] naming the DLQ coordinates. `None` when there is
-/// nowhere to send it (no original topic and no target).
-pub fn replay_record(m: &DlqMessage, to_topic: Option<&str>) -> Option<Record> {
-    let topic = to_topic
-        .map(str::to_owned)
-        .or_else(|| m.original_topic.clone())?;
-    let hs: Vec<Header> = m
-        .raw
-        .headers
-        .iter()
-        .filter(|h| {
-            !headers::FAILURE_STATE.contains(&h.key.as_str())
-                && h.key != headers::FIRST_FAILURE_MS
-                && h.key != headers::REPLAYED_FROM
-                && !m.format.is_failure_header(&h.key)
-        })
-        .cloned()
-        .collect();
-    let mut hs = Headers(hs);
-    // Another framework's message ID (Watermill's UUID) becomes Weir's, so
-    // an idempotent processor keys on it.
-    if hs.get(crate::id::MESSAGE_ID_HEADER).is_none()
-        && let Some(id) = &m.message_id
-    {
-        hs.push(crate::id::MESSAGE_ID_HEADER, id.clone());
-    }
-    crate::id::repair_message_id(&mut hs, || m.coordinates());
-    // Back to the group that gave up on it only: other groups on the topic
-    // processed it already (a DLQ without a failed group: every group sees it).
-    // Another framework's group name is not a Weir group's: a team migrating
-    // runs Weir under a group of its own, which must see the message.
-    if let Some(g) = &m.failed_group
-        && m.format == DlqFormat::Weir
-    {
-        hs.push(headers::FOR_GROUP, g.clone());
-    }
-    let mut hs = hs.0;
-    hs.push(Header {
-        key: headers::REPLAYED_FROM.into(),
-        value: Some(Bytes::from(m.coordinates())),
-    });
-    let mut r = Record::to(topic.clone());
-    r.key = m.raw.key.clone();
-    r.payload = m.raw.payload.clone();
-    r.headers = Headers(hs);
-    // Back to the partition it came from, so its key's order is where it was.
-    if Some(topic.as_str()) == m.original_topic.as_deref() {
-        r.partition = m.original_partition;
-    }
-    Some(r)
-}
-
-/// Replays `msgs` (see [`replay_record`]), waiting for each acknowledgement,
-/// stopping at the first failed send with a partial report
-/// ([`ReplayReport::stopped`]),
-/// calling `progress(done, total)` as it goes. Later copies of a message sent
-/// already are skipped (listed in [`ReplayReport::duplicates`]) unless
-/// [`ReplayOptions::keep_duplicates`]. With an idempotent processor,
-/// replaying the same messages twice has one effect: the message ID is kept.
-pub async fn replay(
-    producer: &Producer,
-    msgs: &[DlqMessage],
-    opts: &ReplayOptions,
-    mut progress: impl FnMut(usize, usize),
-) -> ReplayReport {
-    let mut report = ReplayReport::default();
-    let earlier = earlier_copies(msgs);
-    let start = tokio::time::Instant::now();
-    let mut paced = 0usize;
-    for (i, m) in msgs.iter().enumerate() {
-        if earlier[i].is_some() && !opts.keep_duplicates {
-            report.duplicates.push(m.coordinates());
-            progress(i + 1, msgs.len());
-            continue;
-        }
-        if let Some(rate) = opts.rate_per_s.filter(|r| *r > 0.0) {
-            tokio::time::sleep_until(start + Duration::from_secs_f64(paced as f64 / rate)).await;
-        }
-        paced += 1;
-        match replay_record(m, opts.to_topic.as_deref()) {
-            Some(r) => match producer.send(r).await {
-                Ok(_) => report.sent += 1,
-                Err(e) => {
-                    report.stopped = Some(ReplayStop {
-                        at: m.coordinates(),
-                        error: e.to_string(),
-                        remaining: msgs.len() - i,
-                    });
-                    return report;
-                }
-            },
-            None => report.skipped.push(m.coordinates()),
-        }
-        progress(i + 1, msgs.len());
-    }
-    report
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::MESSAGE_ID_HEADER;
+    use crate::message::Headers;
+    use crate::producer::Producer;
+    use crate::wire::headers;
+    use bytes::Bytes;
+    use std::time::Duration;
 
     fn dlq_msg(hs: &[(&str, &str)]) -> DlqMessage {
         let mut h = Headers::default();

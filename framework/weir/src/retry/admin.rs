@@ -18,51 +18,19 @@ pub(crate) async fn ensure_topics(
     config: &crate::ConsumerConfig,
     rt: &RetryTopics,
 ) -> Result<HashMap<String, i32>, crate::WeirError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::consumer::BaseConsumer;
-
-    let kafka_err = |context: String| {
-        move |source: rdkafka::error::KafkaError| crate::WeirError::Kafka { context, source }
-    };
-    let mut cc = config.client_config();
-    cc.remove("group.id");
-    let meta_client: BaseConsumer = cc
-        .create()
-        .map_err(kafka_err("creating a metadata client".into()))?;
-    let meta_client = Arc::new(meta_client);
-    let partitions_of = |topic: String| {
-        let c = meta_client.clone();
-        async move {
-            tokio::task::spawn_blocking(
-                move || -> Result<Option<i32>, rdkafka::error::KafkaError> {
-                    Ok(
-                        crate::kafka::topic_partitions(&c, &topic, Duration::from_secs(10))?
-                            .map(|p| p.len() as i32),
-                    )
-                },
-            )
-            .await
-            .map_err(|e| crate::WeirError::Internal(e.to_string()))?
-            .map_err(kafka_err("fetching topic metadata".into()))
-        }
-    };
-
+    let admin = Admin::new(config)?;
     let mut counts = HashMap::new();
     let mut existing = Vec::new();
     for source in &config.topics {
-        let n =
-            partitions_of(source.clone())
-                .await?
-                .ok_or_else(|| crate::WeirError::UnknownTopic {
-                    topic: source.clone(),
-                    brokers: config.brokers.clone(),
-                })?;
+        let n = admin
+            .partitions_of(source.clone())
+            .await?
+            .ok_or_else(|| admin.unknown(source.clone()))?;
         let mut wanted = rt.retry_topics_of(source);
         wanted.push(rt.dlq_topic(source));
         let mut missing = Vec::new();
         for t in wanted {
-            match partitions_of(t.clone()).await? {
+            match admin.partitions_of(t.clone()).await? {
                 Some(p) => {
                     existing.push((source.clone(), t.clone()));
                     counts.insert(t, p);
@@ -74,12 +42,75 @@ pub(crate) async fn ensure_topics(
             continue;
         }
         if !rt.create_topics {
-            return Err(crate::WeirError::UnknownTopic {
-                topic: missing.join(", "),
-                brokers: config.brokers.clone(),
-            });
+            return Err(admin.unknown(missing.join(", ")));
         }
-        let admin: AdminClient<DefaultClientContext> = cc
+        admin.create(rt, source, &missing, n).await?;
+        for t in missing {
+            let p = admin.wait_for(&t).await?;
+            counts.insert(t, p);
+        }
+    }
+    check_existing(&admin.cc, rt, &existing).await?;
+    Ok(counts)
+}
+
+fn kafka_err(context: String) -> impl FnOnce(rdkafka::error::KafkaError) -> crate::WeirError {
+    move |source| crate::WeirError::Kafka { context, source }
+}
+
+/// Metadata lookups and topic creation for [`ensure_topics`].
+struct Admin {
+    cc: rdkafka::ClientConfig,
+    meta: Arc<rdkafka::consumer::BaseConsumer>,
+    brokers: String,
+}
+
+impl Admin {
+    fn new(config: &crate::ConsumerConfig) -> Result<Self, crate::WeirError> {
+        let mut cc = config.client_config();
+        cc.remove("group.id");
+        let meta: rdkafka::consumer::BaseConsumer = cc
+            .create()
+            .map_err(kafka_err("creating a metadata client".into()))?;
+        Ok(Admin {
+            cc,
+            meta: Arc::new(meta),
+            brokers: config.brokers.clone(),
+        })
+    }
+
+    fn unknown(&self, topic: String) -> crate::WeirError {
+        crate::WeirError::UnknownTopic {
+            topic,
+            brokers: self.brokers.clone(),
+        }
+    }
+
+    /// The partition count of `topic`, `None` when it does not exist.
+    async fn partitions_of(&self, topic: String) -> Result<Option<i32>, crate::WeirError> {
+        let c = self.meta.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<i32>, rdkafka::error::KafkaError> {
+            Ok(
+                crate::kafka::topic_partitions(&c, &topic, Duration::from_secs(10))?
+                    .map(|p| p.len() as i32),
+            )
+        })
+        .await
+        .map_err(|e| crate::WeirError::Internal(e.to_string()))?
+        .map_err(kafka_err("fetching topic metadata".into()))
+    }
+
+    /// Creates the `missing` tier and DLQ topics of `source` with `n` partitions.
+    async fn create(
+        &self,
+        rt: &RetryTopics,
+        source: &str,
+        missing: &[String],
+        n: i32,
+    ) -> Result<(), crate::WeirError> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = self
+            .cc
             .create()
             .map_err(kafka_err("creating an admin client".into()))?;
         let rf = rt.replication_factor.unwrap_or(-1);
@@ -120,26 +151,22 @@ pub(crate) async fn ensure_topics(
                 }
             }
         }
-        // Wait until the metadata shows them.
-        for t in missing {
-            let start = std::time::Instant::now();
-            loop {
-                if let Some(p) = partitions_of(t.clone()).await? {
-                    counts.insert(t, p);
-                    break;
-                }
-                if start.elapsed() > Duration::from_secs(15) {
-                    return Err(crate::WeirError::UnknownTopic {
-                        topic: t,
-                        brokers: config.brokers.clone(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    /// Waits (up to 15 s) until the metadata shows a created topic.
+    async fn wait_for(&self, topic: &str) -> Result<i32, crate::WeirError> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(p) = self.partitions_of(topic.to_string()).await? {
+                return Ok(p);
             }
+            if start.elapsed() > Duration::from_secs(15) {
+                return Err(self.unknown(topic.to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    check_existing(&cc, rt, &existing).await?;
-    Ok(counts)
 }
 
 /// The delay of a tier topic of `source`, `None` for the DLQ.

@@ -57,8 +57,9 @@ pub(crate) struct Installed {
     pub(crate) sink: Arc<RetrySink>,
     /// The tier topics to subscribe to as well.
     pub(crate) topics: Vec<String>,
-    /// The longest hold of a due time on each tier topic.
-    pub(crate) holds: HashMap<String, Duration>,
+    /// The longest hold of a due time on each tier topic: the dispatcher's
+    /// admission hook.
+    pub(crate) holds: TierHolds,
     /// In key-order mode: the in-place delays that replace tier hops.
     pub(crate) in_place_schedule: Option<Arc<[Duration]>>,
     /// The DLQ depth gauge, refreshed until the consumer stops.
@@ -96,13 +97,25 @@ pub(crate) async fn install(
             .iter()
             .flat_map(|t| rt.retry_topics_of(t))
             .collect(),
-        holds: rt.tier_holds(&config.topics),
+        holds: TierHolds(rt.tier_holds(&config.topics)),
         in_place_schedule: rt.keep_key_order.then(|| Arc::from(rt.backoff.delays())),
         depth_task,
     })
 }
 
 pub use crate::wire::headers;
+
+/// Tier topics and the longest hold a due time gets on each: a copy on a
+/// tier waits until its due time (clamped to the hold); a due time on any
+/// other topic is not honoured.
+pub(crate) struct TierHolds(pub(crate) HashMap<String, Duration>);
+
+impl crate::runtime::Admission for TierHolds {
+    fn hold_until(&self, m: &crate::message::RawMessage) -> Option<tokio::time::Instant> {
+        let max = self.0.get(&*m.topic)?;
+        crate::wire::due_at(m, *max)
+    }
+}
 
 /// Longest error message copied into [`headers::ERROR_MESSAGE`].
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;

@@ -272,11 +272,11 @@ impl FailureSink for RetrySink {
                         match &route {
                             Route::Retry { .. } => {
                                 crate::stats::ConsumerStats::add(&self.stats.retry_published, 1);
-                                metrics::counter!("weir_retry_published_total", "topic" => d.topic.clone()).increment(1);
+                                metrics::counter!("weir_retry_published_total", "group" => f.group_id.to_string(), "topic" => d.topic.clone()).increment(1);
                             }
                             Route::Dlq { reason, .. } => {
                                 crate::stats::ConsumerStats::add(&self.stats.dlq_published, 1);
-                                metrics::counter!("weir_dlq_published_total", "topic" => d.topic.clone(), "reason" => *reason).increment(1);
+                                metrics::counter!("weir_dlq_published_total", "group" => f.group_id.to_string(), "topic" => d.topic.clone(), "reason" => *reason).increment(1);
                             }
                         }
                         match &route {

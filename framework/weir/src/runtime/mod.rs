@@ -1,6 +1,9 @@
 //! The consumer runtime: [`Consumer`], its builder, and what a run reports.
 
+mod builder;
 mod dispatch;
+
+pub use builder::ConsumerBuilder;
 pub(crate) mod poller;
 pub(crate) mod replay;
 pub(crate) mod task;
@@ -14,15 +17,16 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::{BytesCodec, Codec};
+use crate::codec::Codec;
 use crate::config::ConsumerConfig;
 use crate::error::WeirError;
-use crate::failure::{FailureSink, StopPartition};
+use crate::failure::FailureSink;
 use crate::message::{RawMessage, TopicPartition};
 use crate::processor::Processor;
 use crate::retry::RetryTopics;
 use crate::stats::ConsumerStats;
 
+pub(crate) use dispatch::Admission;
 use dispatch::{Dispatcher, Limits, RunMessage};
 use poller::WeirContext;
 pub(crate) use task::panic_message;
@@ -96,119 +100,6 @@ impl ConsumerHandle {
     }
 }
 
-/// Builds a [`Consumer`]: pick a codec and a failure sink, then give it a processor.
-pub struct ConsumerBuilder<C> {
-    config: ConsumerConfig,
-    codec: C,
-    sink: Arc<dyn FailureSink>,
-    shutdown: CancellationToken,
-    retry_topics: Option<RetryTopics>,
-    payload_in_spans: Option<task::PayloadHook>,
-    key_in_spans: bool,
-}
-
-impl<C> std::fmt::Debug for ConsumerBuilder<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsumerBuilder")
-            .field("config", &self.config)
-            .finish()
-    }
-}
-
-impl<C: Codec> ConsumerBuilder<C> {
-    /// Decodes payloads with `codec`; the processor receives `C2::Value`.
-    pub fn codec<C2: Codec>(self, codec: C2) -> ConsumerBuilder<C2> {
-        ConsumerBuilder {
-            config: self.config,
-            codec,
-            sink: self.sink,
-            shutdown: self.shutdown,
-            retry_topics: self.retry_topics,
-            payload_in_spans: self.payload_in_spans,
-            key_in_spans: self.key_in_spans,
-        }
-    }
-
-    /// Opt-in: records each message's key (UTF-8, lossy) as
-    /// `messaging.kafka.message.key` in its span. Off by default: keys are often
-    /// user or account IDs.
-    pub fn key_in_spans(mut self, on: bool) -> Self {
-        self.key_in_spans = on;
-        self
-    }
-
-    /// Opt-in: records `redact(payload)` as the `weir.payload` field of each
-    /// message's span. Payloads are never recorded otherwise (they may hold
-    /// personal data); make `redact` drop or mask what must not leave the process.
-    pub fn payload_in_spans(
-        mut self,
-        redact: impl Fn(&[u8]) -> String + Send + Sync + 'static,
-    ) -> Self {
-        self.payload_in_spans = Some(Arc::new(redact));
-        self
-    }
-
-    /// Retry tiers and a DLQ ([`crate::retry`]): subscribes to the tier topics
-    /// too, creates missing tier/DLQ topics at start (unless told not to), and
-    /// replaces the failure sink. In-place attempts per delivery come from
-    /// [`RetryTopics::in_place_attempts`] (default 1).
-    pub fn retry_topics(mut self, retry: RetryTopics) -> Self {
-        self.retry_topics = Some(retry);
-        self
-    }
-
-    /// Where messages that failed for good go (default [`StopPartition`]).
-    pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
-        self.sink = Arc::new(sink);
-        self
-    }
-
-    /// Uses this token for shutdown (cancel it to stop the consumer).
-    pub fn shutdown_token(mut self, token: CancellationToken) -> Self {
-        self.shutdown = token;
-        self
-    }
-
-    /// Validates the config and returns a consumer ready to [`run`](Consumer::run).
-    pub fn build<P: Processor<C::Value>>(
-        mut self,
-        processor: P,
-    ) -> Result<Consumer<C, P>, WeirError> {
-        self.config.validate()?;
-        if let Some(rt) = &self.retry_topics {
-            rt.validate()?;
-            if !rt.keep_key_order {
-                self.config.retry.max_attempts = rt.in_place_attempts;
-            }
-        }
-        if self.config.retry_budget.is_on()
-            && self
-                .retry_topics
-                .as_ref()
-                .is_none_or(|rt| rt.keep_key_order)
-        {
-            return Err(crate::ConfigError::invalid(
-                "retry_budget",
-                "the retry budget limits hand-offs to retry tier topics: configure \
-                 `retry_topics` (without keep_key_order, which retries in place), or remove \
-                 `retry_budget`",
-            )
-            .into());
-        }
-        Ok(Consumer {
-            config: self.config,
-            codec: self.codec,
-            processor,
-            sink: self.sink,
-            shutdown: self.shutdown,
-            stats: Arc::new(ConsumerStats::default()),
-            retry_topics: self.retry_topics,
-            payload_in_spans: self.payload_in_spans,
-            key_in_spans: self.key_in_spans,
-        })
-    }
-}
-
 /// A member of a consumer group running one processor.
 ///
 /// See the [crate documentation](crate) for an example.
@@ -229,21 +120,6 @@ impl<C, P> std::fmt::Debug for Consumer<C, P> {
         f.debug_struct("Consumer")
             .field("config", &self.config)
             .finish()
-    }
-}
-
-impl Consumer<BytesCodec, ()> {
-    /// Starts building a consumer from `config` (payloads as bytes until a codec is set).
-    pub fn builder(config: ConsumerConfig) -> ConsumerBuilder<BytesCodec> {
-        ConsumerBuilder {
-            config,
-            codec: BytesCodec,
-            sink: Arc::new(StopPartition),
-            shutdown: CancellationToken::new(),
-            retry_topics: None,
-            payload_in_spans: None,
-            key_in_spans: false,
-        }
     }
 }
 
@@ -323,7 +199,6 @@ where
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let consumer = create_consumer(&config, tx, &stats)?;
         check_topics(&consumer, &config).await?;
-        let mut topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         // Retry tiers plug in here: their sink, topics, holds and depth gauge.
         let tiers = match &retry_topics {
             Some(rt) => Some(
@@ -333,33 +208,14 @@ where
         };
         if let Some(t) = &tiers {
             sink = t.sink.clone();
-            topics.extend(t.topics.iter().map(String::as_str));
-            if config.auto_offset_reset != "earliest" {
-                let _ = consumer
-                    .context()
-                    .tiers_from_beginning
-                    .set(t.topics.iter().cloned().collect());
-            }
         }
-        consumer
-            .subscribe(&topics)
-            .map_err(|source| WeirError::Kafka {
-                context: format!("subscribing to {topics:?}"),
-                source,
-            })?;
-        tracing::info!(group = %group_id, ?topics, ordering = ?config.ordering, "consumer started");
-
+        subscribe(&consumer, &config, tiers.as_ref())?;
         let stop = Arc::new(AtomicBool::new(false));
         // Dropping this future (an aborted task, a lost `select!`) stops the
         // poll thread too: it would otherwise stay in the group, heartbeating,
         // holding partitions that nothing processes.
         let _stop_on_drop = StopOnDrop(stop.clone());
-        let poll_consumer = consumer.clone();
-        let poll_stop = stop.clone();
-        let poller = std::thread::Builder::new()
-            .name(format!("weir-poll-{group_id}"))
-            .spawn(move || poller::poll_thread(poll_consumer, poll_stop))
-            .map_err(|e| WeirError::Internal(format!("spawning the poll thread: {e}")))?;
+        let poller = spawn_poller(consumer.clone(), &group_id, stop.clone())?;
 
         let budget = tiers
             .as_ref()
@@ -386,7 +242,7 @@ where
         let mut limits = Limits::from_config(&config);
         limits.retry_budget = budget;
         let depth_task = tiers.and_then(|t| {
-            limits.tier_holds = t.holds;
+            limits.admission = Some(Arc::new(t.holds));
             t.depth_task
         });
         let dispatcher = Dispatcher::new(
@@ -441,6 +297,44 @@ fn create_consumer(
     let mut consumer = Arc::new(consumer);
     WeirContext::attach(&mut consumer);
     Ok(consumer)
+}
+
+/// Subscribes to the topics of `config` and of the retry tiers.
+fn subscribe(
+    consumer: &BaseConsumer<WeirContext>,
+    config: &ConsumerConfig,
+    tiers: Option<&crate::retry::Installed>,
+) -> Result<(), WeirError> {
+    let mut topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    if let Some(t) = tiers {
+        topics.extend(t.topics.iter().map(String::as_str));
+        if config.auto_offset_reset != "earliest" {
+            let _ = consumer
+                .context()
+                .tiers_from_beginning
+                .set(t.topics.iter().cloned().collect());
+        }
+    }
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| WeirError::Kafka {
+            context: format!("subscribing to {topics:?}"),
+            source,
+        })?;
+    tracing::info!(group = %config.group_id, ?topics, ordering = ?config.ordering, "consumer started");
+    Ok(())
+}
+
+/// Starts the thread that polls librdkafka until `stop`.
+fn spawn_poller(
+    consumer: Arc<BaseConsumer<WeirContext>>,
+    group_id: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, WeirError> {
+    std::thread::Builder::new()
+        .name(format!("weir-poll-{group_id}"))
+        .spawn(move || poller::poll_thread(consumer, stop))
+        .map_err(|e| WeirError::Internal(format!("spawning the poll thread: {e}")))
 }
 
 /// Publishes the consumer's statistics as metrics every second until `stop`.

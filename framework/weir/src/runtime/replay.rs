@@ -191,19 +191,7 @@ impl Replay {
         C: Codec,
         P: Processor<C::Value>,
     {
-        if self.config.brokers.trim().is_empty() || self.config.group_id.trim().is_empty() {
-            return Err(crate::ConfigError::invalid(
-                "brokers / group_id",
-                "a replay needs the brokers and its own group id (not the production group)",
-            )
-            .into());
-        }
-        let mut cc = self.config.client_config();
-        cc.set("enable.partition.eof", "false");
-        let consumer: BaseConsumer = cc
-            .create()
-            .map_err(kafka("creating the replay consumer".into()))?;
-        let consumer = Arc::new(consumer);
+        let consumer = replay_consumer(&self.config)?;
         let c = consumer.clone();
         let this = Arc::new(self);
         let me = this.clone();
@@ -227,14 +215,7 @@ impl Replay {
             stats.clone(),
             metrics::histogram!("weir_replay_processing_seconds"),
         ));
-        let mut tpl = TopicPartitionList::new();
-        for (p, (s, _)) in &ranges {
-            tpl.add_partition_offset(&this.topic, *p, Offset::Offset(*s))
-                .map_err(kafka("building the assignment".into()))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(kafka(format!("assigning `{}`", this.topic)))?;
+        assign_ranges(&consumer, &this.topic, &ranges)?;
 
         // One worker per partition, in offset order; the poll thread feeds them.
         let done = Arc::new(AtomicU64::new(0));
@@ -246,22 +227,14 @@ impl Replay {
             senders.insert(*p, tx);
             workers.push(spawn_worker(runner.clone(), *p, *start, rx, done.clone()));
         }
-        let poll_consumer = consumer.clone();
-        let poll_stop = stop.clone();
-        let topic = this.topic.clone();
-        let poll_ranges = ranges.clone();
-        let poller = std::thread::Builder::new()
-            .name("weir-replay-poll".into())
-            .spawn(move || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    replay_poll(&poll_consumer, &topic, &poll_ranges, senders, &poll_stop)
-                }))
-                .map_err(super::task::panic_message)
-            })
-            .map_err(|e| WeirError::Internal(format!("spawning the replay poll thread: {e}")))?;
-
-        let progress = this.progress.clone();
-        let ticker = progress.map(|f| {
+        let poller = spawn_poller(
+            consumer.clone(),
+            this.topic.clone(),
+            ranges.clone(),
+            senders,
+            stop.clone(),
+        )?;
+        let ticker = this.progress.clone().map(|f| {
             let done = done.clone();
             tokio::spawn(async move {
                 loop {
@@ -304,6 +277,60 @@ impl Replay {
         }
         Ok(report)
     }
+}
+
+/// The replay's own consumer (its own group: the production group's offsets
+/// are untouched).
+fn replay_consumer(config: &ConsumerConfig) -> Result<Arc<BaseConsumer>, WeirError> {
+    if config.brokers.trim().is_empty() || config.group_id.trim().is_empty() {
+        return Err(crate::ConfigError::invalid(
+            "brokers / group_id",
+            "a replay needs the brokers and its own group id (not the production group)",
+        )
+        .into());
+    }
+    let mut cc = config.client_config();
+    cc.set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cc
+        .create()
+        .map_err(kafka("creating the replay consumer".into()))?;
+    Ok(Arc::new(consumer))
+}
+
+/// Assigns each replayed partition from the start of its range.
+fn assign_ranges(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ranges: &BTreeMap<i32, (i64, i64)>,
+) -> Result<(), WeirError> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, (s, _)) in ranges {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*s))
+            .map_err(kafka("building the assignment".into()))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(kafka(format!("assigning `{topic}`")))
+}
+
+/// Starts the thread that polls the replayed range and feeds the workers;
+/// its result is the position each partition was read to (or why it died).
+fn spawn_poller(
+    consumer: Arc<BaseConsumer>,
+    topic: String,
+    ranges: BTreeMap<i32, (i64, i64)>,
+    senders: BTreeMap<i32, tokio::sync::mpsc::Sender<RawMessage>>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<std::collections::BTreeSet<i32>, String>>, WeirError> {
+    std::thread::Builder::new()
+        .name("weir-replay-poll".into())
+        .spawn(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                replay_poll(&consumer, &topic, &ranges, senders, &stop)
+            }))
+            .map_err(super::task::panic_message)
+        })
+        .map_err(|e| WeirError::Internal(format!("spawning the replay poll thread: {e}")))
 }
 
 /// One partition's worker: runs its messages in offset order until the

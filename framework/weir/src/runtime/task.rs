@@ -214,29 +214,8 @@ where
         raw: &Arc<RawMessage>,
         cancel: &Arc<CancellationToken>,
     ) -> Outcome {
-        // A retry-tier copy or DLQ replay meant for another consumer group
-        // (tiers and source topics are shared by every group reading them).
-        if let Some(g) = crate::wire::for_group(&raw.headers)
-            && g != self.group_id.as_bytes()
-        {
-            ConsumerStats::add(&self.stats.other_group_skipped, 1);
-            return Outcome::Finished(Fate::Handled);
-        }
-        // A scheduled message that reached the end of a delay tier before its
-        // time goes on to the next tier instead of to the processor.
-        if let Some(rs) = &self.rescheduler
-            && crate::wire::not_yet(raw)
-        {
-            // Boxed: the producer's send future is large, and keeping it out
-            // of line keeps every message's future small (it is moved into
-            // its box, and polled inline, once per message).
-            return match Box::pin(rs.reschedule(raw)).await {
-                Disposition::Stop => Outcome::Halted {
-                    class: "reschedule".into(),
-                    error: "could not forward a scheduled message to its next delay tier".into(),
-                },
-                _ => Outcome::Finished(Fate::Handled),
-            };
+        if let Some(done) = self.not_for_the_processor(raw).await {
+            return done;
         }
         let max_attempts = match &self.schedule {
             Some(s) => s.len() as u32 + 1,
@@ -305,6 +284,34 @@ where
                 }
             }
         }
+    }
+
+    /// Messages that do not reach the processor: a retry-tier copy or DLQ
+    /// replay meant for another consumer group (tiers and source topics are
+    /// shared by every group reading them), and a scheduled message that
+    /// reached the end of a delay tier before its time (it goes on to the
+    /// next tier).
+    async fn not_for_the_processor(&self, raw: &RawMessage) -> Option<Outcome> {
+        if let Some(g) = crate::wire::for_group(&raw.headers)
+            && g != self.group_id.as_bytes()
+        {
+            ConsumerStats::add(&self.stats.other_group_skipped, 1);
+            return Some(Outcome::Finished(Fate::Handled));
+        }
+        let rs = self.rescheduler.as_ref()?;
+        if !crate::wire::not_yet(raw) {
+            return None;
+        }
+        // Boxed: the producer's send future is large, and keeping it out of
+        // line keeps every message's future small (it is moved into its box,
+        // and polled inline, once per message).
+        Some(match Box::pin(rs.reschedule(raw)).await {
+            Disposition::Stop => Outcome::Halted {
+                class: "reschedule".into(),
+                error: "could not forward a scheduled message to its next delay tier".into(),
+            },
+            _ => Outcome::Finished(Fate::Handled),
+        })
     }
 
     /// Whether the spent retry budget holds back `e`'s hand-off to a retry tier.

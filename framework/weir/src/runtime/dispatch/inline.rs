@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use super::super::task::Outcome;
 use super::{Completion, DISPATCH_BUDGET, Dispatcher, PartitionControl, RunMessage};
 use crate::error::WeirError;
 
@@ -56,6 +57,32 @@ impl InlinePolicy {
             return true;
         }
         false
+    }
+
+    /// Polls `fut` once on this thread when the policy says to try: its
+    /// outcome if it finished without waiting. A panic outside the handler
+    /// (the runner catches the handler's) is a Weir bug: an internal error.
+    fn poll_once<F: Future<Output = Outcome>>(
+        &mut self,
+        fut: &mut Pin<Box<F>>,
+    ) -> Result<Option<Outcome>, WeirError> {
+        if !self.should_try() {
+            return Ok(None);
+        }
+        let started = self.sample().then(std::time::Instant::now);
+        let mut cx = Context::from_waker(Waker::noop());
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+        if let Some(started) = started {
+            self.record(started.elapsed());
+        }
+        match polled {
+            Ok(Poll::Ready(outcome)) => Ok(Some(outcome)),
+            Ok(Poll::Pending) => Ok(None),
+            Err(p) => Err(WeirError::Internal(format!(
+                "message run panicked outside the handler: {}",
+                super::super::task::panic_message(p)
+            ))),
+        }
     }
 
     fn record(&mut self, took: Duration) {
@@ -117,17 +144,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                         }
                         None => Box::pin(run),
                     };
-                    if self.limits.inline_first_poll && self.inline.should_try() {
-                        let started = self.inline.sample().then(std::time::Instant::now);
-                        let mut cx = Context::from_waker(Waker::noop());
-                        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            fut.as_mut().poll(&mut cx)
-                        }));
-                        if let Some(started) = started {
-                            self.inline.record(started.elapsed());
-                        }
-                        match polled {
-                            Ok(Poll::Ready(outcome)) => {
+                    if self.limits.inline_first_poll {
+                        match self.inline.poll_once(&mut fut) {
+                            Ok(Some(outcome)) => {
                                 done.push(Completion {
                                     epoch,
                                     generation,
@@ -138,13 +157,10 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                                 spare = Some(fut);
                                 continue;
                             }
-                            Ok(Poll::Pending) => {}
-                            Err(p) => {
+                            Ok(None) => {}
+                            Err(e) => {
                                 self.inline_done = done;
-                                return Err(WeirError::Internal(format!(
-                                    "message run panicked outside the handler: {}",
-                                    super::super::task::panic_message(p)
-                                )));
+                                return Err(e);
                             }
                         }
                     }

@@ -60,6 +60,15 @@ pub(crate) trait RunMessage: Send + Sync + 'static {
     ) -> impl Future<Output = Outcome> + Send + 'static;
 }
 
+/// A plug-in's say on when an admitted message may run. The dispatcher holds
+/// a message with a time here in its partition's queue of delayed messages,
+/// in offset order, and sleeps until the head is due: it knows nothing of
+/// why (retry tiers and their due times, in [`crate::retry`]).
+pub(crate) trait Admission: Send + Sync + 'static {
+    /// When `m` may run, if not now.
+    fn hold_until(&self, m: &RawMessage) -> Option<Instant>;
+}
+
 pub(crate) struct Limits {
     pub(crate) ordering: Ordering,
     pub(crate) max_in_flight: usize,
@@ -68,9 +77,9 @@ pub(crate) struct Limits {
     pub(crate) inline_first_poll: bool,
     pub(crate) commit_interval: Duration,
     pub(crate) shutdown_deadline: Duration,
-    /// Retry-tier topics and the longest hold a due time gets on each; a due
-    /// time on any other topic is not honoured.
-    pub(crate) tier_holds: std::collections::HashMap<String, Duration>,
+    /// Decides at admission whether a message waits before it runs (the
+    /// retry tiers plug in here); `None`: every message runs when its lane is free.
+    pub(crate) admission: Option<Arc<dyn Admission>>,
     /// Halts a partition when too much of it goes to the DLQ.
     pub(crate) dlq_limit: crate::valves::DlqLimit,
     /// The retry budget, when retry tiers publish and it is on.
@@ -88,7 +97,7 @@ impl Limits {
             inline_first_poll: config.inline_first_poll,
             commit_interval: config.commit_interval,
             shutdown_deadline: config.shutdown_deadline,
-            tier_holds: Default::default(),
+            admission: None,
             dlq_limit: config.dlq_limit.clone(),
             retry_budget: None,
         }
@@ -283,9 +292,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         }
         let due = self
             .limits
-            .tier_holds
-            .get(&*m.topic)
-            .and_then(|max| crate::wire::due_at(&m, *max));
+            .admission
+            .as_ref()
+            .and_then(|a| a.hold_until(&m));
         let m = Arc::new(m);
         st.admitted.push_back(partition::Admitted {
             offset: m.offset,

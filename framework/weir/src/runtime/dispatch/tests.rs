@@ -137,7 +137,7 @@ fn limits(max_buffered: usize, shutdown_deadline: Duration) -> Limits {
         inline_first_poll: true,
         commit_interval: Duration::from_millis(20),
         shutdown_deadline,
-        tier_holds: Default::default(),
+        admission: None,
         dlq_limit: Default::default(),
         retry_budget: None,
     }
