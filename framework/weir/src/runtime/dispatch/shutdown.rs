@@ -59,39 +59,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         let unfinished = self.in_flight;
         let drained = unfinished == 0;
         if !drained {
-            tracing::warn!(
-                group = %self.group_id, in_flight = unfinished,
-                "shutdown deadline passed: cancelling unfinished messages; they are processed again after restart"
-            );
-            for st in self.parts.values() {
-                st.cancel.cancel();
-            }
-            // Cancelled runs end at their next poll; give them a moment, then abort.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while self.tasks.join_next().await.is_some() {}
-            })
-            .await;
-            self.tasks.abort_all();
-            while self.tasks.join_next().await.is_some() {}
+            self.cancel_unfinished(unfinished).await;
         }
-        if let Some(pending) = self.commit_pending.take() {
-            let done = pending.await;
-            self.on_commit_done(done);
-        }
-        self.finish_revokes(true);
-        let (list, _) = self.commit_list();
-        if !list.is_empty() {
-            let consumer = self.consumer.clone();
-            let res = tokio::task::spawn_blocking(move || consumer.commit(&list)).await;
-            match res {
-                Ok(Ok(())) => ConsumerStats::add(&self.stats.commits, 1),
-                Ok(Err(e)) => {
-                    ConsumerStats::add(&self.stats.commit_failures, 1);
-                    tracing::warn!(group = %self.group_id, error = %e, "final commit failed; messages after the last commit are processed again");
-                }
-                Err(e) => tracing::warn!(error = %e, "final commit task failed"),
-            }
-        }
+        self.final_commit().await;
         let halted = self
             .parts
             .values()
@@ -102,6 +72,47 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             drained,
             unfinished,
             halted,
+        }
+    }
+
+    /// The shutdown deadline passed: cancels the runs still going, gives
+    /// them a moment to end at their next poll, then aborts them.
+    async fn cancel_unfinished(&mut self, unfinished: usize) {
+        tracing::warn!(
+            group = %self.group_id, in_flight = unfinished,
+            "shutdown deadline passed: cancelling unfinished messages; they are processed again after restart"
+        );
+        for st in self.parts.values() {
+            st.cancel.cancel();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits for the interval commit under way, answers the revokes left, and
+    /// commits what finished since, synchronously.
+    async fn final_commit(&mut self) {
+        if let Some(pending) = self.commit_pending.take() {
+            let done = pending.await;
+            self.on_commit_done(done);
+        }
+        self.finish_revokes(true);
+        let (list, _) = self.commit_list();
+        if list.is_empty() {
+            return;
+        }
+        let consumer = self.consumer.clone();
+        match tokio::task::spawn_blocking(move || consumer.commit(&list)).await {
+            Ok(Ok(())) => ConsumerStats::add(&self.stats.commits, 1),
+            Ok(Err(e)) => {
+                ConsumerStats::add(&self.stats.commit_failures, 1);
+                tracing::warn!(group = %self.group_id, error = %e, "final commit failed; messages after the last commit are processed again");
+            }
+            Err(e) => tracing::warn!(error = %e, "final commit task failed"),
         }
     }
 }

@@ -1,128 +1,41 @@
-//! The poll thread and the librdkafka context.
-//!
-//! One OS thread owns the polling: it keeps fetching (so group heartbeats and
-//! `max.poll.interval.ms` stay healthy while handlers run) and serves the
-//! rebalance callbacks. Messages go to the dispatcher in batches over an
-//! unbounded channel; memory is bounded by credit, never by blocking this
-//! thread.
-//!
-//! With `partition_queues` (the default) every assigned partition is split
-//! into its own librdkafka queue when it is assigned. The dispatcher grants
-//! each partition credit (room under `max_buffered_per_partition`, counting
-//! what is already on its way) through a [`Gate`]; this thread takes from a
-//! partition's queue only as much as its credit. A full partition is simply
-//! not read: librdkafka keeps its prefetch (bounded per partition by
-//! `queued.max.messages.kbytes`, which Weir sets to 4 MiB unless configured)
-//! and nothing has to be fetched again when room frees up. Without partition queues, full
-//! partitions are paused instead (see the dispatcher).
-//!
-//! The thread sleeps in `park` and is woken by librdkafka (a queue became
-//! non-empty) or by the dispatcher (a partition got credit).
-//!
-//! A revoke callback blocks this thread until the dispatcher has drained the
-//! revoked partitions (bounded by `revoke_deadline`), then commits their
-//! finished offsets synchronously before librdkafka releases them.
+//! [`WeirContext`]: librdkafka's callbacks (rebalances, errors, statistics,
+//! logs) turned into events for the dispatcher.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, Rebalance, base_consumer::PartitionQueue,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::client::{describe_fatal, is_fatal, refused_connection};
-use crate::message::{Header, Headers, RawMessage, TopicPartition, UNREADABLE_HEADER_NAME};
-use crate::offsets::NextOffset;
+use crate::message::{RawMessage, TopicPartition};
 use crate::stats::ConsumerStats;
 
-/// Most messages moved to the dispatcher in one batch.
-const BATCH: usize = 1024;
-
-/// How long past a revoke's deadline the poll thread still waits for the
-/// dispatcher's answer. A dispatcher later than this is blocked (a handler
-/// blocking its thread): the partitions are released uncommitted, and the
-/// late answer, keyed by assignment epoch, touches nothing assigned since.
-const REVOKE_GRACE: Duration = Duration::from_secs(2);
-
-pub(crate) type RevokeReply = std::sync::mpsc::SyncSender<Vec<(TopicPartition, NextOffset)>>;
-
-/// Wakes the poll thread: a queue became non-empty or a partition got credit.
-#[derive(Default)]
-pub(crate) struct PollWaker(OnceLock<std::thread::Thread>);
-
-impl PollWaker {
-    pub(crate) fn wake(&self) {
-        if let Some(t) = self.0.get() {
-            t.unpark();
-        }
-    }
-}
-
-/// Credit for one partition read from its own queue: how many more messages
-/// the poll thread may take from it. The dispatcher adds, the poll thread
-/// subtracts what it took.
-pub(crate) struct Gate {
-    room: AtomicI64,
-    waker: Arc<PollWaker>,
-}
-
-impl Gate {
-    /// Lets the poll thread take `n` more messages of this partition.
-    pub(crate) fn grant(&self, n: i64) {
-        if n > 0 {
-            self.room.fetch_add(n, Relaxed);
-            self.waker.wake();
-        }
-    }
-}
-
-struct Split {
-    tp: TopicPartition,
-    queue: PartitionQueue<WeirContext>,
-    gate: Arc<Gate>,
-}
-
-pub(crate) enum Event {
-    Batch(Vec<RawMessage>),
-    /// Newly assigned partitions, each with its gate when it has its own queue.
-    Assigned(Vec<(TopicPartition, Option<Arc<Gate>>)>),
-    Revoked {
-        partitions: Vec<TopicPartition>,
-        reply: RevokeReply,
-        /// When the dispatcher must answer at the latest (cancelling what is
-        /// still running): the same instant the poll thread waits for, so
-        /// the two sides never disagree about whether the revoke was answered.
-        deadline: std::time::Instant,
-    },
-    Fatal(String),
-}
+use super::*;
 
 pub(crate) struct WeirContext {
-    events: UnboundedSender<Event>,
-    batch: Mutex<Vec<RawMessage>>,
-    revoke_wait: Duration,
+    pub(super) events: UnboundedSender<Event>,
+    pub(super) batch: Mutex<Vec<RawMessage>>,
+    pub(super) revoke_wait: Duration,
     pub(crate) closing: AtomicBool,
-    stats: Arc<ConsumerStats>,
-    group_id: String,
+    pub(super) stats: Arc<ConsumerStats>,
+    pub(super) group_id: String,
     /// The first fatal client error (authentication, untrusted certificate),
     /// so that start-up checks report it instead of a generic transport error.
-    fatal: Mutex<Option<String>>,
+    pub(super) fatal: Mutex<Option<String>>,
     /// The consumer, for splitting partition queues in the assign callback.
-    consumer: OnceLock<Weak<BaseConsumer<WeirContext>>>,
-    partition_queues: bool,
-    splits: Mutex<Vec<Split>>,
-    waker: Arc<PollWaker>,
+    pub(super) consumer: OnceLock<Weak<BaseConsumer<WeirContext>>>,
+    pub(super) partition_queues: bool,
+    pub(super) splits: Mutex<Vec<Split>>,
+    pub(super) waker: Arc<PollWaker>,
     /// Retry-tier topics whose partitions start at their beginning when the
     /// group has no commit there (set when `auto_offset_reset` is not
     /// `earliest`, so that a tier's waiting copies are never skipped).
@@ -130,7 +43,7 @@ pub(crate) struct WeirContext {
     /// Partitions assigned now, for the lag gauges: librdkafka's statistics
     /// keep reporting a partition as desired for a while after a revoke, and
     /// its gauge would keep its last value on a member that no longer owns it.
-    assigned: Mutex<std::collections::HashSet<(String, i32)>>,
+    pub(super) assigned: Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
 impl WeirContext {
@@ -173,7 +86,7 @@ impl WeirContext {
     /// Gives each newly assigned partition its own queue and a gate with no
     /// credit yet (the dispatcher grants it). `None` where splitting is off or
     /// failed: that partition is read from the consumer queue and paused when full.
-    fn split(&self, tps: &[TopicPartition]) -> Vec<Option<Arc<Gate>>> {
+    pub(super) fn split(&self, tps: &[TopicPartition]) -> Vec<Option<Arc<Gate>>> {
         let consumer = match self.consumer.get().and_then(Weak::upgrade) {
             Some(c) if self.partition_queues => c,
             _ => return vec![None; tps.len()],
@@ -203,14 +116,14 @@ impl WeirContext {
 
     /// Drops the queues of revoked partitions (what they still hold belongs
     /// to the next owner, which starts from the committed offset).
-    fn unsplit(&self, tps: &[TopicPartition]) {
+    pub(super) fn unsplit(&self, tps: &[TopicPartition]) {
         self.splits.lock().retain(|s| !tps.contains(&s.tp));
     }
 
     /// Takes messages from the partition queues that have credit. Returns
     /// whether any partition has its own queue, and whether there may be more
     /// to take right away.
-    fn poll_partitions(&self) -> (bool, bool) {
+    pub(super) fn poll_partitions(&self) -> (bool, bool) {
         let splits = self.splits.lock();
         let mut more = false;
         for s in splits.iter() {
@@ -247,18 +160,18 @@ impl WeirContext {
         self.fatal.lock().clone()
     }
 
-    fn fatal(&self, msg: String) {
+    pub(super) fn fatal(&self, msg: String) {
         self.fatal.lock().get_or_insert_with(|| msg.clone());
         let _ = self.events.send(Event::Fatal(msg));
     }
 
     /// Copies a fetched message into the batch; sends the batch when full.
-    fn take(&self, topics: &mut Topics, m: &BorrowedMessage<'_>) {
+    pub(super) fn take(&self, topics: &mut Topics, m: &BorrowedMessage<'_>) {
         self.push(convert(topics, m));
     }
 
     /// Adds a message to the batch; sends the batch when full.
-    fn push(&self, m: RawMessage) {
+    pub(super) fn push(&self, m: RawMessage) {
         let mut b = self.batch.lock();
         b.push(m);
         let full = b.len() >= BATCH;
@@ -270,7 +183,7 @@ impl WeirContext {
 
     /// Sends the partial batch. Called before any rebalance event so that the
     /// dispatcher sees messages and assignment changes in fetch order.
-    fn flush(&self) {
+    pub(super) fn flush(&self) {
         let mut b = self.batch.lock();
         if b.is_empty() {
             return;
@@ -282,7 +195,7 @@ impl WeirContext {
         let _ = self.events.send(Event::Batch(full));
     }
 
-    fn on_poll_error(&self, e: KafkaError) {
+    pub(super) fn on_poll_error(&self, e: KafkaError) {
         match e.rdkafka_error_code() {
             Some(code) if is_fatal(code) => {
                 tracing::error!(group = %self.group_id, error = %e, "fatal consumer error");
@@ -368,7 +281,7 @@ impl ConsumerContext for WeirContext {
         let rebalance = match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if let Some(tiers) = self.tiers_from_beginning.get() {
-                    super::tier_start::from_beginning(consumer, tpl, tiers, &self.group_id);
+                    super::super::tier_start::from_beginning(consumer, tpl, tiers, &self.group_id);
                 }
                 Rebalance::Assign(tpl)
             }
@@ -500,179 +413,4 @@ impl ConsumerContext for WeirContext {
             }
         }
     }
-}
-
-/// Topic names shared as `Arc<str>`; owned by the poll thread, so no lock.
-/// Consecutive messages usually share a topic: that case is a string compare.
-#[derive(Default)]
-pub(crate) struct Topics {
-    last: Option<Arc<str>>,
-    all: HashMap<String, Arc<str>>,
-}
-
-impl Topics {
-    pub(crate) fn intern(&mut self, topic: &str) -> Arc<str> {
-        if let Some(last) = &self.last
-            && &**last == topic
-        {
-            return last.clone();
-        }
-        let a = match self.all.get(topic) {
-            Some(a) => a.clone(),
-            None => {
-                let a: Arc<str> = Arc::from(topic);
-                self.all.insert(topic.to_string(), a.clone());
-                a
-            }
-        };
-        self.last = Some(a.clone());
-        a
-    }
-}
-
-pub(crate) fn convert(topics: &mut Topics, m: &BorrowedMessage<'_>) -> RawMessage {
-    convert_with(topics.intern(m.topic()), m.partition(), m)
-}
-
-/// Copies a message's headers out of librdkafka, never panicking on what a
-/// producer sent: rust-rdkafka's accessor unwraps every header name as UTF-8
-/// (`BorrowedHeaders::try_get`), so a name that is not UTF-8 panics inside
-/// it. Such a header is replaced by [`UNREADABLE_HEADER_NAME`] with the
-/// header's index as its value, and the runner sends the message to the
-/// failure sink as `invalid_header_name`. The panic stays inside this call.
-pub(crate) fn read_headers(m: &BorrowedMessage<'_>) -> Headers {
-    let Some(hs) = m.headers() else {
-        return Headers::default();
-    };
-    let mut out = Vec::with_capacity(hs.count());
-    for i in 0..hs.count() {
-        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            hs.try_get(i).map(|h| Header {
-                key: h.key.to_string(),
-                value: h.value.map(Bytes::copy_from_slice),
-            })
-        }));
-        match got {
-            Ok(Some(h)) => out.push(h),
-            Ok(None) => {}
-            Err(_) => {
-                tracing::warn!(
-                    topic = m.topic(),
-                    partition = m.partition(),
-                    offset = m.offset(),
-                    index = i,
-                    "a header name is not valid UTF-8; the message goes to the failure sink"
-                );
-                out.push(Header {
-                    key: UNREADABLE_HEADER_NAME.to_string(),
-                    value: Some(Bytes::from(i.to_string())),
-                });
-            }
-        }
-    }
-    Headers(out)
-}
-
-/// Copies a message out of librdkafka whose topic and partition are known.
-fn convert_with(topic: Arc<str>, partition: i32, m: &BorrowedMessage<'_>) -> RawMessage {
-    let headers = read_headers(m);
-    RawMessage {
-        topic,
-        partition,
-        offset: m.offset(),
-        timestamp_ms: m.timestamp().to_millis(),
-        key: m.key().map(Bytes::copy_from_slice),
-        payload: m.payload().map(Bytes::copy_from_slice),
-        headers,
-    }
-}
-
-/// Runs [`poll_loop`]; a panic in it (a bug: the loop handles every error it
-/// knows) is reported to the dispatcher as a fatal error, so `run()` ends with
-/// it instead of waiting for a poll thread that is gone.
-pub(crate) fn poll_thread(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
-    let ctx = consumer.context().clone();
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_loop(consumer, stop)));
-    if let Err(p) = result {
-        let msg = format!(
-            "the poll thread panicked ({}); the consumer stops: restart it, and report this as a bug",
-            crate::runtime::task::panic_message(p)
-        );
-        tracing::error!(group = %ctx.group_id, "{msg}");
-        let _ = ctx.events.send(Event::Fatal(msg));
-    }
-}
-
-/// Runs until `stop` is set, then waits to hold the last reference to the
-/// consumer and drops it here, so that leaving the group (which serves the
-/// final rebalance callbacks) happens on this thread.
-pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
-    let ctx = consumer.context().clone();
-    let _ = ctx.waker.0.set(std::thread::current());
-    let mut topics = Topics::default();
-    // No partition has its own queue before the first assignment.
-    let mut splits = false;
-    while !stop.load(Relaxed) {
-        // The consumer queue first: rebalance callbacks, errors, and messages
-        // of partitions without a queue of their own (or fetched before their
-        // queue was split, which must reach the dispatcher before anything
-        // from the new queue). Drained completely, in batches.
-        // Without partition queues there is nothing else to wait for: block
-        // in librdkafka as long as the consumer queue is empty.
-        let blocking = !splits;
-        let mut timeout = if blocking {
-            Duration::from_millis(100)
-        } else {
-            Duration::ZERO
-        };
-        // `poll` also answers `None` right after serving a commit or
-        // rebalance event while more is queued, so one `None` does not mean
-        // empty; several in a row do.
-        let mut nones = 0;
-        while nones < 4 {
-            match consumer.poll(timeout) {
-                None => nones += 1,
-                Some(Err(e)) => {
-                    nones = 0;
-                    ctx.on_poll_error(e)
-                }
-                Some(Ok(m)) => {
-                    nones = 0;
-                    ctx.take(&mut topics, &m);
-                }
-            }
-            timeout = Duration::ZERO;
-        }
-        let (has_splits, more) = ctx.poll_partitions();
-        splits = has_splits;
-        ctx.flush();
-        if !more && !blocking {
-            // Woken by librdkafka (a queue became non-empty) or by the
-            // dispatcher (credit); the timeout is only a safety net.
-            std::thread::park_timeout(Duration::from_millis(100));
-        }
-    }
-    ctx.flush();
-    ctx.closing.store(true, Relaxed);
-    // The partition queues hold references to the consumer.
-    ctx.splits.lock().clear();
-    // Keep serving the consumer queue meanwhile: a synchronous commit still
-    // running elsewhere can wait on a rebalance callback (after
-    // max.poll.interval.ms without a poll, librdkafka revokes), and with
-    // nobody polling it would wait forever, holding its reference. Messages
-    // polled now are not processed, so not committed: the next owner gets them.
-    while Arc::strong_count(&consumer) > 1 {
-        match consumer.poll(Duration::from_millis(5)) {
-            Some(Ok(m)) => tracing::trace!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                "not processed: stopping"
-            ),
-            Some(Err(e)) => tracing::debug!(error = %e, "while stopping"),
-            None => {}
-        }
-    }
-    drop(consumer);
 }

@@ -1,0 +1,193 @@
+//! The poll thread and the librdkafka context.
+//!
+//! One OS thread owns the polling: it keeps fetching (so group heartbeats and
+//! `max.poll.interval.ms` stay healthy while handlers run) and serves the
+//! rebalance callbacks. Messages go to the dispatcher in batches over an
+//! unbounded channel; memory is bounded by credit, never by blocking this
+//! thread.
+//!
+//! With `partition_queues` (the default) every assigned partition is split
+//! into its own librdkafka queue when it is assigned. The dispatcher grants
+//! each partition credit (room under `max_buffered_per_partition`, counting
+//! what is already on its way) through a [`Gate`]; this thread takes from a
+//! partition's queue only as much as its credit. A full partition is simply
+//! not read: librdkafka keeps its prefetch (bounded per partition by
+//! `queued.max.messages.kbytes`, which Weir sets to 4 MiB unless configured)
+//! and nothing has to be fetched again when room frees up. Without partition queues, full
+//! partitions are paused instead (see the dispatcher).
+//!
+//! The thread sleeps in `park` and is woken by librdkafka (a queue became
+//! non-empty) or by the dispatcher (a partition got credit).
+//!
+//! A revoke callback blocks this thread until the dispatcher has drained the
+//! revoked partitions (bounded by `revoke_deadline`), then commits their
+//! finished offsets synchronously before librdkafka releases them.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, base_consumer::PartitionQueue};
+use rdkafka::message::Message as _;
+
+use crate::message::{RawMessage, TopicPartition};
+use crate::offsets::NextOffset;
+
+mod context;
+mod convert;
+
+pub(crate) use context::WeirContext;
+use convert::convert_with;
+pub(crate) use convert::{Topics, convert, read_headers};
+
+/// Most messages moved to the dispatcher in one batch.
+const BATCH: usize = 1024;
+
+/// How long past a revoke's deadline the poll thread still waits for the
+/// dispatcher's answer. A dispatcher later than this is blocked (a handler
+/// blocking its thread): the partitions are released uncommitted, and the
+/// late answer, keyed by assignment epoch, touches nothing assigned since.
+const REVOKE_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) type RevokeReply = std::sync::mpsc::SyncSender<Vec<(TopicPartition, NextOffset)>>;
+
+/// Wakes the poll thread: a queue became non-empty or a partition got credit.
+#[derive(Default)]
+pub(crate) struct PollWaker(OnceLock<std::thread::Thread>);
+
+impl PollWaker {
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.0.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Credit for one partition read from its own queue: how many more messages
+/// the poll thread may take from it. The dispatcher adds, the poll thread
+/// subtracts what it took.
+pub(crate) struct Gate {
+    room: AtomicI64,
+    waker: Arc<PollWaker>,
+}
+
+impl Gate {
+    /// Lets the poll thread take `n` more messages of this partition.
+    pub(crate) fn grant(&self, n: i64) {
+        if n > 0 {
+            self.room.fetch_add(n, Relaxed);
+            self.waker.wake();
+        }
+    }
+}
+
+struct Split {
+    tp: TopicPartition,
+    queue: PartitionQueue<WeirContext>,
+    gate: Arc<Gate>,
+}
+
+pub(crate) enum Event {
+    Batch(Vec<RawMessage>),
+    /// Newly assigned partitions, each with its gate when it has its own queue.
+    Assigned(Vec<(TopicPartition, Option<Arc<Gate>>)>),
+    Revoked {
+        partitions: Vec<TopicPartition>,
+        reply: RevokeReply,
+        /// When the dispatcher must answer at the latest (cancelling what is
+        /// still running): the same instant the poll thread waits for, so
+        /// the two sides never disagree about whether the revoke was answered.
+        deadline: std::time::Instant,
+    },
+    Fatal(String),
+}
+
+/// Runs [`poll_loop`]; a panic in it (a bug: the loop handles every error it
+/// knows) is reported to the dispatcher as a fatal error, so `run()` ends with
+/// it instead of waiting for a poll thread that is gone.
+pub(crate) fn poll_thread(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
+    let ctx = consumer.context().clone();
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| poll_loop(consumer, stop)));
+    if let Err(p) = result {
+        let msg = format!(
+            "the poll thread panicked ({}); the consumer stops: restart it, and report this as a bug",
+            crate::runtime::task::panic_message(p)
+        );
+        tracing::error!(group = %ctx.group_id, "{msg}");
+        let _ = ctx.events.send(Event::Fatal(msg));
+    }
+}
+
+/// Runs until `stop` is set, then waits to hold the last reference to the
+/// consumer and drops it here, so that leaving the group (which serves the
+/// final rebalance callbacks) happens on this thread.
+pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<AtomicBool>) {
+    let ctx = consumer.context().clone();
+    let _ = ctx.waker.0.set(std::thread::current());
+    let mut topics = Topics::default();
+    // No partition has its own queue before the first assignment.
+    let mut splits = false;
+    while !stop.load(Relaxed) {
+        // The consumer queue first: rebalance callbacks, errors, and messages
+        // of partitions without a queue of their own (or fetched before their
+        // queue was split, which must reach the dispatcher before anything
+        // from the new queue). Drained completely, in batches.
+        // Without partition queues there is nothing else to wait for: block
+        // in librdkafka as long as the consumer queue is empty.
+        let blocking = !splits;
+        let mut timeout = if blocking {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        // `poll` also answers `None` right after serving a commit or
+        // rebalance event while more is queued, so one `None` does not mean
+        // empty; several in a row do.
+        let mut nones = 0;
+        while nones < 4 {
+            match consumer.poll(timeout) {
+                None => nones += 1,
+                Some(Err(e)) => {
+                    nones = 0;
+                    ctx.on_poll_error(e)
+                }
+                Some(Ok(m)) => {
+                    nones = 0;
+                    ctx.take(&mut topics, &m);
+                }
+            }
+            timeout = Duration::ZERO;
+        }
+        let (has_splits, more) = ctx.poll_partitions();
+        splits = has_splits;
+        ctx.flush();
+        if !more && !blocking {
+            // Woken by librdkafka (a queue became non-empty) or by the
+            // dispatcher (credit); the timeout is only a safety net.
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    }
+    ctx.flush();
+    ctx.closing.store(true, Relaxed);
+    // The partition queues hold references to the consumer.
+    ctx.splits.lock().clear();
+    // Keep serving the consumer queue meanwhile: a synchronous commit still
+    // running elsewhere can wait on a rebalance callback (after
+    // max.poll.interval.ms without a poll, librdkafka revokes), and with
+    // nobody polling it would wait forever, holding its reference. Messages
+    // polled now are not processed, so not committed: the next owner gets them.
+    while Arc::strong_count(&consumer) > 1 {
+        match consumer.poll(Duration::from_millis(5)) {
+            Some(Ok(m)) => tracing::trace!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                "not processed: stopping"
+            ),
+            Some(Err(e)) => tracing::debug!(error = %e, "while stopping"),
+            None => {}
+        }
+    }
+    drop(consumer);
+}
