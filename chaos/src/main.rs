@@ -543,7 +543,57 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
         "seed {seed}: {} messages, {} kills, {} broker restarts, {} stalls",
         args.messages, args.kills, args.broker_restarts, args.stalls
     ));
+    let (db, cluster) = start_services(args).await?;
+    let pool = db.pool().clone();
+    let dlq_topic = create_topics(&cluster, &pool, args.partitions).await?;
+    let data = produce_data(&cluster, args, &mut rng).await?;
+    say(format!(
+        "produced {} ({} poison, {} transient)",
+        args.messages,
+        data.poison.len(),
+        data.transient
+    ));
+    let logs = tempdir_keep()?;
+    let mut workers = Workers {
+        exe: std::env::current_exe()?,
+        bootstrap: cluster.bootstrap_servers().to_string(),
+        db: db.url().to_string(),
+        logs: logs.clone(),
+        unsafe_no_idempotency: args.unsafe_no_idempotency,
+        session_timeout_ms: args.session_timeout_ms,
+        children: (0..WORKERS).map(|_| None).collect(),
+        starts: vec![0; WORKERS],
+    };
+    for i in 0..WORKERS {
+        workers.spawn(i)?;
+    }
+    let deadline = started + Duration::from_secs(args.deadline_s);
+    let chaos = Chaos {
+        args,
+        cluster: &cluster,
+        pool: &pool,
+        say: &say,
+        dlq_topic: &dlq_topic,
+    };
+    let self_exits = chaos
+        .run_schedule(&mut workers, &data, &mut rng, deadline)
+        .await?;
+    chaos.settle_commits(deadline).await;
+    workers.stop_all();
+    say(format!(
+        "workers stopped (restarted on their own: {self_exits})"
+    ));
+    let report = chaos.account(&data, seed, started).await?;
+    let committed = cluster.committed_offsets(GROUP, TOPIC).await?;
+    print_report(&report, &committed, &logs);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(report)
+}
 
+/// The PostgreSQL database and the brokers of `--broker`.
+async fn start_services(args: &Args) -> anyhow::Result<(PostgresDb, KafkaCluster)> {
     let db = PostgresDb::fresh().await?;
     let cluster = match args.broker.as_str() {
         "kafka" => {
@@ -562,46 +612,69 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
     if args.rolling_bounces > 0 && cluster.kafka_nodes().is_none() {
         bail!("--rolling-bounces needs --broker kafka");
     }
-    let bootstrap = cluster.bootstrap_servers().to_string();
-    let pool = db.pool().clone();
+    Ok((db, cluster))
+}
+
+/// The effect tables, and the source topic with its retry tier and DLQ
+/// (pre-created so three workers starting at once do not race to create
+/// them); returns the DLQ topic.
+async fn create_topics(
+    cluster: &KafkaCluster,
+    pool: &PgPool,
+    partitions: i32,
+) -> anyhow::Result<String> {
     PostgresStore::new(pool.clone()).migrate().await?;
     sqlx::query(
         "CREATE TABLE chaos_effects (id BIGSERIAL PRIMARY KEY, message_id TEXT NOT NULL, seq BIGINT NOT NULL, worker TEXT NOT NULL, attempt INT NOT NULL, topic TEXT NOT NULL, part INT NOT NULL, off BIGINT NOT NULL)",
     )
-    .execute(&pool)
+    .execute(pool)
     .await?;
     sqlx::query(
         "CREATE TABLE chaos_deliveries (id BIGSERIAL PRIMARY KEY, message_id TEXT NOT NULL, worker TEXT NOT NULL, attempt INT NOT NULL)",
     )
-    .execute(&pool)
+    .execute(pool)
     .await?;
-
-    // Topics: the source, its retry tier and its DLQ (pre-created so three
-    // workers starting at once do not race to create them).
     let rt = retry_topics();
-    cluster.create_topic(TOPIC, args.partitions).await?;
+    cluster.create_topic(TOPIC, partitions).await?;
     for t in rt.retry_topics_of(TOPIC) {
-        cluster.create_topic(&t, args.partitions).await?;
+        cluster.create_topic(&t, partitions).await?;
     }
     let dlq_topic = rt.dlq_topic(TOPIC);
-    cluster.create_topic(&dlq_topic, args.partitions).await?;
+    cluster.create_topic(&dlq_topic, partitions).await?;
+    Ok(dlq_topic)
+}
 
-    // Data: unique IDs, many keys, a share poison and a share transient.
-    let mut good = HashSet::new();
-    let mut poison = HashSet::new();
-    let mut transient = 0usize;
+/// What was produced: the IDs that must have an effect, those that must end
+/// in the DLQ, and how many fail once before they succeed.
+struct Data {
+    good: HashSet<String>,
+    poison: HashSet<String>,
+    transient: usize,
+}
+
+/// Unique IDs, many keys, a share poison and a share transient.
+async fn produce_data(
+    cluster: &KafkaCluster,
+    args: &Args,
+    rng: &mut StdRng,
+) -> anyhow::Result<Data> {
+    let mut data = Data {
+        good: HashSet::new(),
+        poison: HashSet::new(),
+        transient: 0,
+    };
     let mut records = Vec::with_capacity(args.messages);
     for seq in 0..args.messages as u64 {
         let id = format!("m-{seq:07}");
         let key = format!("k{}", rng.random_range(0..500));
         let roll: f64 = rng.random_range(0.0..100.0);
         let rec = if roll < args.poison_percent {
-            poison.insert(id.clone());
+            data.poison.insert(id.clone());
             TestRecord::keyed(&key, format!("{{\"id\":\"{id}\",\"seq\":not-json"))
         } else {
             let t = roll < args.poison_percent + args.transient_percent;
-            transient += t as usize;
-            good.insert(id.clone());
+            data.transient += t as usize;
+            data.good.insert(id.clone());
             let e = Event {
                 id: id.clone(),
                 seq,
@@ -614,202 +687,238 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
     for chunk in records.chunks(1000) {
         cluster.produce(TOPIC, chunk.to_vec()).await?;
     }
-    say(format!(
-        "produced {} ({} poison, {transient} transient)",
-        args.messages,
-        poison.len()
-    ));
+    Ok(data)
+}
 
-    let logs = tempdir_keep()?;
-    let mut workers = Workers {
-        exe: std::env::current_exe()?,
-        bootstrap: bootstrap.clone(),
-        db: db.url().to_string(),
-        logs: logs.clone(),
-        unsafe_no_idempotency: args.unsafe_no_idempotency,
-        session_timeout_ms: args.session_timeout_ms,
-        children: (0..WORKERS).map(|_| None).collect(),
-        starts: vec![0; WORKERS],
-    };
-    for i in 0..WORKERS {
-        workers.spawn(i)?;
-    }
+/// One chaos run's shared context.
+struct Chaos<'a, S: Fn(String)> {
+    args: &'a Args,
+    cluster: &'a KafkaCluster,
+    pool: &'a PgPool,
+    say: &'a S,
+    dlq_topic: &'a str,
+}
 
-    // The schedule: actions in random order, each fired once progress passes
-    // its threshold (so they land while work is going on), plus jitter.
-    let mut actions: Vec<Action> = std::iter::repeat_n(Action::KillWorker, args.kills)
-        .chain(std::iter::repeat_n(
-            Action::RestartBroker,
-            args.broker_restarts,
-        ))
-        .chain(std::iter::repeat_n(Action::StallBroker, args.stalls))
-        .chain(std::iter::repeat_n(
-            Action::RollingBounce,
-            args.rolling_bounces,
-        ))
-        .collect();
-    actions.shuffle(&mut rng);
-    let n_actions = actions.len();
-    let thresholds: Vec<f64> = (0..n_actions)
-        .map(|j| (j as f64 + 0.5) / (n_actions as f64 + 0.5) * 0.9)
-        .collect();
-    let expected_good = good.len() as i64;
-    let deadline = started + Duration::from_secs(args.deadline_s);
-    let mut next = 0;
-    let mut not_before = Instant::now();
-    let mut dlq_seen = 0usize;
-    let mut last_dlq_read = Instant::now();
-    let mut self_exits = 0;
-    loop {
-        let done = count(
-            &pool,
-            "SELECT count(DISTINCT message_id) FROM chaos_effects",
-        )
-        .await?;
-        if next < n_actions
-            && Instant::now() >= not_before
-            && done as f64 >= thresholds[next] * expected_good as f64
-        {
-            let jitter = rng.random_range(0..400);
-            tokio::time::sleep(Duration::from_millis(jitter)).await;
-            match actions[next] {
-                Action::KillWorker => {
-                    let i = rng.random_range(0..WORKERS);
-                    say(format!("SIGKILL worker {i} at {done}/{expected_good}"));
-                    workers.sigkill(i);
-                    let pause = rng.random_range(0..2000);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                    workers.spawn(i)?;
-                    say(format!("worker {i} restarted after {pause} ms"));
+impl<S: Fn(String)> Chaos<'_, S> {
+    /// Fires the actions in random order, each once progress passes its
+    /// threshold (so they land while work is going on), plus jitter; returns
+    /// when every good message has an effect and every poison one is in the
+    /// DLQ (or at the deadline), with how many workers exited on their own.
+    async fn run_schedule(
+        &self,
+        workers: &mut Workers,
+        data: &Data,
+        rng: &mut StdRng,
+        deadline: Instant,
+    ) -> anyhow::Result<usize> {
+        let args = self.args;
+        let mut actions: Vec<Action> = std::iter::repeat_n(Action::KillWorker, args.kills)
+            .chain(std::iter::repeat_n(
+                Action::RestartBroker,
+                args.broker_restarts,
+            ))
+            .chain(std::iter::repeat_n(Action::StallBroker, args.stalls))
+            .chain(std::iter::repeat_n(
+                Action::RollingBounce,
+                args.rolling_bounces,
+            ))
+            .collect();
+        actions.shuffle(rng);
+        let n_actions = actions.len();
+        let thresholds: Vec<f64> = (0..n_actions)
+            .map(|j| (j as f64 + 0.5) / (n_actions as f64 + 0.5) * 0.9)
+            .collect();
+        let expected_good = data.good.len() as i64;
+        let mut next = 0;
+        let mut not_before = Instant::now();
+        let mut dlq_seen = 0usize;
+        let mut last_dlq_read = Instant::now();
+        let mut self_exits = 0;
+        loop {
+            let done = count(
+                self.pool,
+                "SELECT count(DISTINCT message_id) FROM chaos_effects",
+            )
+            .await?;
+            if next < n_actions
+                && Instant::now() >= not_before
+                && done as f64 >= thresholds[next] * expected_good as f64
+            {
+                let jitter = rng.random_range(0..400);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                self.act(actions[next], workers, rng, done, expected_good)
+                    .await?;
+                next += 1;
+                not_before = Instant::now() + Duration::from_millis(rng.random_range(300..2500));
+                continue;
+            }
+            self_exits += workers.reap_dead()?;
+            if done >= expected_good && next >= n_actions {
+                if last_dlq_read.elapsed() > Duration::from_secs(2) {
+                    dlq_seen = dlq_ids(self.cluster, self.dlq_topic)
+                        .await
+                        .map(|s| s.len())
+                        .unwrap_or(0);
+                    last_dlq_read = Instant::now();
                 }
-                Action::RestartBroker => {
-                    let pause = rng.random_range(200..1500);
-                    let partition = rng.random_range(0..args.partitions);
-                    restart_broker(&cluster, partition, pause, &say, done, expected_good).await?;
-                }
-                Action::StallBroker => {
-                    let pause = if cluster.kafka_nodes().is_some() {
-                        rng.random_range(7000..9000)
-                    } else {
-                        rng.random_range(1000..3000)
-                    };
-                    let node = rng.random_range(0..args.kafka_nodes.max(1)) as u32 + 1;
-                    say(format!(
-                        "stalling the broker for {pause} ms at {done}/{expected_good}"
-                    ));
-                    stall_broker(&cluster, node, pause).await?;
-                }
-                Action::RollingBounce => {
-                    let nodes = cluster.kafka_nodes().context("Kafka nodes")?;
-                    let ids = nodes.lock().await.node_ids();
-                    for id in ids {
-                        say(format!(
-                            "rolling bounce: SIGTERM node {id} at {done}/{expected_good}"
-                        ));
-                        let mut n = nodes.lock().await;
-                        n.stop(id)?;
-                        n.restart(id).await?;
-                        say(format!("rolling bounce: node {id} back"));
-                    }
+                if dlq_seen >= data.poison.len() {
+                    break;
                 }
             }
-            next += 1;
-            not_before = Instant::now() + Duration::from_millis(rng.random_range(300..2500));
-            continue;
-        }
-        self_exits += workers.reap_dead()?;
-        if done >= expected_good && next >= n_actions {
-            if last_dlq_read.elapsed() > Duration::from_secs(2) {
-                dlq_seen = dlq_ids(&cluster, &dlq_topic)
-                    .await
-                    .map(|s| s.len())
-                    .unwrap_or(0);
-                last_dlq_read = Instant::now();
-            }
-            if dlq_seen >= poison.len() {
+            if Instant::now() > deadline {
+                (self.say)("deadline reached: stopping with what is there".into());
                 break;
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        if Instant::now() > deadline {
-            say("deadline reached: stopping with what is there".into());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        Ok(self_exits)
     }
-    // Let the last commits land, then stop the workers gracefully.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    workers.stop_all();
-    say(format!(
-        "workers stopped (restarted on their own: {self_exits})"
-    ));
 
-    // Accounting, from the sink and the topics, not from counters.
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT message_id, count(*) FROM chaos_effects GROUP BY message_id")
-            .fetch_all(&pool)
-            .await?;
-    let effects: HashMap<String, i64> = rows.into_iter().collect();
-    let duplicate_effects: i64 = effects.values().map(|c| c - 1).sum();
-    let mut lost: Vec<String> = good
-        .iter()
-        .filter(|id| !effects.contains_key(*id))
-        .cloned()
-        .collect();
-    lost.sort();
-    let stray = effects.keys().filter(|id| !good.contains(*id)).count();
-    if stray > 0 {
-        bail!("{stray} effects for IDs that were never produced as good messages");
+    /// One action of the schedule.
+    async fn act(
+        &self,
+        action: Action,
+        workers: &mut Workers,
+        rng: &mut StdRng,
+        done: i64,
+        expected_good: i64,
+    ) -> anyhow::Result<()> {
+        let (cluster, say) = (self.cluster, self.say);
+        match action {
+            Action::KillWorker => {
+                let i = rng.random_range(0..WORKERS);
+                say(format!("SIGKILL worker {i} at {done}/{expected_good}"));
+                workers.sigkill(i);
+                let pause = rng.random_range(0..2000);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                workers.spawn(i)?;
+                say(format!("worker {i} restarted after {pause} ms"));
+            }
+            Action::RestartBroker => {
+                let pause = rng.random_range(200..1500);
+                let partition = rng.random_range(0..self.args.partitions);
+                restart_broker(cluster, partition, pause, say, done, expected_good).await?;
+            }
+            Action::StallBroker => {
+                let pause = if cluster.kafka_nodes().is_some() {
+                    rng.random_range(7000..9000)
+                } else {
+                    rng.random_range(1000..3000)
+                };
+                let node = rng.random_range(0..self.args.kafka_nodes.max(1)) as u32 + 1;
+                say(format!(
+                    "stalling the broker for {pause} ms at {done}/{expected_good}"
+                ));
+                stall_broker(cluster, node, pause).await?;
+            }
+            Action::RollingBounce => {
+                let nodes = cluster.kafka_nodes().context("Kafka nodes")?;
+                let ids = nodes.lock().await.node_ids();
+                for id in ids {
+                    say(format!(
+                        "rolling bounce: SIGTERM node {id} at {done}/{expected_good}"
+                    ));
+                    let mut n = nodes.lock().await;
+                    n.stop(id)?;
+                    n.restart(id).await?;
+                    say(format!("rolling bounce: node {id} back"));
+                }
+            }
+        }
+        Ok(())
     }
-    let copies = dlq_copies(&cluster, &dlq_topic).await?;
-    let dlq_copies = copies.len();
-    let dlq: HashSet<String> = copies.into_iter().collect();
-    let dlq_missing = poison.iter().filter(|id| !dlq.contains(*id)).count();
-    let unexpected_dlq = dlq.iter().filter(|id| !poison.contains(*id)).count();
-    let deliveries = count(&pool, "SELECT count(*) FROM chaos_deliveries").await?;
-    let delivered = count(
-        &pool,
-        "SELECT count(*) FROM (SELECT DISTINCT message_id, attempt FROM chaos_deliveries) d",
-    )
-    .await?;
-    let retried = count(
-        &pool,
-        "SELECT count(DISTINCT message_id) FROM chaos_effects WHERE attempt > 1",
-    )
-    .await? as usize;
-    // Committed offsets against the end of each partition.
-    let committed = cluster.committed_offsets(GROUP, TOPIC).await?;
-    let mut uncommitted = 0i64;
-    for (p, c) in &committed {
-        let (_, high) = cluster.watermarks(TOPIC, *p).await?;
-        uncommitted += high - c.unwrap_or(0);
+
+    /// Messages not yet committed: the end of each partition minus its
+    /// committed offset.
+    async fn uncommitted(&self) -> anyhow::Result<i64> {
+        let committed = self.cluster.committed_offsets(GROUP, TOPIC).await?;
+        let mut uncommitted = 0i64;
+        for (p, c) in &committed {
+            let (_, high) = self.cluster.watermarks(TOPIC, *p).await?;
+            uncommitted += high - c.unwrap_or(0);
+        }
+        Ok(uncommitted)
     }
-    let report = Report {
-        scenario: "chaos",
-        broker: args.broker.clone(),
-        messages: args.messages,
-        kills: args.kills,
-        broker_restarts: args.broker_restarts,
-        stalls: args.stalls,
-        rolling_bounces: args.rolling_bounces,
-        lost: lost.len(),
-        duplicate_effects,
-        dlq: dlq.len(),
-        dlq_copies,
-        expected_dlq: poison.len(),
-        dlq_missing,
-        unexpected_dlq,
-        redeliveries: deliveries - delivered,
-        retried,
-        uncommitted,
-        duration_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-        seed,
-        lost_sample: lost.iter().take(10).cloned().collect(),
-    };
-    print_report(&report, &committed, &logs);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+
+    /// Lets the last commits land before the workers stop: a worker killed
+    /// late leaves the group rebalancing (its session has to time out), and
+    /// commits made meanwhile are refused; the running workers commit once
+    /// it settles. Waits until everything is committed, at most 20 s (and
+    /// not past the deadline by more than that): what is still uncommitted
+    /// then is reported, not hidden.
+    async fn settle_commits(&self, deadline: Instant) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let until =
+            (Instant::now() + Duration::from_secs(20)).min(deadline + Duration::from_secs(20));
+        while Instant::now() < until {
+            match self.uncommitted().await {
+                Ok(0) => return,
+                Ok(n) => (self.say)(format!("waiting for the last commits: {n} uncommitted")),
+                Err(e) => (self.say)(format!("reading committed offsets: {e}")),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
-    Ok(report)
+
+    /// The accounting, from the effect tables and the topics, not from counters.
+    async fn account(&self, data: &Data, seed: u64, started: Instant) -> anyhow::Result<Report> {
+        let (args, pool) = (self.args, self.pool);
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT message_id, count(*) FROM chaos_effects GROUP BY message_id")
+                .fetch_all(pool)
+                .await?;
+        let effects: HashMap<String, i64> = rows.into_iter().collect();
+        let duplicate_effects: i64 = effects.values().map(|c| c - 1).sum();
+        let mut lost: Vec<String> = data
+            .good
+            .iter()
+            .filter(|id| !effects.contains_key(*id))
+            .cloned()
+            .collect();
+        lost.sort();
+        let stray = effects.keys().filter(|id| !data.good.contains(*id)).count();
+        if stray > 0 {
+            bail!("{stray} effects for IDs that were never produced as good messages");
+        }
+        let copies = dlq_copies(self.cluster, self.dlq_topic).await?;
+        let dlq_copies = copies.len();
+        let dlq: HashSet<String> = copies.into_iter().collect();
+        let dlq_missing = data.poison.iter().filter(|id| !dlq.contains(*id)).count();
+        let unexpected_dlq = dlq.iter().filter(|id| !data.poison.contains(*id)).count();
+        let deliveries = count(pool, "SELECT count(*) FROM chaos_deliveries").await?;
+        let delivered = count(
+            pool,
+            "SELECT count(*) FROM (SELECT DISTINCT message_id, attempt FROM chaos_deliveries) d",
+        )
+        .await?;
+        let retried = count(
+            pool,
+            "SELECT count(DISTINCT message_id) FROM chaos_effects WHERE attempt > 1",
+        )
+        .await? as usize;
+        Ok(Report {
+            scenario: "chaos",
+            broker: args.broker.clone(),
+            messages: args.messages,
+            kills: args.kills,
+            broker_restarts: args.broker_restarts,
+            stalls: args.stalls,
+            rolling_bounces: args.rolling_bounces,
+            lost: lost.len(),
+            duplicate_effects,
+            dlq: dlq.len(),
+            dlq_copies,
+            expected_dlq: data.poison.len(),
+            dlq_missing,
+            unexpected_dlq,
+            redeliveries: deliveries - delivered,
+            retried,
+            uncommitted: self.uncommitted().await?,
+            duration_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            seed,
+            lost_sample: lost.iter().take(10).cloned().collect(),
+        })
+    }
 }
 
 async fn dlq_ids(cluster: &KafkaCluster, topic: &str) -> anyhow::Result<HashSet<String>> {

@@ -82,11 +82,18 @@
 //!   terminal errors, exhausted retries, undecodable payloads and panics go to the
 //!   [`FailureSink`] (default [`StopPartition`]: halt the partition, loudly).
 //!   A handler that exceeds `handler_timeout` is cancelled and counts as retryable.
+//!
+//! ## Features
+//! - `json` (default): [`JsonCodec`](codec::JsonCodec).
+//! - `ops`: operations tooling that consumers do not need: reading and
+//!   replaying DLQs (`weir::dlq`) and re-processing offset ranges
+//!   (`weir::replay`). The `weir` CLI turns it on.
 
 mod client;
 pub mod clock;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "ops")]
 pub mod dlq;
 pub mod error;
 pub mod failure;
@@ -100,7 +107,9 @@ mod offsets;
 pub mod processor;
 pub mod producer;
 pub mod retry;
-/// Bounded re-processing of a topic range ([`Replay`](replay::Replay)).
+/// Bounded re-processing of a topic range ([`Replay`](replay::Replay)); with
+/// the `ops` feature.
+#[cfg(feature = "ops")]
 pub mod replay {
     pub use crate::runtime::replay::{Position, Replay, ReplayReport};
 }

@@ -102,8 +102,7 @@ async fn transient_failures_walk_the_tiers_in_order(kind: BrokerKind) -> R {
     .await;
     // Commits on tier topics catch up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.drained && report.halted.is_empty(), "{report:?}");
 
     let seen = seen.lock().clone();
@@ -233,8 +232,7 @@ async fn poison_and_exhausted_messages_land_in_the_dlq(kind: BrokerKind) -> R {
         2,
         "the always-503 order went through both tiers"
     );
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(
         report.halted.is_empty(),
         "the source partition kept flowing: {report:?}"
@@ -412,8 +410,7 @@ async fn key_order_mode_keeps_a_key_in_order(kind: BrokerKind) -> R {
         peak_waits = peak_waits.max(handle.stats().in_place_retry_waits());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.drained && report.halted.is_empty());
     let log = log.lock().clone();
     let ok: Vec<&str> = log.iter().filter(|e| e.2).map(|e| e.0.as_str()).collect();
@@ -486,8 +483,7 @@ async fn scheduled_messages_wait_for_their_time(kind: BrokerKind) -> R {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.halted.is_empty());
     let seen = seen.lock().clone();
     assert_eq!(seen.len(), 2, "each processed once: {seen:?}");
@@ -633,8 +629,7 @@ async fn sigkill_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.halted.is_empty());
     let seen = seen.lock().clone();
     let retries: Vec<_> = seen.iter().filter(|e| e.1 == 2).collect();

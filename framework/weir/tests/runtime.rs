@@ -100,8 +100,7 @@ async fn key_order_with_concurrency_in_one_partition(kind: BrokerKind) -> R {
         handle.stats().processed() >= n as u64
     })
     .await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.drained);
 
     assert_eq!(
@@ -249,8 +248,7 @@ async fn bad_input_is_classified_and_never_blocks(kind: BrokerKind) -> R {
         committed(&cluster, "bad-g", "bad").await == vec![8]
     })
     .await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.drained && report.halted.is_empty());
     let mut ok = ok.lock().clone();
     ok.sort();
@@ -327,8 +325,7 @@ async fn poison_halts_the_partition_by_default(kind: BrokerKind) -> R {
         poison_at.1,
         "commit stops at the poison message"
     );
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert_eq!(report.halted.len(), 1);
     assert_eq!(report.halted[0].offset, poison_at.1);
     assert_eq!(report.halted[0].class, "bad_order");
@@ -630,8 +627,7 @@ async fn graceful_shutdown_drains_and_commits(kind: BrokerKind) -> R {
         started.load(SeqCst) >= 10
     })
     .await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.drained);
     assert_eq!(report.exit_code(), 0);
     let done = finished.load(SeqCst);
@@ -683,8 +679,7 @@ async fn shutdown_deadline_reports_an_incomplete_drain(kind: BrokerKind) -> R {
         done.load(SeqCst) == 4
     })
     .await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(!report.drained);
     assert_eq!(report.unfinished, 1);
     assert_eq!(report.exit_code(), 3);

@@ -75,8 +75,7 @@ async fn a_burst_of_poison_halts_the_partition_at_its_dlq_limit(kind: BrokerKind
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(handle.stats().dlq_published(), dead, "nothing more started");
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert_eq!(report.exit_code(), 4);
     assert_eq!(report.halted.len(), 1);
     assert_eq!(report.halted[0].class, "dlq_limit");
@@ -106,8 +105,7 @@ async fn a_burst_of_poison_halts_the_partition_at_its_dlq_limit(kind: BrokerKind
         seen.lock().len() as u64 >= n - dead
     })
     .await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.halted.is_empty());
     let seen: BTreeSet<String> = seen.lock().iter().cloned().collect();
     let want: BTreeSet<String> = (dead..n).map(|i| format!("v{i}")).collect();
@@ -196,8 +194,7 @@ async fn an_outage_pauses_at_the_retry_budget_instead_of_filling_the_tiers(kind:
         handle.stats().retry_budget_spent() == 0
     })
     .await;
-    handle.shutdown();
-    let report = run.await??;
+    let report = common::stop(&handle, run).await?;
     assert!(report.halted.is_empty(), "{report:?}");
     assert_eq!(handle.stats().dlq_published(), 0, "nothing dead-lettered");
     let tier = cluster.read_to_end("calls.retry.8s").await?;
@@ -286,8 +283,7 @@ async fn a_blocked_key_is_reported_as_the_holder_of_the_commit(kind: BrokerKind)
         vec![0],
         "the commit waits for the holder"
     );
-    handle.shutdown();
-    let _ = run.await??;
+    let _ = common::stop(&handle, run).await?;
     Ok(())
 }
 

@@ -121,6 +121,7 @@ impl crate::runtime::Admission for TierHolds {
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
 
 /// `s` cut to [`MAX_ERROR_MESSAGE_BYTES`] on a character boundary.
+#[cfg(feature = "ops")]
 pub(crate) fn truncate_error_message(s: &str) -> String {
     sink::truncate(s, MAX_ERROR_MESSAGE_BYTES)
 }

@@ -5,6 +5,7 @@ mod dispatch;
 
 pub use builder::ConsumerBuilder;
 pub(crate) mod poller;
+#[cfg(feature = "ops")]
 pub(crate) mod replay;
 pub(crate) mod task;
 mod tier_start;

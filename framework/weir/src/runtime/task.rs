@@ -13,7 +13,7 @@ use crate::config::RetryPolicy;
 use crate::error::{HandlerPanic, HandlerTimeout, ProcessError};
 use crate::failure::{Disposition, Failure, FailureSink};
 use crate::message::{Message, MessageError, RawMessage};
-use crate::processor::Processor;
+use crate::processor::{CatchPanic, CatchPanicLayer, Layer as _, Processor, Timeout, TimeoutLayer};
 use crate::stats::ConsumerStats;
 
 /// What became of a finished message, for the safety valves.
@@ -40,12 +40,16 @@ pub(crate) enum Outcome {
     Cancelled,
 }
 
+/// The layers the runtime puts around every processor, innermost first: a
+/// panic becomes a terminal `panic` failure, an attempt over
+/// `handler_timeout` a retryable `timeout` one. Assembled in [`Runner::new`].
+pub(crate) type RuntimeStack<P> = Timeout<CatchPanic<P>>;
+
 pub(crate) struct Runner<C, P> {
     pub(crate) codec: C,
-    pub(crate) processor: P,
+    pub(crate) processor: RuntimeStack<P>,
     pub(crate) sink: Arc<dyn FailureSink>,
     pub(crate) retry: RetryPolicy,
-    pub(crate) handler_timeout: Duration,
     pub(crate) max_header_bytes: usize,
     pub(crate) stats: Arc<ConsumerStats>,
     pub(crate) group_id: Arc<str>,
@@ -80,10 +84,10 @@ impl<C, P> Runner<C, P> {
     ) -> Self {
         Runner {
             codec,
-            processor,
+            processor: TimeoutLayer::new(config.handler_timeout)
+                .layer(CatchPanicLayer.layer(processor)),
             sink,
             retry: config.retry.clone(),
-            handler_timeout: config.handler_timeout,
             max_header_bytes: config.max_header_bytes,
             stats,
             group_id: Arc::from(config.group_id.as_str()),
@@ -414,23 +418,17 @@ where
             }
         };
         let msg = Message::with_shared_cancel(value, raw.clone(), attempt, cancel.clone());
-        let fut = AssertUnwindSafe(self.processor.process(msg)).catch_unwind();
         let started = tokio::time::Instant::now();
-        let result = tokio::time::timeout_at(started + self.handler_timeout, fut).await;
+        let result = self.processor.process(msg).await;
         self.latency.record(started.elapsed().as_secs_f64());
-        match result {
-            Err(_) => {
+        if let Err(e) = &result {
+            let cause = e.source_error();
+            if cause.downcast_ref::<HandlerTimeout>().is_some() {
                 ConsumerStats::add(&self.stats.timeouts, 1);
-                Err(
-                    ProcessError::retryable(HandlerTimeout(self.handler_timeout))
-                        .with_class("timeout"),
-                )
-            }
-            Ok(Err(p)) => {
+            } else if cause.downcast_ref::<HandlerPanic>().is_some() {
                 ConsumerStats::add(&self.stats.panics, 1);
-                Err(ProcessError::terminal(HandlerPanic(panic_message(p))).with_class("panic"))
             }
-            Ok(Ok(r)) => r,
         }
+        result
     }
 }

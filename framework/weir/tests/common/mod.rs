@@ -154,3 +154,13 @@ pub async fn pre_create(
     }
     Ok(())
 }
+
+/// Asks the consumer of `handle` to stop and waits for `run` to end: its
+/// report, or why it failed.
+pub async fn stop(
+    handle: &ConsumerHandle,
+    run: RunHandle,
+) -> Result<RunReport, Box<dyn std::error::Error + Send + Sync>> {
+    handle.shutdown();
+    Ok(run.await??)
+}

@@ -38,7 +38,9 @@ mod convert;
 
 pub(crate) use context::WeirContext;
 use convert::convert_with;
-pub(crate) use convert::{Topics, convert, read_headers};
+#[cfg(feature = "ops")]
+pub(crate) use convert::read_headers;
+pub(crate) use convert::{Topics, convert};
 
 /// Most messages moved to the dispatcher in one batch.
 const BATCH: usize = 1024;
