@@ -208,6 +208,12 @@ impl<T> Message<T> {
     }
 
     /// A copy of this message for another delivery attempt (in-place retries).
+    /// This message as delivery attempt `attempt` (moved, not copied).
+    pub(crate) fn into_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
     pub(crate) fn copy_for_attempt(&self, attempt: u32) -> Self
     where
         T: Clone,

@@ -22,6 +22,7 @@ broker_tests!(
     key_order_mode_keeps_a_key_in_order,
     scheduled_messages_wait_for_their_time,
     sigkill_mid_wait_keeps_the_retry,
+    retry_topics_from_a_config_file_and_the_environment,
 );
 
 #[derive(Debug, Clone)]
@@ -647,6 +648,89 @@ async fn sigkill_mid_wait_keeps_the_retry(kind: BrokerKind) -> R {
     eprintln!(
         "{kind:?}: {again} source messages re-read after the kill; retries delivered {:?} ms after due",
         retries.iter().map(|e| e.2).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Retry tiers from the `[retry_topics]` section of a TOML file, adjusted by
+/// `WEIR_RETRY_TOPICS_*` variables, with no `RetryTopics` in code: a
+/// transient failure goes through the file's tier, a terminal one to the
+/// DLQ named by the environment's pattern.
+async fn retry_topics_from_a_config_file_and_the_environment(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("invoices", 1).await?;
+    cluster
+        .produce(
+            "invoices",
+            ["flaky", "fine", "poison"].map(|v| TestRecord::keyed(v, v)),
+        )
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("weir.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [retry_topics]
+        tiers = ["300ms"]
+        jitter = 0.0
+        dlq_depth_interval = "200ms"
+        "#,
+    )?;
+    let base = common::config(&cluster, "file-g", &["invoices"]);
+    let mut cfg = weir::ConsumerConfig::from_file(&file)?.with_env([(
+        "WEIR_RETRY_TOPICS_DLQ_TOPIC_PATTERN".to_string(),
+        "dead.{topic}".to_string(),
+    )])?;
+    let rt = cfg.retry_topics.clone().expect("the file's section");
+    assert_eq!(rt.retry_topics_of("invoices"), ["invoices.retry.300ms"]);
+    assert_eq!(rt.dlq_topic("invoices"), "dead.invoices");
+    pre_create(&cluster, kind, &rt, "invoices", 1).await?;
+    cfg = weir::ConsumerConfig {
+        retry_topics: cfg.retry_topics,
+        ..base
+    };
+    let seen: Arc<Mutex<Vec<(String, u32, String)>>> = Arc::default();
+    let s = seen.clone();
+    let processor = processor_fn(move |msg: Message<String>| {
+        let s = s.clone();
+        async move {
+            let v = msg.value().clone();
+            s.lock()
+                .push((v.clone(), msg.attempt(), msg.topic().to_string()));
+            match (v.as_str(), msg.attempt()) {
+                ("flaky", 1) => Err(ProcessError::retryable(std::io::Error::other("503"))),
+                ("poison", _) => Err(ProcessError::terminal(std::io::Error::other("bad"))),
+                _ => Ok(()),
+            }
+        }
+    });
+    let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
+    let (handle, run) = common::start(consumer);
+    wait_until(
+        "the flaky invoice retried from its tier",
+        Duration::from_secs(30),
+        || seen.lock().iter().any(|(v, a, _)| v == "flaky" && *a == 2),
+    )
+    .await;
+    let mut dlq = Vec::new();
+    let start = std::time::Instant::now();
+    while dlq.is_empty() && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dlq = cluster.read_to_end("dead.invoices").await?;
+    }
+    let report = common::stop(&handle, run).await?;
+    assert!(report.halted.is_empty(), "{report:?}");
+    let seen = seen.lock().clone();
+    assert!(
+        seen.contains(&("flaky".into(), 2, "invoices.retry.300ms".into())),
+        "the second attempt came from the file's tier: {seen:?}"
+    );
+    assert_eq!(handle.stats().retry_published(), 1);
+    assert_eq!(dlq.len(), 1, "the poison invoice, in the environment's DLQ");
+    assert_eq!(dlq[0].payload.as_deref(), Some(&b"poison"[..]));
+    assert_eq!(
+        common::committed(&cluster, "file-g", "invoices").await,
+        vec![3]
     );
     Ok(())
 }

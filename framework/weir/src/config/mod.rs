@@ -33,6 +33,10 @@
 //! window = "30s"
 //! min_retries = 100              # (and at least 100 of them), failures wait in place
 //!
+//! [retry_topics]                 # off unless set (see weir::retry)
+//! tiers = ["1s", "10s", "1m"]    # orders.retry.1s, … then orders.dlq
+//! in_place_attempts = 1
+//!
 //! [kafka]                        # any librdkafka property, passed through
 //! "security.protocol" = "SASL_SSL"
 //! "sasl.mechanism" = "SCRAM-SHA-512"
@@ -48,7 +52,9 @@
 //! `WEIR_RETRY_MAX_ATTEMPTS`, `WEIR_RETRY_INITIAL_BACKOFF`,
 //! `WEIR_RETRY_MAX_BACKOFF`, `WEIR_DLQ_LIMIT_MAX_SHARE`, `WEIR_DLQ_LIMIT_WINDOW`,
 //! `WEIR_DLQ_LIMIT_MAX_CONSECUTIVE`, `WEIR_RETRY_BUDGET_MAX_SHARE`,
-//! `WEIR_RETRY_BUDGET_WINDOW`, `WEIR_RETRY_BUDGET_MIN_RETRIES`, and `WEIR_KAFKA_<PROPERTY>` for a librdkafka
+//! `WEIR_RETRY_BUDGET_WINDOW`, `WEIR_RETRY_BUDGET_MIN_RETRIES`,
+//! `WEIR_RETRY_TOPICS_TIERS` (comma-separated delays; creates the section),
+//! `WEIR_RETRY_TOPICS_<KEY>` for the section's other keys, and `WEIR_KAFKA_<PROPERTY>` for a librdkafka
 //! property with dots written as underscores (`WEIR_KAFKA_SASL_PASSWORD` sets
 //! `sasl.password`).
 
@@ -222,6 +228,11 @@ pub struct ConsumerConfig {
     pub dlq_limit: crate::valves::DlqLimit,
     /// Makes failures wait in place when retry tiers take too large a share (off by default).
     pub retry_budget: crate::valves::RetryBudget,
+    /// Retry tiers and a DLQ from the `[retry_topics]` section (off unless
+    /// set; see [`crate::retry`]). The same as passing them to
+    /// [`ConsumerBuilder::retry_topics`](crate::ConsumerBuilder::retry_topics),
+    /// which refuses to be given them twice.
+    pub retry_topics: Option<crate::retry::RetryTopics>,
     /// librdkafka properties passed through (SASL, TLS, fetch sizes…).
     pub kafka: BTreeMap<String, String>,
 }
@@ -248,6 +259,7 @@ impl Default for ConsumerConfig {
             retry: RetryPolicy::default(),
             dlq_limit: Default::default(),
             retry_budget: Default::default(),
+            retry_topics: None,
             kafka: BTreeMap::new(),
         }
     }
@@ -325,6 +337,7 @@ impl fmt::Debug for ConsumerConfig {
             .field("retry", &self.retry)
             .field("dlq_limit", &self.dlq_limit)
             .field("retry_budget", &self.retry_budget)
+            .field("retry_topics", &self.retry_topics)
             .field("kafka", &kafka)
             .finish()
     }

@@ -25,6 +25,9 @@ impl ConsumerConfig {
         }
         self.dlq_limit.validate()?;
         self.retry_budget.validate()?;
+        if let Some(rt) = &self.retry_topics {
+            rt.validate()?;
+        }
         for (k, why) in OWNED_KEYS {
             if self.kafka.contains_key(*k) {
                 return Err(ConfigError::invalid(

@@ -1,9 +1,14 @@
 //! The librdkafka adapter for commits and metadata: the one commit call
 //! (interval, revoke, final and replay commits all go through
 //! [`commit_sync`]) and the one rule for a missing topic
-//! ([`topic_partitions`]). It knows nothing of processors, tiers or the
+//! ([`topic_partitions`]), and where a partition without a commit starts
+//! when a plug-in asks for its beginning ([`start`]). It knows nothing of processors, tiers or the
 //! dispatcher's state; the dispatcher reaches it through its
 //! `PartitionControl` trait (`runtime/dispatch/control.rs`).
+
+mod start;
+
+pub(crate) use start::uncommitted_from_beginning;
 
 use std::time::Duration;
 

@@ -204,12 +204,18 @@ impl<T: Clone + Send + Sync + 'static, P: Processor<T>> Processor<T> for Retry<P
     async fn process(&self, msg: Message<T>) -> Result<(), ProcessError> {
         let mut tries: u32 = 1;
         loop {
-            let copy = msg.copy_for_attempt(msg.attempt().saturating_add(tries - 1));
+            let attempt = msg.attempt().saturating_add(tries - 1);
+            if tries >= self.policy.max_attempts {
+                // No retry can follow: the last attempt takes the message
+                // itself, so a single-attempt policy never clones the value.
+                return self.inner.process(msg.into_attempt(attempt)).await;
+            }
+            let copy = msg.copy_for_attempt(attempt);
             let err = match self.inner.process(copy).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            if !err.is_retryable() || err.is_unavailable() || tries >= self.policy.max_attempts {
+            if !err.is_retryable() || err.is_unavailable() {
                 return Err(err);
             }
             tokio::select! {
@@ -352,6 +358,72 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_secs(5), p.process(msg(cancel))).await;
         assert!(r.expect("cancellation ends the wait").is_err());
         assert_eq!(*seen.lock().unwrap(), vec![1]);
+    }
+
+    /// Counts its clones.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Counted(self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_clones_the_value_only_for_attempts_that_can_be_retried() {
+        let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let failing = processor_fn(move |m: Message<Counted>| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(m.attempt());
+                Err::<(), _>(ProcessError::retryable(std::io::Error::other("503")))
+            }
+        });
+        let p = failing.with(RetryLayer::new(policy(1)));
+        let raw = Arc::new(RawMessage {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            timestamp_ms: None,
+            key: None,
+            payload: None,
+            headers: Default::default(),
+        });
+        let m = |a| {
+            Message::new(
+                Counted(clones.clone()),
+                raw.clone(),
+                a,
+                CancellationToken::new(),
+            )
+        };
+        assert!(p.process(m(1)).await.is_err());
+        assert_eq!(
+            clones.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "one attempt: no copy"
+        );
+        let p3 = processor_fn({
+            let s = seen.clone();
+            move |m: Message<Counted>| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(m.attempt());
+                    Err::<(), _>(ProcessError::retryable(std::io::Error::other("503")))
+                }
+            }
+        })
+        .with(RetryLayer::new(policy(3)));
+        assert!(p3.process(m(4)).await.is_err());
+        assert_eq!(
+            clones.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "three attempts: the first two get copies, the last the message"
+        );
+        assert_eq!(*seen.lock().unwrap(), [1, 4, 5, 6]);
     }
 
     #[tokio::test]

@@ -42,38 +42,28 @@ use std::time::Duration;
 
 mod admin;
 mod depth;
+mod file;
+mod plan;
 mod policy;
 mod sink;
 
 pub(crate) use admin::ensure_topics;
 pub(crate) use depth::spawn_dlq_depth;
+pub(crate) use file::apply_env;
 pub use policy::*;
 pub(crate) use sink::RetrySink;
 
-/// What retry tiers add to a consumer: installed by [`install`], used by the
-/// runtime without knowing what a tier is.
-pub(crate) struct Installed {
-    /// The failure sink (and rescheduler of scheduled messages).
-    pub(crate) sink: Arc<RetrySink>,
-    /// The tier topics to subscribe to as well.
-    pub(crate) topics: Vec<String>,
-    /// The longest hold of a due time on each tier topic: the dispatcher's
-    /// admission hook.
-    pub(crate) holds: TierHolds,
-    /// In key-order mode: the in-place delays that replace tier hops.
-    pub(crate) in_place_schedule: Option<Arc<[Duration]>>,
-    /// The DLQ depth gauge, refreshed until the consumer stops.
-    pub(crate) depth_task: Option<tokio::task::JoinHandle<()>>,
-}
-
 /// Creates (or checks) the tier and DLQ topics of `rt` for `config`'s
-/// topics and builds what the runtime needs from them.
+/// topics and builds what the runtime needs from them: the sink, the tier
+/// topics to read, the hold of each tier's due times, the attempt plan
+/// (key-order delays, rescheduling, the budget's hold) and the DLQ depth
+/// gauge, refreshed until `stop`.
 pub(crate) async fn install(
     config: &crate::ConsumerConfig,
     rt: &RetryTopics,
     stats: Arc<crate::stats::ConsumerStats>,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<Installed, crate::WeirError> {
+) -> Result<crate::runtime::Extension, crate::WeirError> {
     let partitions = ensure_topics(config, rt).await?;
     let producer = crate::producer::Producer::for_consumer(config)?;
     let sink = Arc::new(RetrySink::new(
@@ -83,23 +73,33 @@ pub(crate) async fn install(
         producer,
         stats.clone(),
     ));
-    let depth_task = spawn_dlq_depth(
+    let background = spawn_dlq_depth(
         config,
         config.topics.iter().map(|t| rt.dlq_topic(t)).collect(),
-        stats,
+        stats.clone(),
         rt.dlq_depth_interval,
         stop,
     );
-    Ok(Installed {
+    // The budget limits hand-offs to tier topics; key-order mode has none.
+    let retry_budget =
+        (!rt.keep_key_order && config.retry_budget.is_on()).then(|| config.retry_budget.clone());
+    let plan = plan::TierPlan {
+        policy: config.retry.clone(),
+        in_place: rt.keep_key_order.then(|| Arc::from(rt.backoff.delays())),
+        sink: sink.clone(),
+        budget: retry_budget.is_some().then_some(stats),
+    };
+    Ok(crate::runtime::Extension {
         sink,
         topics: config
             .topics
             .iter()
             .flat_map(|t| rt.retry_topics_of(t))
             .collect(),
-        holds: TierHolds(rt.tier_holds(&config.topics)),
-        in_place_schedule: rt.keep_key_order.then(|| Arc::from(rt.backoff.delays())),
-        depth_task,
+        admission: Some(Arc::new(TierHolds(rt.tier_holds(&config.topics)))),
+        plan: Arc::new(plan),
+        retry_budget,
+        background,
     })
 }
 

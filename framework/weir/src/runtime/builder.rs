@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Consumer, task};
+use super::{Consumer, run};
 use crate::codec::{BytesCodec, Codec};
 use crate::config::ConsumerConfig;
 use crate::error::WeirError;
@@ -21,8 +21,7 @@ pub struct ConsumerBuilder<C> {
     sink: Arc<dyn FailureSink>,
     shutdown: CancellationToken,
     retry_topics: Option<RetryTopics>,
-    payload_in_spans: Option<task::PayloadHook>,
-    key_in_spans: bool,
+    spans: run::Spans,
 }
 
 impl<C> std::fmt::Debug for ConsumerBuilder<C> {
@@ -42,8 +41,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             sink: self.sink,
             shutdown: self.shutdown,
             retry_topics: self.retry_topics,
-            payload_in_spans: self.payload_in_spans,
-            key_in_spans: self.key_in_spans,
+            spans: self.spans,
         }
     }
 
@@ -51,7 +49,7 @@ impl<C: Codec> ConsumerBuilder<C> {
     /// `messaging.kafka.message.key` in its span. Off by default: keys are often
     /// user or account IDs.
     pub fn key_in_spans(mut self, on: bool) -> Self {
-        self.key_in_spans = on;
+        self.spans.key = on;
         self
     }
 
@@ -62,14 +60,16 @@ impl<C: Codec> ConsumerBuilder<C> {
         mut self,
         redact: impl Fn(&[u8]) -> String + Send + Sync + 'static,
     ) -> Self {
-        self.payload_in_spans = Some(Arc::new(redact));
+        self.spans.payload = Some(Arc::new(redact));
         self
     }
 
     /// Retry tiers and a DLQ ([`crate::retry`]): subscribes to the tier topics
     /// too, creates missing tier/DLQ topics at start (unless told not to), and
     /// replaces the failure sink. In-place attempts per delivery come from
-    /// [`RetryTopics::in_place_attempts`] (default 1).
+    /// [`RetryTopics::in_place_attempts`] (default 1). A config that has its
+    /// own `[retry_topics]` section (or `WEIR_RETRY_TOPICS_*`) is refused at
+    /// [`build`](Self::build): say it in one place.
     pub fn retry_topics(mut self, retry: RetryTopics) -> Self {
         self.retry_topics = Some(retry);
         self
@@ -93,6 +93,18 @@ impl<C: Codec> ConsumerBuilder<C> {
         processor: P,
     ) -> Result<Consumer<C, P>, WeirError> {
         self.config.validate()?;
+        match (self.config.retry_topics.take(), &self.retry_topics) {
+            (Some(_), Some(_)) => {
+                return Err(crate::ConfigError::invalid(
+                    "retry_topics",
+                    "are configured twice: in the config ([retry_topics] or \
+                     WEIR_RETRY_TOPICS_*) and by ConsumerBuilder::retry_topics; keep one",
+                )
+                .into());
+            }
+            (Some(from_config), None) => self.retry_topics = Some(from_config),
+            (None, _) => {}
+        }
         if let Some(rt) = &self.retry_topics {
             rt.validate()?;
             if !rt.keep_key_order {
@@ -121,8 +133,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             shutdown: self.shutdown,
             stats: Arc::new(ConsumerStats::default()),
             retry_topics: self.retry_topics,
-            payload_in_spans: self.payload_in_spans,
-            key_in_spans: self.key_in_spans,
+            spans: self.spans,
         })
     }
 }
@@ -136,8 +147,7 @@ impl Consumer<BytesCodec, ()> {
             sink: Arc::new(StopPartition),
             shutdown: CancellationToken::new(),
             retry_topics: None,
-            payload_in_spans: None,
-            key_in_spans: false,
+            spans: run::Spans::default(),
         }
     }
 }
@@ -206,5 +216,23 @@ mod tests {
             c.config.retry.max_attempts, 5,
             "key order keeps the config's"
         );
+    }
+
+    #[test]
+    fn retry_topics_come_from_the_config_or_the_builder_but_not_both() {
+        let mut cfg = ConsumerConfig::new("localhost:9092", "g", &["t"]);
+        cfg.retry_topics = Some(RetryTopics::tiers([Duration::from_secs(1)]));
+        let c = Consumer::builder(cfg.clone()).build(noop()).unwrap();
+        assert_eq!(
+            c.retry_topics.map(|r| r.retry_topics_of("t")),
+            Some(vec!["t.retry.1s".to_string()]),
+            "the config's section is used"
+        );
+        assert_eq!(c.config.retry.max_attempts, 1, "and its in-place attempts");
+        let err = Consumer::builder(cfg)
+            .retry_topics(RetryTopics::dlq_only())
+            .build(noop())
+            .unwrap_err();
+        assert!(err.to_string().contains("configured twice"), "{err}");
     }
 }

@@ -2,13 +2,13 @@
 
 mod builder;
 mod dispatch;
+mod plugin;
 
 pub use builder::ConsumerBuilder;
 pub(crate) mod poller;
 #[cfg(feature = "ops")]
 pub(crate) mod replay;
-pub(crate) mod task;
-mod tier_start;
+pub(crate) mod run;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,9 +29,10 @@ use crate::stats::ConsumerStats;
 
 pub(crate) use dispatch::Admission;
 use dispatch::{Dispatcher, Limits, RunMessage};
+pub(crate) use plugin::{AttemptPlan, Extension};
 use poller::WeirContext;
-pub(crate) use task::panic_message;
-use task::{Outcome, Runner};
+pub(crate) use run::panic_message;
+use run::{Outcome, Runner};
 
 /// A partition the failure sink halted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +113,7 @@ pub struct Consumer<C, P> {
     shutdown: CancellationToken,
     stats: Arc<ConsumerStats>,
     retry_topics: Option<RetryTopics>,
-    payload_in_spans: Option<task::PayloadHook>,
-    key_in_spans: bool,
+    spans: run::Spans,
 }
 
 impl<C, P> std::fmt::Debug for Consumer<C, P> {
@@ -189,28 +189,25 @@ where
             config,
             codec,
             processor,
-            mut sink,
+            sink,
             shutdown,
             stats,
             retry_topics,
-            payload_in_spans,
-            key_in_spans,
+            spans,
         } = self;
         let group_id: Arc<str> = Arc::from(config.group_id.as_str());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let consumer = create_consumer(&config, tx, &stats)?;
         check_topics(&consumer, &config).await?;
-        // Retry tiers plug in here: their sink, topics, holds and depth gauge.
-        let tiers = match &retry_topics {
+        // Plug-ins (retry tiers) come in here: a sink, topics, an admission
+        // hook, an attempt plan, a budget and a background task.
+        let ext = match &retry_topics {
             Some(rt) => Some(
                 crate::retry::install(&config, rt, stats.clone(), shutdown.child_token()).await?,
             ),
             None => None,
         };
-        if let Some(t) = &tiers {
-            sink = t.sink.clone();
-        }
-        subscribe(&consumer, &config, tiers.as_ref())?;
+        subscribe(&consumer, &config, ext.as_ref())?;
         let stop = Arc::new(AtomicBool::new(false));
         // Dropping this future (an aborted task, a lost `select!`) stops the
         // poll thread too: it would otherwise stay in the group, heartbeating,
@@ -218,37 +215,29 @@ where
         let _stop_on_drop = StopOnDrop(stop.clone());
         let poller = spawn_poller(consumer.clone(), &group_id, stop.clone())?;
 
-        let budget = tiers
-            .as_ref()
-            .filter(|t| t.in_place_schedule.is_none() && config.retry_budget.is_on())
-            .map(|_| config.retry_budget.clone());
-        let runner = Arc::new(Runner {
-            budget_gate: budget.is_some(),
-            group_id: group_id.clone(),
-            schedule: tiers.as_ref().and_then(|t| t.in_place_schedule.clone()),
-            rescheduler: tiers.as_ref().map(|t| t.sink.clone()),
-            payload_in_spans,
-            key_in_spans,
-            ..Runner::new(
-                codec,
-                processor,
-                sink,
-                &config,
-                stats.clone(),
-                metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
-            )
-        });
+        let mut limits = Limits::from_config(&config);
+        let mut runner = Runner::new(
+            codec,
+            processor,
+            sink,
+            &config,
+            stats.clone(),
+            metrics::histogram!("weir_processing_seconds", "group" => group_id.to_string()),
+        );
+        runner.spans = spans;
+        let mut background = None;
+        if let Some(ext) = ext {
+            runner.sink = ext.sink;
+            runner.set_plan(ext.plan);
+            limits.admission = ext.admission;
+            limits.retry_budget = ext.retry_budget;
+            background = ext.background;
+        }
         let publisher =
             spawn_publisher(stats.clone(), group_id.to_string(), shutdown.child_token());
-        let mut limits = Limits::from_config(&config);
-        limits.retry_budget = budget;
-        let depth_task = tiers.and_then(|t| {
-            limits.admission = Some(Arc::new(t.holds));
-            t.depth_task
-        });
         let dispatcher = Dispatcher::new(
             consumer,
-            runner,
+            Arc::new(runner),
             limits,
             stats.clone(),
             shutdown,
@@ -261,7 +250,7 @@ where
                 .run_failed
                 .store(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(t) = depth_task {
+        if let Some(t) = background {
             t.abort();
         }
         publisher.abort();
@@ -304,16 +293,16 @@ fn create_consumer(
 fn subscribe(
     consumer: &BaseConsumer<WeirContext>,
     config: &ConsumerConfig,
-    tiers: Option<&crate::retry::Installed>,
+    ext: Option<&Extension>,
 ) -> Result<(), WeirError> {
     let mut topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-    if let Some(t) = tiers {
-        topics.extend(t.topics.iter().map(String::as_str));
+    if let Some(ext) = ext {
+        topics.extend(ext.topics.iter().map(String::as_str));
         if config.auto_offset_reset != "earliest" {
             let _ = consumer
                 .context()
-                .tiers_from_beginning
-                .set(t.topics.iter().cloned().collect());
+                .from_beginning
+                .set(ext.topics.iter().cloned().collect());
         }
     }
     consumer

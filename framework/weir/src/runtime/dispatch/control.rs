@@ -12,12 +12,55 @@ use crate::kafka;
 use crate::message::TopicPartition;
 use crate::runtime::poller::WeirContext;
 
+/// A refused commit: librdkafka's message, and whether the refusal passes
+/// by itself (a rebalance under way, the coordinator moving or loading, a
+/// timeout, a broken connection), so that the same commit may go through in
+/// a moment.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitError {
+    pub(crate) message: String,
+    pub(crate) transient: bool,
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for CommitError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let transient = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                C::RebalanceInProgress
+                    | C::CoordinatorLoadInProgress
+                    | C::CoordinatorNotAvailable
+                    | C::NotCoordinator
+                    | C::RequestTimedOut
+                    | C::OperationTimedOut
+                    | C::NetworkException
+                    | C::BrokerTransportFailure
+                    | C::AllBrokersDown
+            )
+        );
+        CommitError {
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
 /// The partition controls the dispatcher uses. `commit` blocks until the
 /// broker answered (the dispatcher calls it on a blocking thread); the others
 /// return at once. Errors are librdkafka's message, for logs.
 pub(crate) trait PartitionControl: Send + Sync + 'static {
     /// Commits each partition's next offset synchronously.
-    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), String>;
+    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), CommitError>;
+    /// Whether this member still owns `tp` (a rebalance under way may have
+    /// taken it, and a late commit must not land over its new owner's).
+    fn owns(&self, tp: &TopicPartition) -> bool;
     /// Stops fetching a partition.
     fn pause(&self, tp: &TopicPartition) -> Result<(), String>;
     /// Fetches a paused partition again.
@@ -27,14 +70,18 @@ pub(crate) trait PartitionControl: Send + Sync + 'static {
 }
 
 impl PartitionControl for BaseConsumer<WeirContext> {
-    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), String> {
+    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), CommitError> {
         kafka::commit_sync(
             self,
             offsets
                 .iter()
                 .map(|(tp, next)| (&*tp.topic, tp.partition, *next)),
         )
-        .map_err(|e| e.to_string())
+        .map_err(CommitError::from)
+    }
+
+    fn owns(&self, tp: &TopicPartition) -> bool {
+        !Consumer::assignment_lost(self) && self.context().owns(tp)
     }
 
     fn pause(&self, tp: &TopicPartition) -> Result<(), String> {
@@ -52,5 +99,38 @@ impl PartitionControl for BaseConsumer<WeirContext> {
         self.seek_partitions(tpl, Duration::ZERO)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    use super::CommitError;
+
+    #[test]
+    fn passing_refusals_are_transient_and_lost_membership_is_not() {
+        for code in [
+            C::RebalanceInProgress,
+            C::NotCoordinator,
+            C::CoordinatorLoadInProgress,
+            C::RequestTimedOut,
+        ] {
+            assert!(
+                CommitError::from(KafkaError::ConsumerCommit(code)).transient,
+                "{code:?}"
+            );
+        }
+        for code in [
+            C::IllegalGeneration,
+            C::UnknownMemberId,
+            C::FencedInstanceId,
+            C::OffsetMetadataTooLarge,
+        ] {
+            let e = CommitError::from(KafkaError::ConsumerCommit(code));
+            assert!(!e.transient, "{code:?}");
+            assert!(!e.to_string().is_empty());
+        }
     }
 }

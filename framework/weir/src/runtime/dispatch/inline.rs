@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::super::task::Outcome;
+use super::super::run::Outcome;
 use super::{Completion, DISPATCH_BUDGET, Dispatcher, PartitionControl, RunMessage};
 use crate::error::WeirError;
 
@@ -80,7 +80,7 @@ impl InlinePolicy {
             Ok(Poll::Pending) => Ok(None),
             Err(p) => Err(WeirError::Internal(format!(
                 "message run panicked outside the handler: {}",
-                super::super::task::panic_message(p)
+                super::super::run::panic_message(p)
             ))),
         }
     }

@@ -40,13 +40,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::poller::{Event, RevokeReply, WeirContext};
-use super::task::{Fate, Outcome};
+use super::run::{Fate, Outcome};
 use super::{HaltedPartition, RunReport};
 use crate::error::WeirError;
 use crate::message::{RawMessage, TopicPartition};
 use crate::offsets::NextOffset;
 use crate::scheduler::Ordering;
 use crate::stats::ConsumerStats;
+#[cfg(test)]
+use control::CommitError;
 use control::PartitionControl;
 use inline::InlinePolicy;
 use partition::{Completion, PartitionState};
@@ -148,7 +150,7 @@ pub(crate) struct Dispatcher<R, K = BaseConsumer<WeirContext>> {
     budget: Option<crate::valves::Budget>,
 }
 
-type CommitResult = (Vec<(u64, NextOffset)>, Result<(), String>);
+type CommitResult = (Vec<(u64, NextOffset)>, Result<(), control::CommitError>);
 
 impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     #[allow(clippy::too_many_arguments)]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::HaltedPartition;
 use super::super::poller::Gate;
-use super::super::task::Outcome;
+use super::super::run::Outcome;
 use super::{Dispatcher, PartitionControl, RunMessage};
 use crate::message::{RawMessage, TopicPartition};
 use crate::offsets::{NextOffset, OffsetTracker};

@@ -1,6 +1,7 @@
 //! Shutdown: stop fetching, drop what has not started, drain in-flight runs
 //! up to `shutdown_deadline` (still answering revokes at their deadline and
-//! awaiting the commit under way), cancel the rest, commit once more.
+//! awaiting the commit under way), cancel the rest, commit once more (again
+//! while the broker refuses it for a moment).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -61,7 +62,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         if !drained {
             self.cancel_unfinished(unfinished).await;
         }
-        self.final_commit().await;
+        self.final_commit(deadline).await;
         let halted = self
             .parts
             .values()
@@ -94,25 +95,50 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     }
 
     /// Waits for the interval commit under way, answers the revokes left, and
-    /// commits what finished since, synchronously.
-    async fn final_commit(&mut self) {
+    /// commits what finished since, synchronously. A passing refusal (a
+    /// rebalance under way, the coordinator moving) is tried again until the
+    /// shutdown deadline, or [`FINAL_COMMIT_GRACE`] when the drain used it
+    /// up; partitions this member no longer owns are left to their new owner.
+    async fn final_commit(&mut self, deadline: Instant) {
         if let Some(pending) = self.commit_pending.take() {
             let done = pending.await;
             self.on_commit_done(done);
         }
         self.finish_revokes(true);
         let (list, _) = self.commit_list();
-        if list.is_empty() {
-            return;
-        }
-        let consumer = self.consumer.clone();
-        match tokio::task::spawn_blocking(move || consumer.commit(&list)).await {
-            Ok(Ok(())) => ConsumerStats::add(&self.stats.commits, 1),
-            Ok(Err(e)) => {
-                ConsumerStats::add(&self.stats.commit_failures, 1);
-                tracing::warn!(group = %self.group_id, error = %e, "final commit failed; messages after the last commit are processed again");
+        let deadline = deadline.max(Instant::now() + FINAL_COMMIT_GRACE);
+        let mut backoff = Duration::from_millis(50);
+        let mut list = list;
+        loop {
+            list.retain(|(tp, _)| {
+                let ours = self.consumer.owns(tp);
+                if !ours {
+                    tracing::info!(group = %self.group_id, partition = %tp, "not committing a partition this member lost while stopping; its new owner goes on from the last commit");
+                }
+                ours
+            });
+            if list.is_empty() {
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "final commit task failed"),
+            let consumer = self.consumer.clone();
+            let to_commit = list.clone();
+            let e = match tokio::task::spawn_blocking(move || consumer.commit(&to_commit)).await {
+                Ok(Ok(())) => return ConsumerStats::add(&self.stats.commits, 1),
+                Ok(Err(e)) => e,
+                Err(e) => return tracing::warn!(error = %e, "final commit task failed"),
+            };
+            ConsumerStats::add(&self.stats.commit_failures, 1);
+            if !e.transient || Instant::now() + backoff > deadline {
+                tracing::warn!(group = %self.group_id, error = %e, "final commit failed; messages after the last commit are processed again");
+                return;
+            }
+            tracing::debug!(group = %self.group_id, error = %e, ?backoff, "final commit refused for now; trying again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 }
+
+/// How long a refused final commit is tried again when the drain used up the
+/// shutdown deadline (a rebalance under way usually settles within it).
+const FINAL_COMMIT_GRACE: Duration = Duration::from_secs(3);

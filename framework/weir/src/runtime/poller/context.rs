@@ -36,10 +36,10 @@ pub(crate) struct WeirContext {
     pub(super) partition_queues: bool,
     pub(super) splits: Mutex<Vec<Split>>,
     pub(super) waker: Arc<PollWaker>,
-    /// Retry-tier topics whose partitions start at their beginning when the
-    /// group has no commit there (set when `auto_offset_reset` is not
-    /// `earliest`, so that a tier's waiting copies are never skipped).
-    pub(crate) tiers_from_beginning: OnceLock<std::collections::HashSet<String>>,
+    /// Topics whose partitions start at their beginning when the group has
+    /// no commit there, whatever `auto_offset_reset` says (a plug-in's
+    /// topics, such as retry tiers, whose records must never be skipped).
+    pub(crate) from_beginning: OnceLock<std::collections::HashSet<String>>,
     /// Partitions assigned now, for the lag gauges: librdkafka's statistics
     /// keep reporting a partition as desired for a while after a revoke, and
     /// its gauge would keep its last value on a member that no longer owns it.
@@ -67,9 +67,16 @@ impl WeirContext {
             partition_queues,
             splits: Mutex::new(Vec::new()),
             waker,
-            tiers_from_beginning: OnceLock::new(),
+            from_beginning: OnceLock::new(),
             assigned: Mutex::new(Default::default()),
         }
+    }
+
+    /// Whether `tp` is assigned to this member now.
+    pub(crate) fn owns(&self, tp: &crate::message::TopicPartition) -> bool {
+        self.assigned
+            .lock()
+            .contains(&(tp.topic.to_string(), tp.partition))
     }
 
     /// Hands the context its consumer (weakly), so that partitions can get
@@ -266,9 +273,9 @@ impl ClientContext for WeirContext {
 }
 
 impl ConsumerContext for WeirContext {
-    /// rust-rdkafka's rebalance, with two changes on assign: retry-tier
-    /// partitions without a committed offset start at their beginning (see
-    /// [`WeirContext::tiers_from_beginning`]), and every assigned partition is
+    /// rust-rdkafka's rebalance, with two changes on assign: partitions of
+    /// [`WeirContext::from_beginning`] topics without a committed offset
+    /// start at their beginning, and every assigned partition is
     /// resumed (a pause from before a revoke would otherwise outlive it).
     fn rebalance(
         &self,
@@ -280,8 +287,8 @@ impl ConsumerContext for WeirContext {
         use rdkafka::types::RDKafkaRespErr as E;
         let rebalance = match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                if let Some(tiers) = self.tiers_from_beginning.get() {
-                    super::super::tier_start::from_beginning(consumer, tpl, tiers, &self.group_id);
+                if let Some(topics) = self.from_beginning.get() {
+                    crate::kafka::uncommitted_from_beginning(consumer, tpl, topics, &self.group_id);
                 }
                 Rebalance::Assign(tpl)
             }

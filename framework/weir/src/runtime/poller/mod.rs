@@ -114,7 +114,7 @@ pub(crate) fn poll_thread(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<At
     if let Err(p) = result {
         let msg = format!(
             "the poll thread panicked ({}); the consumer stops: restart it, and report this as a bug",
-            crate::runtime::task::panic_message(p)
+            crate::runtime::run::panic_message(p)
         );
         tracing::error!(group = %ctx.group_id, "{msg}");
         let _ = ctx.events.send(Event::Fatal(msg));

@@ -10,7 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::poller::{Topics, convert};
-use super::task::{Outcome, Runner};
+use super::run::{Outcome, Runner};
 use crate::codec::Codec;
 use crate::config::ConsumerConfig;
 use crate::error::WeirError;
@@ -254,7 +254,7 @@ impl Replay {
         let polled = tokio::task::spawn_blocking(move || poller.join())
             .await
             .map_err(|e| WeirError::Internal(e.to_string()))?
-            .unwrap_or_else(|p| Err(super::task::panic_message(p)));
+            .unwrap_or_else(|p| Err(super::run::panic_message(p)));
         if let Some(t) = ticker {
             t.abort();
         }
@@ -331,7 +331,7 @@ fn spawn_poller(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 replay_poll(&consumer, &topic, &ranges, senders, &stop)
             }))
-            .map_err(super::task::panic_message)
+            .map_err(super::run::panic_message)
         })
         .map_err(|e| WeirError::Internal(format!("spawning the replay poll thread: {e}")))
 }

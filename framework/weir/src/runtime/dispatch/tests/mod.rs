@@ -21,6 +21,10 @@ struct FakeControl {
     calls: Mutex<Vec<Call>>,
     /// Commits that fail before one succeeds.
     failing_commits: Mutex<u32>,
+    /// The injected failures are for good (not a passing refusal).
+    failing_for_good: bool,
+    /// Partitions this member no longer owns.
+    lost: Mutex<Vec<TopicPartition>>,
 }
 
 impl FakeControl {
@@ -38,17 +42,23 @@ impl FakeControl {
 }
 
 impl PartitionControl for FakeControl {
-    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), String> {
+    fn commit(&self, offsets: &[(TopicPartition, i64)]) -> Result<(), CommitError> {
         let mut failing = self.failing_commits.lock().unwrap();
         if *failing > 0 {
             *failing -= 1;
-            return Err("injected commit failure".into());
+            return Err(CommitError {
+                message: "injected commit failure".into(),
+                transient: !self.failing_for_good,
+            });
         }
         self.calls
             .lock()
             .unwrap()
             .push(Call::Commit(offsets.to_vec()));
         Ok(())
+    }
+    fn owns(&self, tp: &TopicPartition) -> bool {
+        !self.lost.lock().unwrap().contains(tp)
     }
     fn pause(&self, tp: &TopicPartition) -> Result<(), String> {
         self.calls.lock().unwrap().push(Call::Pause(tp.clone()));
@@ -175,6 +185,25 @@ fn start(limits: Limits, control: FakeControl) -> Harness {
     }
 }
 
+impl Harness {
+    /// Cancels the run and returns its report.
+    async fn stop(&mut self) -> RunReport {
+        self.shutdown.cancel();
+        (&mut self.run).await.unwrap().unwrap()
+    }
+}
+
+/// A revoke's answer, waited for off the runtime (the poll thread's side
+/// of the revoke protocol blocks on it).
+async fn answer_within(
+    answer: std::sync::mpsc::Receiver<Vec<(TopicPartition, NextOffset)>>,
+    limit: Duration,
+) -> Option<Vec<(TopicPartition, NextOffset)>> {
+    tokio::task::spawn_blocking(move || answer.recv_timeout(limit).ok())
+        .await
+        .unwrap()
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while !f() {
@@ -218,7 +247,7 @@ async fn stays(h: &Harness, offset: Option<i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_stop_below_the_first_unfinished_offset() {
-    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let mut h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
     let batch = vec![
         msg(0, "ok"),
         msg(1, "ok"),
@@ -234,22 +263,20 @@ async fn commits_stop_below_the_first_unfinished_offset() {
         h.control.committed(&tp()) == Some(5)
     })
     .await;
-    h.shutdown.cancel();
-    let report = h.run.await.unwrap().unwrap();
+    let report = h.stop().await;
     assert!(report.drained && report.unfinished == 0 && report.halted.is_empty());
     assert!(h.stats.commits() >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_waits_for_its_runs_then_answers_the_finished_position() {
-    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let mut h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
     let answer = ok_slow_ok_then_revoke(&h, std::time::Instant::now() + Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(answer.try_recv().is_err(), "answered while a run was going");
     h.release.add_permits(1);
-    let offsets = tokio::task::spawn_blocking(move || answer.recv_timeout(Duration::from_secs(5)))
+    let offsets = answer_within(answer, Duration::from_secs(5))
         .await
-        .unwrap()
         .expect("the revoke is answered once its run finished");
     assert_eq!(offsets, vec![(tp(), NextOffset(3))]);
     assert_eq!(h.cancelled.load(std::sync::atomic::Ordering::SeqCst), 0);
@@ -259,18 +286,16 @@ async fn a_revoke_waits_for_its_runs_then_answers_the_finished_position() {
         h.stats.dropped_on_revoke() == 1
     })
     .await;
-    h.shutdown.cancel();
-    let _ = h.run.await.unwrap().unwrap();
+    let _ = h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_at_its_deadline_cancels_the_run_and_answers_what_finished() {
-    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let mut h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
     let started = std::time::Instant::now();
     let answer = ok_slow_ok_then_revoke(&h, started + Duration::from_millis(300));
-    let offsets = tokio::task::spawn_blocking(move || answer.recv_timeout(Duration::from_secs(5)))
+    let offsets = answer_within(answer, Duration::from_secs(5))
         .await
-        .unwrap()
         .expect("answered at the deadline");
     assert!(
         started.elapsed() >= Duration::from_millis(290),
@@ -285,13 +310,12 @@ async fn a_revoke_at_its_deadline_cancels_the_run_and_answers_what_finished() {
         h.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
-    h.shutdown.cancel();
-    let _ = h.run.await.unwrap().unwrap();
+    let _ = h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_partition_is_paused_and_resumed_at_half_with_a_seek() {
-    let h = start(limits(4, Duration::from_secs(5)), FakeControl::default());
+    let mut h = start(limits(4, Duration::from_secs(5)), FakeControl::default());
     let batch = (0..4).map(|o| msg(o, "slow")).collect();
     h.events.send(Event::Batch(batch)).unwrap();
     until("the pause", || {
@@ -315,8 +339,7 @@ async fn a_full_partition_is_paused_and_resumed_at_half_with_a_seek() {
     );
     assert_eq!(h.stats.paused_partitions(), 0);
     h.release.add_permits(2);
-    h.shutdown.cancel();
-    let report = h.run.await.unwrap().unwrap();
+    let report = h.stop().await;
     assert!(report.drained);
     assert_eq!(h.control.committed(&tp()), Some(4));
 }
@@ -327,7 +350,7 @@ async fn a_failed_commit_is_retried_on_the_next_interval() {
         failing_commits: Mutex::new(2),
         ..Default::default()
     };
-    let h = start(limits(100, Duration::from_secs(5)), control);
+    let mut h = start(limits(100, Duration::from_secs(5)), control);
     h.events
         .send(Event::Batch(vec![msg(0, "ok"), msg(1, "ok")]))
         .unwrap();
@@ -336,8 +359,7 @@ async fn a_failed_commit_is_retried_on_the_next_interval() {
     })
     .await;
     assert_eq!(h.stats.commit_failures(), 2);
-    h.shutdown.cancel();
-    let _ = h.run.await.unwrap().unwrap();
+    let _ = h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +396,7 @@ async fn shutdown_cancels_at_its_deadline_and_commits_what_finished() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halt_stops_the_partition_and_is_reported() {
-    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let mut h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
     h.events
         .send(Event::Batch(vec![
             msg(0, "ok"),
@@ -388,11 +410,77 @@ async fn a_halt_stops_the_partition_and_is_reported() {
     })
     .await;
     stays(&h, Some(1)).await;
-    h.shutdown.cancel();
-    let report = h.run.await.unwrap().unwrap();
+    let report = h.stop().await;
     assert_eq!(report.halted.len(), 1);
     assert_eq!(report.halted[0].offset, 1);
     assert_eq!(report.halted[0].class, "terminal");
+}
+
+/// A dispatcher whose interval commit never comes round again after its
+/// first tick (at start, with nothing to commit): only the final commit commits.
+async fn final_commit_only(control: FakeControl) -> Harness {
+    let h = start(
+        Limits {
+            commit_interval: Duration::from_secs(3600),
+            ..limits(100, Duration::from_secs(3))
+        },
+        control,
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_commit_refused_for_a_moment_is_retried_before_the_consumer_stops() {
+    let control = FakeControl {
+        failing_commits: Mutex::new(3),
+        ..Default::default()
+    };
+    let mut h = final_commit_only(control).await;
+    h.events
+        .send(Event::Batch(vec![msg(0, "ok"), msg(1, "ok")]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(h.control.committed(&tp()), None, "nothing committed yet");
+    let report = h.stop().await;
+    assert!(report.drained);
+    assert_eq!(
+        h.control.committed(&tp()),
+        Some(2),
+        "the final commit got through after a rebalance-like refusal"
+    );
+    assert_eq!(h.stats.commit_failures(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_commit_refused_for_good_or_for_a_lost_partition_is_not_retried() {
+    let control = FakeControl {
+        failing_commits: Mutex::new(3),
+        failing_for_good: true,
+        ..Default::default()
+    };
+    let mut h = final_commit_only(control).await;
+    h.events.send(Event::Batch(vec![msg(0, "ok")])).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // (The interval's first tick may have tried, and failed, once already.)
+    let before = h.stats.commit_failures();
+    let started = std::time::Instant::now();
+    let _ = h.stop().await;
+    assert_eq!(h.stats.commit_failures(), before + 1, "one try");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(h.control.committed(&tp()), None);
+
+    let control = FakeControl::default();
+    control.lost.lock().unwrap().push(tp());
+    let mut h = final_commit_only(control).await;
+    h.events.send(Event::Batch(vec![msg(0, "ok")])).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _ = h.stop().await;
+    assert_eq!(
+        h.control.committed(&tp()),
+        None,
+        "a partition another member owns now is not committed over it"
+    );
 }
 
 mod valves;

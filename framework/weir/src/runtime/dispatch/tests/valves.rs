@@ -16,7 +16,7 @@ async fn the_dlq_limit_halts_the_partition_after_the_message_that_tripped_it() {
         max_consecutive: Some(3),
         ..Default::default()
     };
-    let h = start(l, FakeControl::default());
+    let mut h = start(l, FakeControl::default());
     let first = vec![msg(0, "ok"), msg(1, "dlq"), msg(2, "dlq"), msg(3, "dlq")];
     h.events.send(Event::Batch(first)).unwrap();
     until("the trip", || h.stats.dlq_limit_trips() == 1).await;
@@ -29,8 +29,7 @@ async fn the_dlq_limit_halts_the_partition_after_the_message_that_tripped_it() {
     })
     .await;
     stays(&h, Some(4)).await;
-    h.shutdown.cancel();
-    let report = h.run.await.unwrap().unwrap();
+    let report = h.stop().await;
     assert_eq!(report.halted.len(), 1);
     let halt = &report.halted[0];
     assert_eq!((halt.offset, halt.class.as_str()), (4, "dlq_limit"));
@@ -46,7 +45,7 @@ async fn a_dlq_share_under_the_limit_never_halts() {
         window: 10,
         max_consecutive: Some(3),
     };
-    let h = start(l, FakeControl::default());
+    let mut h = start(l, FakeControl::default());
     // Every third message poison: a third of the window, never three in a row.
     let batch = (0..60)
         .map(|o| msg(o, if o % 3 == 0 { "dlq" } else { "ok" }))
@@ -56,8 +55,7 @@ async fn a_dlq_share_under_the_limit_never_halts() {
         h.control.committed(&tp()) == Some(60)
     })
     .await;
-    h.shutdown.cancel();
-    let report = h.run.await.unwrap().unwrap();
+    let report = h.stop().await;
     assert!(report.halted.is_empty());
     assert_eq!(h.stats.dlq_limit_trips(), 0);
 }
@@ -70,7 +68,7 @@ async fn a_spent_retry_budget_starts_nothing_until_the_window_moves_on() {
         window: Duration::from_secs(1),
         min_retries: 3,
     });
-    let h = start(l, FakeControl::default());
+    let mut h = start(l, FakeControl::default());
     let retried = (0..6).map(|o| msg(o, "retried")).collect();
     h.events.send(Event::Batch(retried)).unwrap();
     until("the budget spent", || h.stats.retry_budget_spent() == 1).await;
@@ -93,13 +91,12 @@ async fn a_spent_retry_budget_starts_nothing_until_the_window_moves_on() {
         h.control.committed(&tp()) == Some(8)
     })
     .await;
-    h.shutdown.cancel();
-    let _ = h.run.await.unwrap().unwrap();
+    let _ = h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inspect_view_names_the_holder_its_key_and_the_finished_messages_behind_it() {
-    let h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
+    let mut h = start(limits(100, Duration::from_secs(5)), FakeControl::default());
     let batch = vec![
         keyed(0, "fine", "ok"),
         keyed(1, "stuck", "slow"),
@@ -146,6 +143,5 @@ async fn the_inspect_view_names_the_holder_its_key_and_the_finished_messages_beh
             .is_some_and(|p| p.holder.is_none() && p.committable == Some(6))
     })
     .await;
-    h.shutdown.cancel();
-    let _ = h.run.await.unwrap().unwrap();
+    let _ = h.stop().await;
 }

@@ -1,8 +1,9 @@
-//! Where a retry-tier partition starts when the group has never committed
-//! there: at its beginning, whatever `auto_offset_reset` says. With `latest`,
-//! a tier partition first assigned after a copy was written to it (the member
-//! that wrote it left while it waited) would otherwise start past the copy,
-//! whose source offset is already committed: the retry would be lost.
+//! Where a partition of an "every record counts" topic starts when the group
+//! has never committed there: at its beginning, whatever `auto_offset_reset`
+//! says. A plug-in names such topics (the retry tiers do: with `latest`, a
+//! tier partition first assigned after a copy was written to it, by a member
+//! that left while it waited, would otherwise start past the copy, whose
+//! source offset is already committed, and the retry would be lost).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -10,19 +11,19 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// Sets `Offset::Beginning` in `tpl` for the partitions of `tiers` that have
-/// no committed offset. When the committed offsets cannot be read, tier
-/// partitions start at the beginning too (at least once: a copy processed
+/// Sets `Offset::Beginning` in `tpl` for the partitions of `topics` that have
+/// no committed offset. When the committed offsets cannot be read, those
+/// partitions start at the beginning too (at least once: a record processed
 /// again is absorbed by idempotency; a skipped one would be lost).
-pub(crate) fn from_beginning<C: ConsumerContext>(
+pub(crate) fn uncommitted_from_beginning<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tpl: &mut TopicPartitionList,
-    tiers: &HashSet<String>,
+    topics: &HashSet<String>,
     group: &str,
 ) {
     let mut ask = TopicPartitionList::new();
     for e in tpl.elements() {
-        if tiers.contains(e.topic()) && matches!(e.offset(), Offset::Invalid | Offset::Stored) {
+        if topics.contains(e.topic()) && matches!(e.offset(), Offset::Invalid | Offset::Stored) {
             ask.add_partition(e.topic(), e.partition());
         }
     }
@@ -39,7 +40,7 @@ pub(crate) fn from_beginning<C: ConsumerContext>(
             .map(|e| (e.topic().to_string(), e.partition()))
             .collect(),
         Err(e) => {
-            tracing::warn!(group, error = %e, "cannot read the committed offsets of retry-tier partitions; they start at their beginning");
+            tracing::warn!(group, error = %e, "cannot read the committed offsets of partitions that must start at their beginning when uncommitted; they start there");
             ask.elements()
                 .iter()
                 .map(|e| (e.topic().to_string(), e.partition()))
@@ -48,13 +49,13 @@ pub(crate) fn from_beginning<C: ConsumerContext>(
     };
     for (topic, partition) in uncommitted {
         if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Beginning) {
-            tracing::warn!(group, topic, partition, error = %e, "cannot start a retry-tier partition at its beginning");
+            tracing::warn!(group, topic, partition, error = %e, "cannot start an uncommitted partition at its beginning");
         } else {
             tracing::debug!(
                 group,
                 topic,
                 partition,
-                "retry-tier partition has no commit: starts at its beginning"
+                "partition has no commit: starts at its beginning"
             );
         }
     }
