@@ -194,4 +194,62 @@ impl Db {
             Db::Lite(p) => sqlx::query_as(sql).fetch_all(p).await?,
         })
     }
+
+    /// The A/B baseline's transaction: the same hit counter update as a
+    /// redirect, without the outbox write. The target, or `None`.
+    pub async fn hit(&self, code: &str) -> anyhow::Result<Option<String>> {
+        Ok(match self {
+            Db::Pg(p) => {
+                let mut tx = p.begin().await?;
+                let t = sqlx::query_scalar(
+                    "UPDATE links SET hits = hits + 1 WHERE code = $1 RETURNING target",
+                )
+                .bind(code)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                t
+            }
+            Db::Lite(p) => {
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let t = sqlx::query_scalar(
+                    "UPDATE links SET hits = hits + 1 WHERE code = ? RETURNING target",
+                )
+                .bind(code)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                t
+            }
+        })
+    }
+
+    /// The outbox backlog: rows not yet published, and the age of the oldest (ms).
+    pub async fn outbox_backlog(&self) -> anyhow::Result<(i64, i64)> {
+        Ok(match self {
+            Db::Pg(p) => sqlx::query_as(
+                "SELECT count(*), COALESCE((EXTRACT(EPOCH FROM (clock_timestamp() - min(created_at))) * 1000)::BIGINT, 0) \
+                 FROM weir_outbox WHERE published_at IS NULL",
+            )
+            .fetch_one(p)
+            .await?,
+            Db::Lite(p) => {
+                let (n, oldest): (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT count(*), min(created_at) FROM weir_outbox WHERE published_at IS NULL",
+                )
+                .fetch_one(p)
+                .await?;
+                (n, oldest.map_or(0, |o| (weir::clock::now_ms() - o).max(0)))
+            }
+        })
+    }
+
+    /// The event ids in `clicks`.
+    pub async fn click_ids(&self) -> anyhow::Result<Vec<String>> {
+        let sql = "SELECT event_id FROM clicks";
+        Ok(match self {
+            Db::Pg(p) => sqlx::query_scalar(sql).fetch_all(p).await?,
+            Db::Lite(p) => sqlx::query_scalar(sql).fetch_all(p).await?,
+        })
+    }
 }

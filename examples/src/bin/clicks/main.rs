@@ -14,31 +14,21 @@
 mod db;
 mod enrich;
 mod load;
+mod pipeline;
+mod report;
+mod scenario;
+mod service;
+mod timeline;
 mod verdict;
+mod worker;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Sqlite, Transaction};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use weir::retry::RetryTopics;
-use weir::{Consumer, ConsumerConfig, ConsumerHandle, JsonCodec, Message, ProcessError, Processor};
-use weir_idempotency::{IdempotencyStats, Transactional, TxProcessor};
-use weir_outbox::{OutboxRecord, PostgresOutbox, Relay, RelayConfig, SqliteOutbox};
-use weir_testkit::KafkaCluster;
-
-use db::Db;
-use enrich::{Geo, enrich};
 
 const TOPIC: &str = "clicks";
 const GROUP: &str = "click-enricher";
@@ -76,6 +66,87 @@ struct Args {
     /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` here while running (e.g. 127.0.0.1:9464).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
+    /// Where Kafka runs: `mock` (the default), `kafka` (one Apache Kafka node
+    /// started for the run, which a broker outage can stop) or `external`
+    /// (`KAFKA_BOOTSTRAP_SERVERS`, the default when it is set).
+    #[arg(long, value_enum)]
+    broker: Option<pipeline::Broker>,
+    /// Scenario: the redirect with its outbox write against a baseline
+    /// redirect that only counts the hit, at the same open-loop rate, interleaved.
+    #[arg(long)]
+    ab: bool,
+    /// Scenario: the worker group is stopped for this long mid-run (e.g. `5s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    worker_outage: Option<Duration>,
+    /// Scenario: the brokers are taken down for this long mid-run (e.g. `5s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    broker_outage: Option<Duration>,
+    /// Scenario: a burst of FACTOR times the rate for SECONDS, as `FACTORxSECONDS` (e.g. `5x3`).
+    #[arg(long, value_parser = parse_spike)]
+    spike: Option<(f64, f64)>,
+    /// Runs every scenario in sequence (A/B, worker outage 5 s, broker outage 5 s, spike 5x3).
+    #[arg(long)]
+    all: bool,
+    /// Open-loop request rate of the scenarios (per second).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Load phase of each scenario (the pipeline then drains).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Writes the scenarios' timeline as a self-contained page (`.html`) or picture (`.svg`).
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    fn broker(&self) -> pipeline::Broker {
+        self.broker
+            .unwrap_or(if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok() {
+                pipeline::Broker::External
+            } else {
+                pipeline::Broker::Mock
+            })
+    }
+
+    /// The scenarios asked for, in order.
+    fn scenarios(&self) -> Vec<scenario::Kind> {
+        use scenario::Kind;
+        let mut out = Vec::new();
+        if self.ab || self.all {
+            out.push(Kind::Ab);
+        }
+        if self.worker_outage.is_some() || self.all {
+            out.push(Kind::WorkerOutage);
+        }
+        if self.broker_outage.is_some() || self.all {
+            out.push(Kind::BrokerOutage);
+        }
+        if self.spike.is_some() || self.all {
+            out.push(Kind::Spike);
+        }
+        out
+    }
+}
+
+fn parse_spike(s: &str) -> Result<(f64, f64), String> {
+    let (f, secs) = s
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}`: write FACTORxSECONDS, e.g. 5x3"))?;
+    let f: f64 = f
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{f}` is not a factor"))?;
+    let secs: f64 = secs
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("`{secs}` is not a number of seconds"))?;
+    if !(f >= 1.0 && secs > 0.0) {
+        return Err(format!(
+            "`{s}`: the factor must be at least 1 and the seconds above 0"
+        ));
+    }
+    Ok((f, secs))
 }
 
 /// The event the redirect service enqueues.
@@ -86,165 +157,6 @@ struct ClickEvent {
     ip: String,
     user_agent: String,
     referrer: Option<String>,
-}
-
-use weir::clock::now_ms;
-
-/// Deterministic "does this event's first enrichment fail?" (FNV-1a of the id).
-fn fails_first(id: &str, rate: f64) -> bool {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in id.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    ((h % 10_000) as f64) < rate * 10_000.0
-}
-
-struct Worker {
-    geo: Geo,
-    failure_rate: f64,
-    retried: AtomicU64,
-}
-
-impl Worker {
-    /// Enriches, or fails transiently (a geo service timing out) on the first try of some events.
-    fn enrich(
-        &self,
-        msg: &Message<ClickEvent>,
-    ) -> Result<(String, enrich::Enriched), ProcessError> {
-        let id = msg.message_id().unwrap_or_default().to_string();
-        if msg.attempt() > 1 {
-            self.retried.fetch_add(1, Relaxed);
-        } else if fails_first(&id, self.failure_rate) {
-            return Err(
-                ProcessError::retryable(std::io::Error::other("geo lookup timed out"))
-                    .with_class("geo_timeout"),
-            );
-        }
-        let e = msg.value();
-        Ok((id, enrich(&self.geo, &e.ip, &e.user_agent)))
-    }
-}
-
-fn db_err(e: sqlx::Error) -> ProcessError {
-    ProcessError::retryable(e).with_class("db")
-}
-
-impl TxProcessor<ClickEvent, Postgres> for Arc<Worker> {
-    async fn process(
-        &self,
-        msg: Message<ClickEvent>,
-        tx: &mut Transaction<'static, Postgres>,
-    ) -> Result<(), ProcessError> {
-        let (id, en) = self.enrich(&msg)?;
-        let e = msg.value();
-        sqlx::query(
-            "INSERT INTO clicks (event_id, link_code, clicked_at_ms, processed_at_ms, ip, browser, os, device, country, referrer) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(id)
-        .bind(&e.link)
-        .bind(e.at_ms)
-        .bind(now_ms())
-        .bind(&e.ip)
-        .bind(en.browser)
-        .bind(en.os)
-        .bind(en.device)
-        .bind(en.country)
-        .bind(&e.referrer)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        Ok(())
-    }
-}
-
-impl TxProcessor<ClickEvent, Sqlite> for Arc<Worker> {
-    async fn process(
-        &self,
-        msg: Message<ClickEvent>,
-        tx: &mut Transaction<'static, Sqlite>,
-    ) -> Result<(), ProcessError> {
-        let (id, en) = self.enrich(&msg)?;
-        let e = msg.value();
-        sqlx::query(
-            "INSERT INTO clicks (event_id, link_code, clicked_at_ms, processed_at_ms, ip, browser, os, device, country, referrer) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&e.link)
-        .bind(e.at_ms)
-        .bind(now_ms())
-        .bind(&e.ip)
-        .bind(en.browser)
-        .bind(en.os)
-        .bind(en.device)
-        .bind(en.country)
-        .bind(&e.referrer)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        Ok(())
-    }
-}
-
-/// The redirect service's state.
-struct App {
-    db: Db,
-    wake: Arc<Notify>,
-}
-
-/// `GET /{code}`: 302 to the target at once; the click goes to the outbox in
-/// the same transaction as the hit counter. Never waits for Kafka.
-async fn redirect(
-    State(app): State<Arc<App>>,
-    Path(code): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let event = ClickEvent {
-        link: code.clone(),
-        at_ms: now_ms(),
-        ip: h("x-forwarded-for").unwrap_or_else(|| "0.0.0.0".into()),
-        user_agent: h("user-agent").unwrap_or_default(),
-        referrer: h("referer"),
-    };
-    let mut rec = OutboxRecord::to(TOPIC).key(code.clone());
-    rec = if h("x-demo-poison").is_some() {
-        // A buggy client version: the event is not valid JSON.
-        rec.payload(format!(r#"{{"link":"{code}","at_ms":"#))
-    } else {
-        match rec.json(&event) {
-            Ok(r) => r,
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        }
-    };
-    if let Some(tp) = h("traceparent") {
-        rec = rec.header("traceparent", tp);
-    }
-    match app.db.redirect(&code, rec).await {
-        Ok(Some((target, id))) => {
-            app.wake.notify_one();
-            (
-                StatusCode::FOUND,
-                [
-                    (header::LOCATION, target),
-                    (header::HeaderName::from_static("x-click-id"), id),
-                ],
-            )
-                .into_response()
-        }
-        Ok(None) => (StatusCode::NOT_FOUND, "unknown link").into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "redirect failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
-        }
-    }
 }
 
 const AGENTS: &[&str] = &[
@@ -270,34 +182,6 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn start_worker<P: Processor<ClickEvent>>(
-    cfg: ConsumerConfig,
-    rt: RetryTopics,
-    p: P,
-) -> anyhow::Result<(
-    ConsumerHandle,
-    tokio::task::JoinHandle<Result<weir::RunReport, weir::WeirError>>,
-)> {
-    let c = Consumer::builder(cfg)
-        .codec(JsonCodec::<ClickEvent>::new())
-        .retry_topics(rt)
-        .build(p)?;
-    let h = c.handle();
-    Ok((h, tokio::spawn(c.run())))
-}
-
-fn dlq_depth(client: &rdkafka::consumer::BaseConsumer, topic: &str, partitions: i32) -> i64 {
-    use rdkafka::consumer::Consumer as _;
-    (0..partitions)
-        .filter_map(|p| {
-            client
-                .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .ok()
-        })
-        .map(|(lo, hi)| hi - lo)
-        .sum()
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -307,145 +191,59 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let started = Instant::now();
-
-    // Kafka: the configured cluster, or an in-process mock cluster.
-    let cluster = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-        Ok(b) => KafkaCluster::external_at(&b),
-        Err(_) => KafkaCluster::mock(1)?,
-    };
-    let brokers = cluster.bootstrap_servers().to_string();
-    let partitions = 4;
-    let retry =
-        RetryTopics::tiers([Duration::from_millis(200), Duration::from_secs(1)]).jitter(0.0);
-    let mut wanted = vec![TOPIC.to_string(), retry.dlq_topic(TOPIC)];
-    wanted.extend(retry.retry_topics_of(TOPIC));
-    for t in &wanted {
-        // The mock cluster cannot create topics over the protocol; elsewhere a
-        // topic that already exists is fine.
-        if let Err(e) = cluster.create_topic(t, partitions).await {
-            tracing::debug!(topic = %t, error = %e, "create topic");
-        }
-    }
-
-    // Database: DATABASE_URL, or SQLite in a temporary directory.
-    let dir = tempfile::Builder::new().prefix("weir-clicks-").tempdir()?;
-    let (db, db_desc) = Db::open(std::env::var("DATABASE_URL").ok().as_deref(), dir.path()).await?;
-    db.migrate().await?;
-    db.reset().await?;
-    db.seed_links(LINKS).await?;
-    eprintln!(
-        "clicks: kafka {}, database {db_desc}",
-        if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok() {
-            brokers.as_str()
-        } else {
-            "in-process mock cluster"
-        }
+    let scenarios = args.scenarios();
+    anyhow::ensure!(
+        !(scenarios.contains(&scenario::Kind::BrokerOutage)
+            && args.broker() == pipeline::Broker::External),
+        "the broker outage takes the brokers down: run it on --broker mock or --broker kafka, not an external cluster"
     );
-
+    let started = Instant::now();
     // Metric handles are bound when consumers start: install the recorder first.
     let telemetry = match args.metrics_addr {
         Some(_) => Some(weir_telemetry::Telemetry::install()?),
         None => None,
     };
-    let stop = CancellationToken::new();
-    let producer = weir::Producer::new(&brokers)?;
-    let relay_cfg = RelayConfig {
-        poll_interval: Duration::from_millis(500),
-        ..Default::default()
-    };
-    let geo = match &args.geoip_db {
-        Some(p) => Geo::maxmind(p).with_context(|| format!("opening {}", p.display()))?,
-        None => Geo::bundled()?,
-    };
-    let worker = Arc::new(Worker {
-        geo,
-        failure_rate: args.failure_rate,
-        retried: AtomicU64::new(0),
-    });
-    let mut cfg = ConsumerConfig::new(&brokers, GROUP, &[TOPIC])
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        // Low latency over fewer fetch requests: a click is worth seeing quickly.
-        .set("fetch.wait.max.ms", "50");
-    cfg.commit_interval = Duration::from_millis(200);
-    cfg.max_in_flight = 64;
-
-    let (wake, relay_task, dedup, handle, run): (Arc<Notify>, _, Arc<IdempotencyStats>, _, _) =
-        match &db {
-            Db::Pg(pool) => {
-                let relay = Arc::new(Relay::new(
-                    PostgresOutbox::new(pool.clone()),
-                    producer,
-                    relay_cfg,
-                ));
-                let (r, s) = (relay.clone(), stop.clone());
-                let t = tokio::spawn(async move { r.run(s).await });
-                let p = Transactional::new(
-                    worker.clone(),
-                    weir_idempotency::PostgresStore::new(pool.clone()),
-                    GROUP,
-                );
-                let st = p.stats();
-                let (h, run) = start_worker(cfg, retry.clone(), p).await?;
-                (relay.waker(), t, st, h, run)
-            }
-            Db::Lite(pool) => {
-                let relay = Arc::new(Relay::new(
-                    SqliteOutbox::new(pool.clone()),
-                    producer,
-                    relay_cfg,
-                ));
-                let (r, s) = (relay.clone(), stop.clone());
-                let t = tokio::spawn(async move { r.run(s).await });
-                let p = Transactional::new(
-                    worker.clone(),
-                    weir_idempotency::SqliteStore::new(pool.clone()),
-                    GROUP,
-                );
-                let st = p.stats();
-                let (h, run) = start_worker(cfg, retry.clone(), p).await?;
-                (relay.waker(), t, st, h, run)
-            }
-        };
-
+    let mut p = pipeline::Pipeline::start(&args).await?;
+    eprintln!(
+        "clicks: kafka {} ({}), database {}",
+        p.kafka_name(),
+        p.brokers,
+        p.db_desc
+    );
+    let handle = p.start_worker().await?;
     if let (Some(t), Some(addr)) = (&telemetry, args.metrics_addr) {
-        let (bound, _server) = t
-            .serve(addr, vec![handle.clone()], Default::default())
-            .await?;
+        let (bound, _server) = t.serve(addr, vec![handle], Default::default()).await?;
         eprintln!("clicks: metrics on http://{bound}/metrics");
     }
-    // Measure the steady state: start the traffic once the worker has its partitions.
-    let join_deadline = Instant::now() + Duration::from_secs(60);
-    while handle.stats().assigned_partitions() < (partitions as u64) * 3
-        && Instant::now() < join_deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let ok = if scenarios.is_empty() {
+        anyhow::ensure!(
+            args.report.is_none(),
+            "--report draws the scenarios' timeline: add a scenario (--ab, --worker-outage, --broker-outage, --spike or --all)"
+        );
+        default_run(&mut p, &args, started).await?
+    } else {
+        scenarios_run(&mut p, &args, &scenarios).await?
+    };
+    p.shutdown().await?;
+    if !ok {
+        eprintln!("FAILED: something was lost, applied twice, misrouted, or a claim did not hold");
+        std::process::exit(1);
     }
+    Ok(())
+}
 
-    // The redirect service.
-    let app = Arc::new(App {
-        db,
-        wake: wake.clone(),
-    });
-    let router = axum::Router::new()
-        .route("/{code}", axum::routing::get(redirect))
-        .with_state(app.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr: SocketAddr = listener.local_addr()?;
-    let server_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-    });
-
-    // The load driver.
+/// The default run: `--events` requests, duplicates re-published, drained,
+/// and the verdict from the table and the DLQ.
+async fn default_run(
+    p: &mut pipeline::Pipeline,
+    args: &Args,
+    started: Instant,
+) -> anyhow::Result<bool> {
     let load::Load {
         mut redirect_ms,
         expected,
         poison_count,
-    } = load::drive(addr, &args).await?;
+    } = load::drive(p.addr, args).await?;
     // Duplicate deliveries: re-publish some events with their message IDs.
     let n_dup = (args.events as f64 * args.duplicate_share).round() as usize;
     let dup_ids: Vec<String> = expected
@@ -454,31 +252,56 @@ async fn main() -> anyhow::Result<()> {
         .take(n_dup)
         .cloned()
         .collect();
-    let duplicates_sent = app.db.republish(&dup_ids).await?;
-    wake.notify_one();
+    let duplicates_sent = p.app.db.republish(&dup_ids).await?;
+    p.wake.notify_one();
+    wait_drained(p, &expected, poison_count, duplicates_sent, args.timeout_s).await?;
+    // Let in-flight commits land, then stop everything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = p.stop_worker().await?;
+    verdict::report(verdict::Inputs {
+        args,
+        db: &p.app.db,
+        db_desc: &p.db_desc,
+        kafka: p.kafka_name(),
+        expected: &expected,
+        poison_count,
+        dlq: tokio::task::block_in_place(|| p.dlq_depth()),
+        redirect_ms: &mut redirect_ms,
+        retried: p.worker.retried.load(Relaxed),
+        duplicates_sent,
+        duplicates_absorbed: p.duplicates_absorbed(),
+        drained: report.is_some_and(|r| r.drained),
+        started,
+    })
+    .await
+}
 
-    // Wait until the pipeline drains: every valid event in `clicks`, every poison event in the DLQ.
-    let meta: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    let dlq_topic = retry.dlq_topic(TOPIC);
+/// Waits until every valid event is in `clicks`, every poison event in the
+/// DLQ and every duplicate absorbed (or `timeout_s` passed), with a progress bar.
+async fn wait_drained(
+    p: &pipeline::Pipeline,
+    expected: &BTreeSet<String>,
+    poison_count: i64,
+    duplicates_sent: usize,
+    timeout_s: u64,
+) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new(expected.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:>10} {bar:40} {pos}/{len} {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message("processed");
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
     loop {
-        let rows = app.db.clicks().await?;
+        let rows = p.app.db.clicks().await?;
         let seen: BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
         let done = expected
             .iter()
             .filter(|id| seen.contains(id.as_str()))
             .count();
         bar.set_position(done as u64);
-        let dlq_now = tokio::task::block_in_place(|| dlq_depth(&meta, &dlq_topic, partitions));
-        let absorbed_all = dedup.duplicates() >= duplicates_sent as u64;
+        let dlq_now = tokio::task::block_in_place(|| p.dlq_depth());
+        let absorbed_all = p.duplicates_absorbed() >= duplicates_sent as u64;
         if (done == expected.len() && dlq_now >= poison_count && absorbed_all)
             || Instant::now() > deadline
         {
@@ -487,33 +310,84 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bar.finish_and_clear();
-    // Let in-flight commits land, then stop everything.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    handle.shutdown();
-    let report = run.await??;
-    stop.cancel();
-    relay_task.await??;
-    server.await??;
-
-    // The verdict, from the table and the DLQ topic themselves.
-    let ok = verdict::report(verdict::Inputs {
-        args: &args,
-        db: &app.db,
-        db_desc: &db_desc,
-        expected: &expected,
-        poison_count,
-        dlq: tokio::task::block_in_place(|| dlq_depth(&meta, &dlq_topic, partitions)),
-        redirect_ms: &mut redirect_ms,
-        retried: worker.retried.load(Relaxed),
-        duplicates_sent,
-        duplicates_absorbed: dedup.duplicates(),
-        drained: report.drained,
-        started,
-    })
-    .await?;
-    if !ok {
-        eprintln!("FAILED: something was lost, applied twice, or misrouted");
-        std::process::exit(1);
-    }
     Ok(())
+}
+
+/// Runs `kinds` in sequence on one pipeline, prints each one's figures (and
+/// one JSON object with `--json`), writes `--report`; true when every claim held.
+async fn scenarios_run(
+    p: &mut pipeline::Pipeline,
+    args: &Args,
+    kinds: &[scenario::Kind],
+) -> anyhow::Result<bool> {
+    let mut outcomes = Vec::new();
+    for kind in kinds {
+        eprintln!("clicks: scenario {} ...", kind.name());
+        let o = scenario::run(*kind, p, args).await?;
+        println!(
+            "{} ({})",
+            kind.name(),
+            if o.ok { "claims held" } else { "FAILED" }
+        );
+        for (k, v) in o.figures.as_object().into_iter().flatten() {
+            println!("  {k:<28} {v}");
+        }
+        outcomes.push(o);
+    }
+    p.stop_worker().await?;
+    if let Some(path) = &args.report {
+        let text = match path.extension().and_then(|e| e.to_str()) {
+            Some("svg") => report::svg(&outcomes),
+            _ => report::html(&outcomes),
+        };
+        std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        eprintln!("clicks: report written to {}", path.display());
+    }
+    let ok = outcomes.iter().all(|o| o.ok);
+    if args.json {
+        let mut all = serde_json::Map::new();
+        for o in &outcomes {
+            all.insert(o.kind.name().into(), o.figures.clone());
+        }
+        let summary = serde_json::json!({
+            "scenarios": all,
+            "ok": ok,
+            "database": p.db_desc,
+            "kafka": p.kafka_name(),
+        });
+        println!("{summary}");
+    }
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spikes_parse_or_say_what_to_write() {
+        assert_eq!(parse_spike("5x3"), Ok((5.0, 3.0)));
+        assert_eq!(parse_spike("2.5x1.5s"), Ok((2.5, 1.5)));
+        assert!(parse_spike("5").unwrap_err().contains("FACTORxSECONDS"));
+        assert!(parse_spike("0.5x3").unwrap_err().contains("at least 1"));
+        assert!(parse_spike("ax3").is_err());
+    }
+
+    #[test]
+    fn all_runs_every_scenario_in_order() {
+        let a = Args::parse_from(["clicks", "--all"]);
+        assert_eq!(
+            a.scenarios(),
+            [
+                scenario::Kind::Ab,
+                scenario::Kind::WorkerOutage,
+                scenario::Kind::BrokerOutage,
+                scenario::Kind::Spike
+            ]
+        );
+        assert!(Args::parse_from(["clicks"]).scenarios().is_empty());
+        let s = Args::parse_from(["clicks", "--spike", "3x2"]);
+        assert_eq!(s.scenarios(), [scenario::Kind::Spike]);
+    }
 }

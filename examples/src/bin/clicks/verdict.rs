@@ -12,6 +12,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) args: &'a Args,
     pub(crate) db: &'a Db,
     pub(crate) db_desc: &'a str,
+    /// `mock`, `kafka` or `external`.
+    pub(crate) kafka: &'a str,
     pub(crate) expected: &'a BTreeSet<String>,
     pub(crate) poison_count: i64,
     pub(crate) dlq: i64,
@@ -61,7 +63,7 @@ pub(crate) async fn report(i: Inputs<'_>) -> anyhow::Result<bool> {
         "end_to_end_p99_ms": pct(&mut e2e, 0.99),
         "drained": i.drained,
         "database": i.db_desc,
-        "kafka": if std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok() { "external" } else { "mock" },
+        "kafka": i.kafka,
         "duration_s": (i.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
     println!("click pipeline summary");
