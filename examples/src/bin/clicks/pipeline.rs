@@ -108,6 +108,7 @@ impl Pipeline {
         let meta: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .set("group.id", GROUP)
+            .set("reconnect.backoff.max.ms", RECONNECT_MAX_MS)
             .create()?;
         let stop = CancellationToken::new();
         let (relay, wake) = start_relay(&db, &brokers, stop.clone())?;

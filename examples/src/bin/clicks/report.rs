@@ -152,10 +152,11 @@ fn backlog_series(t: &Timeline) -> Vec<Series<'static>> {
         Series {
             name: "Kafka lag",
             color: "#de2d26",
+            // A gap (NaN) while the brokers cannot say.
             points: t
                 .samples
                 .iter()
-                .filter_map(|x| Some((x.t_s, x.lag? as f64)))
+                .map(|x| (x.t_s, x.lag.map_or(f64::NAN, |l| l as f64)))
                 .collect(),
         },
         Series {
@@ -185,6 +186,7 @@ fn panel(s: &mut String, y: f64, title: &str, series: &[Series], x_max: f64, t: 
         series
             .iter()
             .flat_map(|x| x.points.iter().map(|p| p.1))
+            .filter(|v| v.is_finite())
             .fold(0.0, f64::max),
     );
     let sx = |x: f64| LEFT + x / x_max * w;
@@ -229,16 +231,24 @@ fn panel(s: &mut String, y: f64, title: &str, series: &[Series], x_max: f64, t: 
         x += step;
     }
     for (i, ser) in series.iter().enumerate() {
-        let pts: Vec<String> = ser
-            .points
-            .iter()
-            .map(|(x, v)| format!("{:.1},{:.1}", sx(*x), sy(*v)))
-            .collect();
+        // One polyline per run of known values: an unknown value (NaN) is a gap.
+        for run in ser.points.split(|p| !p.1.is_finite()) {
+            let pts: Vec<String> = run
+                .iter()
+                .map(|(x, v)| format!("{:.1},{:.1}", sx(*x), sy(*v)))
+                .collect();
+            if !pts.is_empty() {
+                let _ = write!(
+                    s,
+                    r#"<polyline fill="none" stroke="{}" stroke-width="1.8" points="{}"/>"#,
+                    ser.color,
+                    pts.join(" ")
+                );
+            }
+        }
         let _ = write!(
             s,
-            r#"<polyline fill="none" stroke="{}" stroke-width="1.8" points="{}"/><rect x="{:.1}" y="{:.1}" width="12" height="3" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            ser.color,
-            pts.join(" "),
+            r#"<rect x="{:.1}" y="{:.1}" width="12" height="3" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
             LEFT + w + 12.0,
             y + 12.0 + 16.0 * i as f64,
             ser.color,
@@ -260,6 +270,25 @@ fn label(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_value_breaks_the_line() {
+        let mut s = String::new();
+        let series = [Series {
+            name: "lag",
+            color: "red",
+            points: vec![
+                (0.0, 1.0),
+                (1.0, 2.0),
+                (2.0, f64::NAN),
+                (3.0, 4.0),
+                (4.0, 3.0),
+            ],
+        }];
+        panel(&mut s, 0.0, "t", &series, 4.0, &Timeline::default());
+        assert_eq!(s.matches("<polyline").count(), 2, "{s}");
+        assert!(!s.contains("NaN"));
+    }
 
     #[test]
     fn axis_maxima_are_round() {

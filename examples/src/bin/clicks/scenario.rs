@@ -102,7 +102,6 @@ pub(crate) async fn run(kind: Kind, p: &mut Pipeline, args: &Args) -> anyhow::Re
     let events = disturb(kind, p, window, started).await?;
     driver.await??;
     let drain = drain(p, &sent, dlq_before, Duration::from_secs(args.timeout_s)).await?;
-    let drained_at = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_sampling.cancel();
     let samples = sampler.await?;
@@ -119,7 +118,7 @@ pub(crate) async fn run(kind: Kind, p: &mut Pipeline, args: &Args) -> anyhow::Re
             .into_iter()
             .collect(),
     };
-    let mut o = judge(kind, timeline, (drain, drained_at), p).await?;
+    let mut o = judge(kind, timeline, drain, p).await?;
     if kind == Kind::WorkerOutage
         && let Some((_, rejoin)) = events
     {
@@ -326,7 +325,7 @@ async fn dead_lettered(p: &Pipeline, ids: &HashSet<String>) -> anyhow::Result<us
 async fn judge(
     kind: Kind,
     timeline: Timeline,
-    (drained, drained_at): (bool, f64),
+    drained: bool,
     p: &Pipeline,
 ) -> anyhow::Result<Outcome> {
     let stored = p.app.db.click_ids().await?;
@@ -401,7 +400,23 @@ async fn judge(
                     .unwrap_or(0) as f64
                     / 1000.0
             ));
-            figures["drain_s"] = json!(round(drained_at - w.to_s));
+            // Time to drain after the window: until the backlog is back at
+            // its level before the window (new clicks keep arriving meanwhile).
+            let level =
+                |s: &crate::timeline::Sample| s.lag.unwrap_or(i64::MAX / 2) + s.outbox_backlog;
+            let steady = timeline
+                .samples
+                .iter()
+                .filter(|s| s.t_s < w.from_s)
+                .map(level)
+                .max()
+                .unwrap_or(0)
+                + 5;
+            figures["backlog_drained_after_s"] = json!(
+                samples()
+                    .find(|s| s.t_s >= w.to_s && level(s) <= steady)
+                    .map(|s| round(s.t_s - w.to_s))
+            );
             // When the outbox was empty again after the window (the relay caught up).
             figures["outbox_empty_after_s"] = json!(
                 samples()
