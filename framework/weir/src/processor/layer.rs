@@ -238,8 +238,8 @@ mod tests {
     use crate::message::RawMessage;
     use crate::processor_fn;
 
-    fn msg(cancel: CancellationToken) -> Message<String> {
-        let raw = RawMessage {
+    fn raw() -> Arc<RawMessage> {
+        Arc::new(RawMessage {
             topic: "t".into(),
             partition: 0,
             offset: 7,
@@ -247,8 +247,11 @@ mod tests {
             key: None,
             payload: None,
             headers: Default::default(),
-        };
-        Message::new("v".to_string(), Arc::new(raw), 1, cancel)
+        })
+    }
+
+    fn msg(cancel: CancellationToken) -> Message<String> {
+        Message::new("v".to_string(), raw(), 1, cancel)
     }
 
     fn policy(max_attempts: u32) -> RetryPolicy {
@@ -374,54 +377,27 @@ mod tests {
     async fn retry_clones_the_value_only_for_attempts_that_can_be_retried() {
         let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let failing = processor_fn(move |m: Message<Counted>| {
-            let s = s.clone();
-            async move {
-                s.lock().unwrap().push(m.attempt());
-                Err::<(), _>(ProcessError::retryable(std::io::Error::other("503")))
-            }
-        });
-        let p = failing.with(RetryLayer::new(policy(1)));
-        let raw = Arc::new(RawMessage {
-            topic: "t".into(),
-            partition: 0,
-            offset: 7,
-            timestamp_ms: None,
-            key: None,
-            payload: None,
-            headers: Default::default(),
-        });
-        let m = |a| {
-            Message::new(
-                Counted(clones.clone()),
-                raw.clone(),
-                a,
-                CancellationToken::new(),
-            )
-        };
-        assert!(p.process(m(1)).await.is_err());
-        assert_eq!(
-            clones.load(std::sync::atomic::Ordering::SeqCst),
-            0,
-            "one attempt: no copy"
-        );
-        let p3 = processor_fn({
+        let failing = || {
             let s = seen.clone();
-            move |m: Message<Counted>| {
+            processor_fn(move |m: Message<Counted>| {
                 let s = s.clone();
                 async move {
                     s.lock().unwrap().push(m.attempt());
                     Err::<(), _>(ProcessError::retryable(std::io::Error::other("503")))
                 }
-            }
-        })
-        .with(RetryLayer::new(policy(3)));
-        assert!(p3.process(m(4)).await.is_err());
+            })
+        };
+        let m = |a| Message::new(Counted(clones.clone()), raw(), a, CancellationToken::new());
+        let count = || clones.load(std::sync::atomic::Ordering::SeqCst);
+        let once = failing().with(RetryLayer::new(policy(1)));
+        assert!(once.process(m(1)).await.is_err());
+        assert_eq!(count(), 0, "one attempt: no copy");
+        let thrice = failing().with(RetryLayer::new(policy(3)));
+        assert!(thrice.process(m(4)).await.is_err());
         assert_eq!(
-            clones.load(std::sync::atomic::Ordering::SeqCst),
+            count(),
             2,
-            "three attempts: the first two get copies, the last the message"
+            "three attempts: copies for the first two, the last takes the message"
         );
         assert_eq!(*seen.lock().unwrap(), [1, 4, 5, 6]);
     }
