@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
-use crate::timeline::{Route, Sent, Timeline, Window, spawn_sampler};
+use crate::timeline::{Route, Sample, Sent, Timeline, Window, spawn_sampler};
 use crate::{AGENTS, Args, IPS, LINKS, pct};
 
 /// A scenario of the main job.
@@ -347,9 +347,6 @@ async fn judge(
     let dead_lettered = dead_lettered(p, &poison).await?;
     let duplicate_effects: u32 = counts.values().map(|c| c - 1).sum();
     let not_302 = timeline.sent.iter().filter(|s| !s.found).count();
-    let round = |x: f64| (x * 10.0).round() / 10.0;
-    let p99 = |route, a, b| round(pct(&mut timeline.latencies(route, a, b), 0.99));
-    let end = timeline.sent.iter().map(|s| s.at_s).fold(0.0, f64::max) + 1.0;
     let mut figures = json!({
         "requests": timeline.sent.len(),
         "not_302": not_302,
@@ -365,70 +362,8 @@ async fn judge(
         && drained
         && dead_lettered == poison.len();
     match (kind, timeline.windows.first()) {
-        (Kind::Ab, _) => {
-            let (out, base) = (p99(Route::Outbox, 0.0, end), p99(Route::Baseline, 0.0, end));
-            figures["redirect_p99_ms"] = json!(out);
-            figures["baseline_p99_ms"] = json!(base);
-            figures["redirect_p50_ms"] = json!(round(pct(
-                &mut timeline.latencies(Route::Outbox, 0.0, end),
-                0.5
-            )));
-            figures["baseline_p50_ms"] = json!(round(pct(
-                &mut timeline.latencies(Route::Baseline, 0.0, end),
-                0.5
-            )));
-            figures["p99_ratio"] = json!((out / base.max(0.1) * 100.0).round() / 100.0);
-        }
-        (_, Some(w)) => {
-            let before = p99(Route::Outbox, 0.0, w.from_s);
-            let during = p99(Route::Outbox, w.from_s, w.to_s);
-            figures["p99_before_ms"] = json!(before);
-            figures["p99_during_ms"] = json!(during);
-            let inside = |s: &&crate::timeline::Sample| s.t_s >= w.from_s;
-            let samples = || timeline.samples.iter().filter(inside);
-            figures["backlog_peak_messages"] = json!(
-                samples()
-                    .map(|s| s.lag.unwrap_or(0).max(s.outbox_backlog))
-                    .max()
-                    .unwrap_or(0)
-            );
-            figures["outbox_peak"] = json!(samples().map(|s| s.outbox_backlog).max().unwrap_or(0));
-            figures["oldest_unprocessed_peak_s"] = json!(round(
-                samples()
-                    .map(|s| s.oldest_unprocessed_ms)
-                    .max()
-                    .unwrap_or(0) as f64
-                    / 1000.0
-            ));
-            // Time to drain after the window: until the backlog is back at
-            // its level before the window (new clicks keep arriving meanwhile).
-            let level =
-                |s: &crate::timeline::Sample| s.lag.unwrap_or(i64::MAX / 2) + s.outbox_backlog;
-            let steady = timeline
-                .samples
-                .iter()
-                .filter(|s| s.t_s < w.from_s)
-                .map(level)
-                .max()
-                .unwrap_or(0)
-                + 5;
-            figures["backlog_drained_after_s"] = json!(
-                samples()
-                    .find(|s| s.t_s >= w.to_s && level(s) <= steady)
-                    .map(|s| round(s.t_s - w.to_s))
-            );
-            // When the outbox was empty again after the window (the relay caught up).
-            figures["outbox_empty_after_s"] = json!(
-                samples()
-                    .find(|s| s.t_s >= w.to_s && s.outbox_backlog == 0)
-                    .map(|s| round(s.t_s - w.to_s))
-            );
-            // The claim: the backlog rose while the window lasted (the queue
-            // held the work) and fell to nothing after it.
-            let rose = figures["backlog_peak_messages"].as_i64().unwrap_or(0) > 0;
-            ok &= rose;
-            figures["backlog_rose"] = json!(rose);
-        }
+        (Kind::Ab, _) => ab_figures(&timeline, &mut figures),
+        (_, Some(w)) => ok &= window_figures(&timeline, w, &mut figures),
         (_, None) => {}
     }
     Ok(Outcome {
@@ -437,4 +372,62 @@ async fn judge(
         figures,
         ok,
     })
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The A/B's latencies: p50 and p99 of each route over the whole run.
+fn ab_figures(t: &Timeline, figures: &mut Value) {
+    let end = t.sent.iter().map(|s| s.at_s).fold(0.0, f64::max) + 1.0;
+    let at = |route, q| round(pct(&mut t.latencies(route, 0.0, end), q));
+    let (out, base) = (at(Route::Outbox, 0.99), at(Route::Baseline, 0.99));
+    figures["redirect_p99_ms"] = json!(out);
+    figures["baseline_p99_ms"] = json!(base);
+    figures["redirect_p50_ms"] = json!(at(Route::Outbox, 0.5));
+    figures["baseline_p50_ms"] = json!(at(Route::Baseline, 0.5));
+    figures["p99_ratio"] = json!((out / base.max(0.1) * 100.0).round() / 100.0);
+}
+
+/// An outage's or a spike's figures: latency before and during the window,
+/// the backlog's peak and how soon it drained; true when the backlog rose
+/// (the queue held the work).
+fn window_figures(t: &Timeline, w: &Window, figures: &mut Value) -> bool {
+    let p99 = |a, b| round(pct(&mut t.latencies(Route::Outbox, a, b), 0.99));
+    figures["p99_before_ms"] = json!(p99(0.0, w.from_s));
+    figures["p99_during_ms"] = json!(p99(w.from_s, w.to_s));
+    let samples = || t.samples.iter().filter(|s| s.t_s >= w.from_s);
+    let peak = samples()
+        .map(|s| s.lag.unwrap_or(0).max(s.outbox_backlog))
+        .max()
+        .unwrap_or(0);
+    figures["backlog_peak_messages"] = json!(peak);
+    figures["outbox_peak"] = json!(samples().map(|s| s.outbox_backlog).max().unwrap_or(0));
+    let oldest = samples()
+        .map(|s| s.oldest_unprocessed_ms)
+        .max()
+        .unwrap_or(0);
+    figures["oldest_unprocessed_peak_s"] = json!(round(oldest as f64 / 1000.0));
+    // Drained: the backlog back at its level before the window (new clicks
+    // keep arriving meanwhile); unknown while the brokers cannot say.
+    let level = |s: &Sample| s.lag.unwrap_or(i64::MAX / 2) + s.outbox_backlog;
+    let steady = t
+        .samples
+        .iter()
+        .filter(|s| s.t_s < w.from_s)
+        .map(level)
+        .max()
+        .unwrap_or(0)
+        + 5;
+    let after = |f: &dyn Fn(&Sample) -> bool| {
+        samples()
+            .find(|s| s.t_s >= w.to_s && f(s))
+            .map(|s| round(s.t_s - w.to_s))
+    };
+    figures["backlog_drained_after_s"] = json!(after(&|s| level(s) <= steady));
+    // The outbox empty again (the relay caught up).
+    figures["outbox_empty_after_s"] = json!(after(&|s| s.outbox_backlog == 0));
+    figures["backlog_rose"] = json!(peak > 0);
+    peak > 0
 }
