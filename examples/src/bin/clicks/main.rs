@@ -90,9 +90,14 @@ struct Args {
     /// Open-loop request rate of the scenarios (per second).
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
-    /// Load phase of each scenario (the pipeline then drains).
+    /// Load phase of each outage and spike scenario (the pipeline then drains).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Load phase of the A/B: its p99s need thousands of requests per route
+    /// to be steady (at 100/s, 15 s gave ratios from 0.89 to 1.33 on one
+    /// setup; 60 s from 0.66 to 0.94).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    ab_duration: Duration,
     /// Writes the scenarios' timeline as a self-contained page (`.html`) or picture (`.svg`).
     #[arg(long)]
     report: Option<std::path::PathBuf>,

@@ -65,7 +65,11 @@ impl Load {
 
 /// Runs `kind` on `p` (its worker group running) and judges it.
 pub(crate) async fn run(kind: Kind, p: &mut Pipeline, args: &Args) -> anyhow::Result<Outcome> {
-    let duration = args.duration.as_secs_f64();
+    let duration = match kind {
+        Kind::Ab => args.ab_duration,
+        _ => args.duration,
+    }
+    .as_secs_f64();
     let at = duration / 3.0;
     let outage = |d: Option<Duration>| d.unwrap_or(Duration::from_secs(5)).as_secs_f64();
     let (window, spike) = match kind {
