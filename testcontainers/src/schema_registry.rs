@@ -302,6 +302,16 @@ impl SchemaRegistryFixture {
         crate::apicurio::register(&self.url, subject, schema, schema_type).await
     }
 
+    /// The registry's subjects (`GET /subjects`; works against a real registry too).
+    pub async fn subjects(&self) -> Result<Vec<String>, String> {
+        let (status, text) =
+            crate::apicurio::http("GET", &format!("{}/subjects", self.url), None).await?;
+        if status != 200 {
+            return Err(format!("GET /subjects: HTTP {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("GET /subjects: {e}: {text}"))
+    }
+
     /// Requests the stub has answered, as `METHOD /path` (stub only).
     pub fn requests(&self) -> Vec<String> {
         self.state().lock().requests.clone()

@@ -79,6 +79,7 @@ pub use codec::{
 pub use registry::{
     RegisteredSchema, RegistryError, SchemaRegistry, SchemaRegistryBuilder, SchemaRegistryConfig,
 };
+pub use weir_registry;
 
 /// The largest single allocation the Avro decoder makes for one length
 /// prefix (strings, bytes, arrays) unless [`set_max_allocation_bytes`] ran

@@ -1,6 +1,6 @@
 //! Decoding: the Confluent frame, the writer schema (cached), an optional reader schema with a cached compatibility verdict per writer id, the datum.
 
-use crate::registry::{RegistryError, SchemaRegistry};
+use crate::registry::SchemaRegistry;
 use apache_avro::Schema;
 use apache_avro::error::Details;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -48,20 +48,9 @@ impl DecodeCore {
                 detail: e.to_string(),
             },
         })?;
-        let writer = self.registry.schema_by_id(id).await.map_err(|e| match e {
-            RegistryError::NotFound { .. } => DecodeError::UnknownSchemaId { part, id },
-            RegistryError::Unsupported { detail, .. } => DecodeError::IncompatibleSchema {
-                part,
-                writer_id: id,
-                detail,
-            },
-            RegistryError::Unavailable { detail, .. }
-            | RegistryError::Rejected { detail, .. }
-            | RegistryError::Config(detail) => DecodeError::Unavailable {
-                what: format!("schema registry {}", self.registry.url()),
-                detail,
-            },
-        })?;
+        let writer = crate::registry::schema_by_id(&self.registry, id)
+            .await
+            .map_err(|e| e.into_decode_error(part, id))?;
         if let Some(reader) = &self.reader {
             self.check_compatible(id, &writer, reader)?;
         }

@@ -1,6 +1,6 @@
 //! Encoding: the writer schema id (registered, looked up, or the subject's latest), the frame and the datum.
 
-use crate::registry::{Registration, RegistryError, SchemaRegistry, schema_full_name};
+use crate::registry::{RegistryError, SchemaRegistry, schema_full_name};
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use bytes::Bytes;
@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use weir::codec::{EncodeError, Encoder, Part};
+use weir_registry::Registration;
 
 use super::*;
 
@@ -42,47 +43,20 @@ impl EncodeCore {
         let subject = self
             .strategy
             .subject(topic, self.part, self.record_name.as_deref())?;
-        let map_err = |e: RegistryError, subject: &str| match e {
-            RegistryError::NotFound { detail, .. } => EncodeError::SchemaRejected {
-                subject: subject.to_string(),
-                detail: format!(
-                    "not registered ({detail}): register it in your deployment pipeline or enable auto_register"
-                ),
-            },
-            RegistryError::Rejected { detail, .. } => EncodeError::SchemaRejected {
-                subject: subject.to_string(),
-                detail: format!(
-                    "{detail}: the schema breaks the subject's compatibility rules (add defaults to new fields)"
-                ),
-            },
-            RegistryError::Unsupported { detail, .. } | RegistryError::Config(detail) => {
-                EncodeError::SchemaRejected {
-                    subject: subject.to_string(),
-                    detail,
-                }
-            }
-            RegistryError::Unavailable { url, detail } => EncodeError::Unavailable {
-                what: format!("schema registry {url}"),
-                detail,
-            },
-        };
+        let map_err = |e: RegistryError, subject: &str| e.into_encode_error(subject);
         let reg = match &self.source {
             WriterSource::Given {
                 schema,
                 raw,
                 registration,
-            } => self
-                .registry
-                .writer_id(&subject, schema, raw, *registration)
+            } => crate::registry::writer_id(&self.registry, &subject, schema, raw, *registration)
                 .await
                 .map_err(|e| map_err(e, &subject))?,
             WriterSource::Latest { cache } => {
                 if let Some(r) = cache.lock().get(&subject) {
                     return Ok((subject, r.clone()));
                 }
-                let r = self
-                    .registry
-                    .latest(&subject)
+                let r = crate::registry::latest(&self.registry, &subject)
                     .await
                     .map_err(|e| map_err(e, &subject))?;
                 cache.lock().insert(subject.clone(), r.clone());

@@ -88,6 +88,29 @@ pub enum DecodeError {
         /// What is wrong (never the bytes).
         detail: String,
     },
+    /// Protobuf: the frame's message-index list names no message in the
+    /// writer schema (or cannot be read).
+    #[error("{part} names message index {indexes} of schema id {writer_id}: {detail}")]
+    UnknownMessageIndex {
+        /// Key or value.
+        part: Part,
+        /// Writer schema id.
+        writer_id: u32,
+        /// The index path as read, e.g. `[1, 0]`.
+        indexes: String,
+        /// Why it names no message.
+        detail: String,
+    },
+    /// JSON Schema: the payload is valid JSON that breaks its writer schema.
+    #[error("{part} breaks JSON schema id {writer_id}: {detail}")]
+    SchemaViolation {
+        /// Key or value.
+        part: Part,
+        /// Writer schema id.
+        writer_id: u32,
+        /// Where and which rule (instance and schema paths, never values).
+        detail: String,
+    },
     /// The decoded value does not fit the Rust type the processor asked for.
     #[error("{part} does not fit {target}: {detail}")]
     TypeMismatch {
@@ -125,6 +148,8 @@ impl DecodeError {
             DecodeError::IncompatibleSchema { .. } => "decode_incompatible_schema",
             DecodeError::InvalidBody { .. } => "decode_invalid_body",
             DecodeError::TypeMismatch { .. } => "decode_type_mismatch",
+            DecodeError::UnknownMessageIndex { .. } => "decode_unknown_message_index",
+            DecodeError::SchemaViolation { .. } => "decode_schema_violation",
             DecodeError::Unavailable { .. } => "schema_registry_unavailable",
             _ => "decode",
         }

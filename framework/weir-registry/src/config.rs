@@ -1,15 +1,15 @@
 //! Registry errors, settings (TOML, environment) and the builder that turns them into a [`SchemaRegistry`](super::SchemaRegistry).
 
 use parking_lot::Mutex;
-use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use weir::codec::{DecodeError, EncodeError, Part};
 
-use super::*;
+use crate::client::{Inner, SchemaRegistry, redact_url};
 
 /// Why a registry call failed, classified for the caller.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,7 +32,8 @@ pub enum RegistryError {
         /// The registry's error code and message.
         detail: String,
     },
-    /// The schema exists but is not an Avro schema this client can use.
+    /// The schema exists but is not one the codec can use (another format,
+    /// or text that does not parse).
     #[error("schema registry {url}: {detail}")]
     Unsupported {
         /// The registry URL (credentials removed).
@@ -154,10 +155,10 @@ impl SchemaRegistryConfig {
 /// Builds a [`SchemaRegistry`].
 #[derive(Debug)]
 pub struct SchemaRegistryBuilder {
-    pub(super) config: SchemaRegistryConfig,
-    pub(super) ca_pem: Vec<Vec<u8>>,
-    pub(super) identity_pem: Option<(Vec<u8>, Vec<u8>)>,
-    pub(super) accept_invalid_certs: bool,
+    pub(crate) config: SchemaRegistryConfig,
+    pub(crate) ca_pem: Vec<Vec<u8>>,
+    pub(crate) identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) accept_invalid_certs: bool,
 }
 
 impl SchemaRegistryBuilder {
@@ -252,10 +253,11 @@ impl SchemaRegistryBuilder {
         Ok(SchemaRegistry {
             inner: Arc::new(Inner {
                 url: display,
-                decoder: AvroDecoder::new(settings.clone()),
                 settings,
                 subjects: Mutex::new(HashMap::new()),
                 ids: Mutex::new(HashMap::new()),
+                versions: Mutex::new(HashMap::new()),
+                parsed: Mutex::new(HashMap::new()),
                 requests: AtomicU64::new(0),
             }),
         })
@@ -317,4 +319,61 @@ fn registry_urls(url: &str) -> Result<Vec<String>, RegistryError> {
         }
     }
     Ok(urls)
+}
+
+impl RegistryError {
+    /// What a consumer's codec makes of this error while decoding `part`
+    /// framed with schema `id`: an unknown id and an unusable schema are the
+    /// message's fault (terminal, classified); anything else means the
+    /// registry is unavailable (retried in place, never the DLQ).
+    pub fn into_decode_error(self, part: Part, id: u32) -> DecodeError {
+        match self {
+            RegistryError::NotFound { .. } => DecodeError::UnknownSchemaId { part, id },
+            RegistryError::Unsupported { detail, .. } => DecodeError::IncompatibleSchema {
+                part,
+                writer_id: id,
+                detail,
+            },
+            RegistryError::Unavailable { url, detail } => DecodeError::Unavailable {
+                what: format!("schema registry {url}"),
+                detail,
+            },
+            RegistryError::Rejected { url, detail } => DecodeError::Unavailable {
+                what: format!("schema registry {url}"),
+                detail,
+            },
+            RegistryError::Config(detail) => DecodeError::Unavailable {
+                what: "schema registry".into(),
+                detail,
+            },
+        }
+    }
+
+    /// What a producer's serializer makes of this error for `subject`.
+    pub fn into_encode_error(self, subject: &str) -> EncodeError {
+        match self {
+            RegistryError::NotFound { detail, .. } => EncodeError::SchemaRejected {
+                subject: subject.to_string(),
+                detail: format!(
+                    "not registered ({detail}): register it in your deployment pipeline or enable auto_register"
+                ),
+            },
+            RegistryError::Rejected { detail, .. } => EncodeError::SchemaRejected {
+                subject: subject.to_string(),
+                detail: format!(
+                    "{detail}: the schema breaks the subject's compatibility rules (add defaults or optional fields)"
+                ),
+            },
+            RegistryError::Unsupported { detail, .. } | RegistryError::Config(detail) => {
+                EncodeError::SchemaRejected {
+                    subject: subject.to_string(),
+                    detail,
+                }
+            }
+            RegistryError::Unavailable { url, detail } => EncodeError::Unavailable {
+                what: format!("schema registry {url}"),
+                detail,
+            },
+        }
+    }
 }

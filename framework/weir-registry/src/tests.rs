@@ -1,4 +1,4 @@
-use super::*;
+use crate::*;
 
 #[test]
 fn debug_and_urls_hide_secrets() {
