@@ -263,3 +263,21 @@ mod tests {
         assert!(java_major(Path::new("/nonexistent/java")).is_none());
     }
 }
+
+/// The confluent-kafka version `scripts/setup` installs for the
+/// byte-compatibility tests (its own librdkafka, its schema-registry
+/// serializers, from PyPI).
+pub const CONFLUENT_KAFKA_PY: &str = "2.16.1";
+
+/// The folder holding Confluent's Python client (`PYTHONPATH` for
+/// `python3`), installed by `scripts/setup`.
+pub fn confluent_kafka_python() -> Result<PathBuf, TestkitError> {
+    let dir = cache_dir().join(format!("python-confluent-kafka-{CONFLUENT_KAFKA_PY}"));
+    if dir.join(".complete").is_file() {
+        return Ok(dir);
+    }
+    Err(TestkitError::Other(format!(
+        "Confluent's Python client {CONFLUENT_KAFKA_PY} is not in {}: run scripts/setup (it installs it from PyPI)",
+        dir.display()
+    )))
+}
