@@ -240,6 +240,24 @@ fn parse_java_major(text: &str) -> Option<u32> {
     first.parse().ok()
 }
 
+/// The confluent-kafka version `scripts/setup` installs for the
+/// byte-compatibility tests (its own librdkafka, its schema-registry
+/// serializers, from PyPI).
+pub const CONFLUENT_KAFKA_PY: &str = "2.16.1";
+
+/// The folder holding Confluent's Python client (`PYTHONPATH` for
+/// `python3`), installed by `scripts/setup`.
+pub fn confluent_kafka_python() -> Result<PathBuf, TestkitError> {
+    let dir = cache_dir().join(format!("python-confluent-kafka-{CONFLUENT_KAFKA_PY}"));
+    if dir.join(".complete").is_file() {
+        return Ok(dir);
+    }
+    Err(TestkitError::Other(format!(
+        "Confluent's Python client {CONFLUENT_KAFKA_PY} is not in {}: run scripts/setup (it installs it from PyPI)",
+        dir.display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,22 +280,4 @@ mod tests {
         assert_eq!(parse_java_major("bash: java: command not found"), None);
         assert!(java_major(Path::new("/nonexistent/java")).is_none());
     }
-}
-
-/// The confluent-kafka version `scripts/setup` installs for the
-/// byte-compatibility tests (its own librdkafka, its schema-registry
-/// serializers, from PyPI).
-pub const CONFLUENT_KAFKA_PY: &str = "2.16.1";
-
-/// The folder holding Confluent's Python client (`PYTHONPATH` for
-/// `python3`), installed by `scripts/setup`.
-pub fn confluent_kafka_python() -> Result<PathBuf, TestkitError> {
-    let dir = cache_dir().join(format!("python-confluent-kafka-{CONFLUENT_KAFKA_PY}"));
-    if dir.join(".complete").is_file() {
-        return Ok(dir);
-    }
-    Err(TestkitError::Other(format!(
-        "Confluent's Python client {CONFLUENT_KAFKA_PY} is not in {}: run scripts/setup (it installs it from PyPI)",
-        dir.display()
-    )))
 }
