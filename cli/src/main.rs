@@ -253,6 +253,11 @@ enum DlqCmd {
         /// Print the payload too (it may hold personal data).
         #[arg(long)]
         payload: bool,
+        /// With `--payload`: a Confluent-compatible schema registry, to render
+        /// Avro, Protobuf and JSON Schema keys and payloads as JSON
+        /// (credentials and TLS from `WEIR_SCHEMA_REGISTRY_*`).
+        #[arg(long, env = "WEIR_SCHEMA_REGISTRY_URL", value_name = "URL")]
+        schema_registry: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,

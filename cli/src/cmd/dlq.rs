@@ -12,8 +12,18 @@ pub(crate) async fn run(cmd: DlqCmd) -> anyhow::Result<()> {
             partition,
             offset,
             payload,
+            schema_registry,
             json,
-        } => show(conn, (topic, partition, offset), payload, json).await,
+        } => {
+            show(
+                conn,
+                (topic, partition, offset),
+                payload,
+                schema_registry,
+                json,
+            )
+            .await
+        }
         DlqCmd::Replay {
             conn,
             filter,
@@ -67,8 +77,17 @@ async fn show(
     conn: Conn,
     (topic, partition, offset): (String, i32, i64),
     payload: bool,
+    schema_registry: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
+    let registry = match (&schema_registry, payload) {
+        (Some(url), true) => {
+            let mut c = weir_registry::SchemaRegistryConfig::from_env()?.unwrap_or_default();
+            c.url = url.clone();
+            Some(weir_registry::SchemaRegistry::from_config(c).build()?)
+        }
+        _ => None,
+    };
     let (client, _) = client_config(&conn)?;
     let f = DlqFilter {
         at: Some((partition, offset)),
@@ -81,10 +100,16 @@ async fn show(
         ))
         .into());
     };
+    let mut v = to_json(m, payload);
+    if let Some(r) = &registry {
+        use weir::codec::Part;
+        v["key_decoded"] = serde_json::json!(super::render::render(r, &m.raw, Part::Key).await);
+        v["payload_decoded"] =
+            serde_json::json!(super::render::render(r, &m.raw, Part::Value).await);
+    }
     if json {
-        println!("{}", to_json(m, payload));
+        println!("{v}");
     } else {
-        let v = to_json(m, payload);
         println!("{}", serde_json::to_string_pretty(&v)?);
         if !payload {
             println!("(payload hidden: pass --payload to print it)");

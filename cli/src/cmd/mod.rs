@@ -5,4 +5,5 @@ pub(crate) mod groups;
 pub(crate) mod inspect;
 pub(crate) mod offsets;
 pub(crate) mod outbox;
+pub(crate) mod render;
 pub(crate) mod replay;
