@@ -6,8 +6,9 @@
 //! - records Python writes are decoded by Weir's codecs (with an older and a
 //!   newer reader than some writers);
 //! - records Weir writes are decoded by Python's deserializers;
-//! - Weir's DLQ copies are read by a plain Python consumer, which finds the
-//!   documented headers with the documented values, and the original bytes.
+//! - Weir's DLQ and retry-tier copies are read by a plain Python consumer,
+//!   which finds the documented headers with the documented values, and the
+//!   original bytes.
 #![allow(missing_docs)]
 
 use std::collections::HashMap;
@@ -366,8 +367,9 @@ async fn check_weir_reads(cluster: &KafkaCluster, registry: &SchemaRegistry) -> 
     Ok(())
 }
 
-/// Weir sends one undecodable and one failing message to its DLQ; a plain
-/// Python consumer reads the copies and their headers.
+/// Weir sends one undecodable and one failing message to its DLQ and one
+/// flaky message through a retry tier; a plain Python consumer reads the
+/// copies and their headers.
 async fn check_dlq_for_python(cluster: &KafkaCluster, registry: &SchemaRegistry) -> R {
     let topic = "orders";
     let serializer = AvroSerializer::<Click>::new(registry.clone(), Schema::parse_str(AVRO_V2)?);
@@ -394,7 +396,30 @@ async fn check_dlq_for_python(cluster: &KafkaCluster, registry: &SchemaRegistry)
                 .payload(&b"not avro"[..]),
         )
         .await?;
+    let flaky = Click {
+        link: "flaky".into(),
+        at_ms: 8,
+        referrer: None,
+    };
+    producer
+        .send(
+            Record::to(topic)
+                .key("k-flaky")
+                .message_id("m-flaky")
+                .value_with(&serializer, &flaky)
+                .await?,
+        )
+        .await?;
     let processor = processor_fn(|m: Message<Click>| async move {
+        if m.value().link == "flaky" {
+            if m.attempt() == 1 {
+                return Err(
+                    ProcessError::retryable(std::io::Error::other("pricing 503"))
+                        .with_class("http_503"),
+                );
+            }
+            return Ok(());
+        }
         Err::<(), _>(
             ProcessError::terminal(std::io::Error::other(format!(
                 "order {} refused",
@@ -411,7 +436,9 @@ async fn check_dlq_for_python(cluster: &KafkaCluster, registry: &SchemaRegistry)
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
     let start = std::time::Instant::now();
-    while handle.stats().dlq_published() < 2 && start.elapsed() < Duration::from_secs(60) {
+    while (handle.stats().dlq_published() < 2 || handle.stats().retry_published() < 1)
+        && start.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     handle.shutdown();
@@ -467,6 +494,26 @@ async fn check_dlq_for_python(cluster: &KafkaCluster, registry: &SchemaRegistry)
     assert_eq!(garbage["payload"], json!(hex(b"not avro")), "bytes kept");
     let refused_bytes = weir::Encoder::encode(&serializer, topic, &good).await?;
     assert_eq!(refused["payload"], json!(hex(&refused_bytes)), "bytes kept");
+    // The retry tier's copy, read by the same plain consumer.
+    let lines = python(&[
+        "dlq",
+        cluster.bootstrap_servers(),
+        "orders.retry.200ms",
+        "1",
+    ])
+    .await?;
+    let l = &lines[0];
+    let h = &l["headers"];
+    assert_eq!(h["weir-message-id"], json!("m-flaky"), "{l}");
+    assert_eq!(h["weir-attempt"], json!("2"), "{l}");
+    assert_eq!(h["weir-error-class"], json!("http_503"), "{l}");
+    assert_eq!(h["weir-original-topic"], json!(topic), "{l}");
+    assert_eq!(h["weir-for-group"], json!("orders-g"), "{l}");
+    let due: i64 = h["weir-due-ms"].as_str().unwrap_or("x").parse()?;
+    let first: i64 = h["weir-first-failure-ms"].as_str().unwrap_or("x").parse()?;
+    assert!(due >= first + 200, "due one tier after the failure: {l}");
+    let flaky_bytes = weir::Encoder::encode(&serializer, topic, &flaky).await?;
+    assert_eq!(l["payload"], json!(hex(&flaky_bytes)), "bytes kept");
     // The error message names the failure, never the payload.
     let msg = refused["headers"]["weir-error-message"]
         .as_str()
