@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use weir::Encoder;
 use weir::codec::Codec;
 use weir::message::RawMessage;
 use weir::retry::{RetryTopics, headers};
@@ -126,6 +127,11 @@ fn raw(topic: &str, m: &weir_testkit::ReadMessage) -> RawMessage {
 
 const N: i64 = 30;
 
+/// A client with empty caches.
+fn fresh(sr: &SchemaRegistryFixture) -> Result<SchemaRegistry, weir_registry::RegistryError> {
+    SchemaRegistry::builder(sr.url()).build()
+}
+
 async fn protobuf_pipeline_with_references_evolution_and_classified_dlq(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     let sr = SchemaRegistryFixture::real().await?;
@@ -177,10 +183,30 @@ async fn protobuf_pipeline_with_references_evolution_and_classified_dlq(kind: Br
     for s in ["shop/money.proto", "clicks-value", "clicks-key"] {
         assert!(subjects.iter().any(|x| x == s), "{s} in {subjects:?}");
     }
+    // Lookup only (schemas registered by a pipeline): the registered file
+    // and its import are found and give the same id; an unregistered one is
+    // refused with what to do.
+    let sample = ClickV1 {
+        link: "x".into(),
+        at_ms: 1,
+        price: None,
+    };
+    let registered = v1.encode(topic, &sample).await?;
+    let lookup = ProtobufSerializer::<ClickV1>::new(fresh(&sr)?, click_schema(CLICK_V1))?
+        .auto_register(false);
+    assert_eq!(lookup.encode(topic, &sample).await?, registered);
+    let e = lookup.encode("nowhere", &sample).await.unwrap_err();
+    assert!(e.to_string().contains("auto_register"), "{e}");
+    // The record-name strategy registers under the message's full name.
+    ProtobufSerializer::<ClickV1>::new(registry.clone(), click_schema(CLICK_V1))?
+        .subject_name_strategy(weir_registry::SubjectNameStrategy::RecordName)
+        .encode(topic, &sample)
+        .await?;
+    assert!(sr.subjects().await?.iter().any(|x| x == "shop.Click"));
 
     // One of each decoding failure class.
     let other = ProtobufSerializer::<Other>::new(registry.clone(), click_schema(CLICK_V1))?;
-    let other_bytes = weir::Encoder::encode(&other, "elsewhere", &Other { x: "o".into() }).await?;
+    let other_bytes = other.encode("elsewhere", &Other { x: "o".into() }).await?;
     let click_id = u32::from_be_bytes(other_bytes[1..5].try_into()?);
     let json_id = sr
         .register_typed(
@@ -210,7 +236,7 @@ async fn protobuf_pipeline_with_references_evolution_and_classified_dlq(kind: Br
             frame(json_id, &[0, 0x0a, 0]).to_vec(),
         ),
     ];
-    let good_key = weir::Encoder::encode(&keys, topic, &ClickKey { link: "p".into() }).await?;
+    let good_key = keys.encode(topic, &ClickKey { link: "p".into() }).await?;
     let recs: Vec<TestRecord> = poison
         .iter()
         .map(|(class, bytes)| {
