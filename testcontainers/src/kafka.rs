@@ -291,6 +291,19 @@ impl KafkaNodes {
             ("log.cleaner.dedupe.buffer.size".into(), "4194304".into()),
             ("group.initial.rebalance.delay.ms".into(), "0".into()),
             ("group.min.session.timeout.ms".into(), "1000".into()),
+            // The consumer protocol (KIP-848) keeps its timeouts on the
+            // broker: 45 s sessions and 5 s heartbeats by default, which
+            // would make every membership change in a test take seconds.
+            (
+                "group.consumer.min.session.timeout.ms".into(),
+                "1000".into(),
+            ),
+            ("group.consumer.session.timeout.ms".into(), "6000".into()),
+            (
+                "group.consumer.min.heartbeat.interval.ms".into(),
+                "100".into(),
+            ),
+            ("group.consumer.heartbeat.interval.ms".into(), "500".into()),
             ("offsets.topic.num.partitions".into(), "4".into()),
             ("offsets.topic.replication.factor".into(), rf.to_string()),
             ("transaction.state.log.num.partitions".into(), "2".into()),

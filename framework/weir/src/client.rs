@@ -35,7 +35,21 @@ pub(crate) fn is_fatal(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::ClusterAuthorizationFailed
             | RDKafkaErrorCode::InvalidArgument
             | RDKafkaErrorCode::UnsupportedSASLMechanism
+            // Static membership: another member holds this instance id.
+            | RDKafkaErrorCode::FencedInstanceId
+            | RDKafkaErrorCode::UnreleasedInstanceId
     )
+}
+
+/// A poll error that ends the consumer: a fatal code, or any code librdkafka
+/// raised as its fatal error (`KafkaError::MessageConsumptionFatal`: the
+/// client is unusable whatever the code says, e.g. a static member fenced
+/// by a duplicate instance id under the consumer protocol).
+pub(crate) fn fatal_poll_error(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match e {
+        KafkaError::MessageConsumptionFatal(code) => Some(*code),
+        _ => e.rdkafka_error_code().filter(|c| is_fatal(*c)),
+    }
 }
 
 /// A message for a fatal error that says what to fix.
@@ -51,6 +65,11 @@ pub(crate) fn describe_fatal(code: RDKafkaErrorCode, e: &KafkaError) -> String {
         }
         RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed => {
             format!("not authorized: grant this principal access to the topic and group ({e})")
+        }
+        RDKafkaErrorCode::FencedInstanceId | RDKafkaErrorCode::UnreleasedInstanceId => {
+            format!(
+                "another member of the group uses this member's group_instance_id: give every member its own (with group_instance_id_from_hostname, each pod's name) ({e})"
+            )
         }
         _ => e.to_string(),
     }

@@ -128,7 +128,7 @@ pub use codec::{
     BytesCodec, Codec, CodecExt, DecodeError, EncodeError, Encoder, Key, Part, StringCodec,
 };
 #[doc(inline)]
-pub use config::{Assignment, ConsumerConfig, RetryPolicy};
+pub use config::{Assignment, ConsumerConfig, GroupProtocol, RetryPolicy};
 #[doc(inline)]
 pub use error::{ConfigError, ErrorKind, ProcessError, WeirError};
 #[doc(inline)]

@@ -59,6 +59,15 @@ impl ConsumerConfig {
                     .parse()
                     .map_err(|e| ConfigError::invalid("assignment", e))?
             }
+            "group_protocol" => {
+                self.group_protocol = v
+                    .parse()
+                    .map_err(|e| ConfigError::invalid("group_protocol", e))?
+            }
+            "group_instance_id" => self.group_instance_id = Some(v).filter(|v| !v.is_empty()),
+            "group_instance_id_from_hostname" => {
+                self.group_instance_id_from_hostname = parse_num(key, &v)?
+            }
             "retry_max_attempts" => self.retry.max_attempts = parse_num("retry.max_attempts", &v)?,
             "retry_initial_backoff" => {
                 self.retry.initial_backoff = parse_duration("retry.initial_backoff", &v)?

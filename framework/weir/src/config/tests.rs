@@ -192,3 +192,113 @@ fn partition_queues_keep_librdkafkas_fetch_size_unless_the_user_sized_it() {
         None
     );
 }
+
+#[test]
+fn the_consumer_group_protocol_sets_none_of_the_classic_properties() {
+    let get = |c: &ConsumerConfig, k: &str| c.client_config().get(k).map(str::to_string);
+    let classic = ConsumerConfig::new("b:9092", "g", &["t"]);
+    assert_eq!(get(&classic, "group.protocol").as_deref(), Some("classic"));
+    assert_eq!(
+        get(&classic, "partition.assignment.strategy").as_deref(),
+        Some("cooperative-sticky")
+    );
+    let c = ConsumerConfig::from_toml_str(
+        "brokers = \"b:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\ngroup_protocol = \"consumer\"\n[kafka]\n\"group.remote.assignor\" = \"range\"\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(get(&c, "group.protocol").as_deref(), Some("consumer"));
+    assert_eq!(get(&c, "group.remote.assignor").as_deref(), Some("range"));
+    for k in [
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+    ] {
+        assert_eq!(
+            get(&c, k),
+            None,
+            "{k} is not set under the consumer protocol"
+        );
+    }
+    assert_eq!(get(&c, "fetch.wait.max.ms").as_deref(), Some("100"));
+    let own = c.clone().set("fetch.wait.max.ms", "500");
+    assert_eq!(get(&own, "fetch.wait.max.ms").as_deref(), Some("500"));
+    let c = c
+        .with_env(env(&[("WEIR_GROUP_PROTOCOL", "classic")]))
+        .unwrap();
+    assert_eq!(c.group_protocol, crate::GroupProtocol::Classic);
+    let e = ConsumerConfig::new("b", "g", &["t"])
+        .with_env(env(&[("WEIR_GROUP_PROTOCOL", "next")]))
+        .unwrap_err();
+    assert!(e.to_string().contains("classic, consumer"), "{e}");
+}
+
+#[test]
+fn classic_properties_under_the_consumer_protocol_are_refused_with_what_to_use() {
+    let consumer = || {
+        let mut c = ConsumerConfig::new("b:9092", "g", &["t"]);
+        c.group_protocol = crate::GroupProtocol::Consumer;
+        c
+    };
+    for (k, hint) in [
+        ("session.timeout.ms", "group.consumer.session.timeout.ms"),
+        (
+            "heartbeat.interval.ms",
+            "group.consumer.heartbeat.interval.ms",
+        ),
+    ] {
+        let e = consumer()
+            .set(k, "6000")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(k) && e.contains(hint), "{e}");
+        // The same property is fine under the classic protocol.
+        ConsumerConfig::new("b:9092", "g", &["t"])
+            .set(k, "6000")
+            .validate()
+            .unwrap();
+    }
+    let mut c = consumer();
+    c.assignment = crate::Assignment::Range;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("group.remote.assignor"), "{e}");
+    let e = consumer()
+        .set("group.protocol", "consumer")
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("group_protocol"), "{e}");
+}
+
+#[test]
+fn static_membership_from_the_config_the_environment_or_the_host_name() {
+    let get = |c: &ConsumerConfig| {
+        c.client_config()
+            .get("group.instance.id")
+            .map(str::to_string)
+    };
+    let c = ConsumerConfig::new("b:9092", "g", &["t"]);
+    assert_eq!(get(&c), None, "dynamic membership by default");
+    let c = c
+        .with_env(env(&[("WEIR_GROUP_INSTANCE_ID", "orders-1")]))
+        .unwrap();
+    c.validate().unwrap();
+    assert_eq!(get(&c).as_deref(), Some("orders-1"));
+    let mut h = ConsumerConfig::new("b:9092", "g", &["t"]);
+    h.group_instance_id_from_hostname = true;
+    h.validate().unwrap();
+    let host = h.instance_id().unwrap().unwrap();
+    assert!(!host.is_empty());
+    assert_eq!(get(&h).as_deref(), Some(host.as_str()));
+    let mut bad = ConsumerConfig::new("b:9092", "g", &["t"]);
+    bad.group_instance_id = Some("no spaces".into());
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("group_instance_id"), "{e}");
+    let e = ConsumerConfig::new("b:9092", "g", &["t"])
+        .set("group.instance.id", "x")
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("use the `group_instance_id` key"), "{e}");
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{ConsumerConfig, OWNED_KEYS, parse_num};
+use super::{Assignment, CLASSIC_ONLY_KEYS, ConsumerConfig, GroupProtocol, OWNED_KEYS, parse_num};
 use crate::error::ConfigError;
 
 impl ConsumerConfig {
@@ -33,6 +33,40 @@ impl ConsumerConfig {
                 return Err(ConfigError::invalid(
                     format!("kafka.{k}"),
                     format!("remove it: {why}"),
+                ));
+            }
+        }
+        self.validate_group()
+    }
+
+    /// The group protocol's rules and the static member id.
+    fn validate_group(&self) -> Result<(), ConfigError> {
+        if self.group_protocol == GroupProtocol::Consumer {
+            for (k, why) in CLASSIC_ONLY_KEYS {
+                if self.kafka.contains_key(*k) {
+                    return Err(ConfigError::invalid(
+                        format!("kafka.{k}"),
+                        format!("remove it: {why}"),
+                    ));
+                }
+            }
+            if self.assignment != Assignment::CooperativeSticky {
+                return Err(ConfigError::invalid(
+                    "assignment",
+                    "under group_protocol = \"consumer\" the broker assigns partitions: remove `assignment` and choose the broker's assignor with `group.remote.assignor` (`uniform` or `range`) in [kafka]",
+                ));
+            }
+        }
+        if let Some(id) = self.instance_id()? {
+            let valid = !id.is_empty()
+                && id.len() <= 249
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                return Err(ConfigError::invalid(
+                    "group_instance_id",
+                    format!("`{id}` is not a valid instance id (1-249 of [a-zA-Z0-9._-])"),
                 ));
             }
         }

@@ -277,6 +277,9 @@ fn create_consumer(
         config.group_id.clone(),
         config.partition_queues,
     );
+    if let Ok(Some(id)) = config.instance_id() {
+        let _ = ctx.instance_id.set(id);
+    }
     let consumer: BaseConsumer<WeirContext> = config
         .client_config()
         .create_with_context(ctx)

@@ -15,7 +15,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::client::{describe_fatal, is_fatal, refused_connection};
+use crate::client::{describe_fatal, fatal_poll_error, is_fatal, refused_connection};
 use crate::message::{RawMessage, TopicPartition};
 use crate::stats::ConsumerStats;
 
@@ -28,6 +28,8 @@ pub(crate) struct WeirContext {
     pub(crate) closing: AtomicBool,
     pub(super) stats: Arc<ConsumerStats>,
     pub(super) group_id: String,
+    /// This member's static `group.instance.id`, named in fatal errors.
+    pub(crate) instance_id: OnceLock<String>,
     /// The first fatal client error (authentication, untrusted certificate),
     /// so that start-up checks report it instead of a generic transport error.
     pub(super) fatal: Mutex<Option<String>>,
@@ -62,6 +64,7 @@ impl WeirContext {
             closing: AtomicBool::new(false),
             stats,
             group_id,
+            instance_id: OnceLock::new(),
             fatal: Mutex::new(None),
             consumer: OnceLock::new(),
             partition_queues,
@@ -162,6 +165,14 @@ impl WeirContext {
         (!splits.is_empty(), more)
     }
 
+    /// `msg` with this member's group and static instance id, when it has one.
+    fn with_instance(&self, msg: String) -> String {
+        match self.instance_id.get() {
+            Some(id) => format!("group `{}`, group_instance_id `{id}`: {msg}", self.group_id),
+            None => msg,
+        }
+    }
+
     /// The first fatal client error seen, if any.
     pub(crate) fn fatal_error(&self) -> Option<String> {
         self.fatal.lock().clone()
@@ -203,10 +214,11 @@ impl WeirContext {
     }
 
     pub(super) fn on_poll_error(&self, e: KafkaError) {
-        match e.rdkafka_error_code() {
-            Some(code) if is_fatal(code) => {
+        match fatal_poll_error(&e) {
+            Some(code) => {
                 tracing::error!(group = %self.group_id, error = %e, "fatal consumer error");
-                let _ = self.events.send(Event::Fatal(describe_fatal(code, &e)));
+                let msg = self.with_instance(describe_fatal(code, &e));
+                self.fatal(msg);
             }
             _ => {
                 tracing::warn!(group = %self.group_id, error = %e, "consumer error (librdkafka retries it)")
@@ -260,7 +272,8 @@ impl ClientContext for WeirContext {
             && is_fatal(code)
         {
             tracing::error!(group = %self.group_id, %error, reason, "fatal client error");
-            self.fatal(format!("{}: {reason}", describe_fatal(code, &error)));
+            let msg = self.with_instance(format!("{}: {reason}", describe_fatal(code, &error)));
+            self.fatal(msg);
         } else if let Some(msg) = refused_connection(&error, reason) {
             // A broker certificate the client does not trust will not become
             // trusted by retrying: stop with a message that says what to fix.

@@ -1,0 +1,281 @@
+//! Consumer groups under both protocols (classic cooperative-sticky and
+//! KIP-848's `consumer`), on the mock cluster and Apache Kafka:
+//!
+//! - under steady load, a member joins and later leaves cleanly: nothing is
+//!   lost, nothing is processed twice, and the partitions that did not move
+//!   keep being processed (no gap longer than the commit interval while the
+//!   others move): rebalances are incremental;
+//! - static membership: a second member with the same `group_instance_id`
+//!   ends with a fatal error that names the id (Kafka).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use weir::{
+    Consumer, ConsumerConfig, ConsumerHandle, GroupProtocol, Message, RunReport, StringCodec,
+    WeirError, processor_fn,
+};
+use weir_testkit::{BrokerKind, KafkaCluster, TestRecord};
+
+use common::{R, wait_until};
+
+/// Who processed what, when.
+#[derive(Default)]
+struct Log {
+    /// (partition, offset) -> times processed.
+    seen: HashMap<(i32, i64), u32>,
+    /// Per partition: (when, member).
+    timeline: BTreeMap<i32, Vec<(Instant, u8, i64)>>,
+}
+
+type Member = (
+    ConsumerHandle,
+    tokio::task::JoinHandle<Result<RunReport, WeirError>>,
+);
+
+const PARTITIONS: i32 = 4;
+const COMMIT: Duration = Duration::from_millis(1000);
+
+fn member_config(cluster: &KafkaCluster, protocol: GroupProtocol, group: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(cluster.bootstrap_servers(), group, &["steady"])
+        .set("topic.metadata.refresh.interval.ms", "1300");
+    if protocol == GroupProtocol::Classic {
+        c = c
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+    }
+    c.group_protocol = protocol;
+    c.commit_interval = COMMIT;
+    c.revoke_deadline = Duration::from_secs(5);
+    c.shutdown_deadline = Duration::from_secs(5);
+    c
+}
+
+fn start(cfg: ConsumerConfig, id: u8, log: &Arc<Mutex<Log>>) -> Result<Member, WeirError> {
+    let l = log.clone();
+    let processor = processor_fn(move |m: Message<String>| {
+        let l = l.clone();
+        async move {
+            {
+                let mut g = l.lock();
+                *g.seen
+                    .entry((m.raw().partition, m.raw().offset))
+                    .or_default() += 1;
+                g.timeline.entry(m.raw().partition).or_default().push((
+                    Instant::now(),
+                    id,
+                    m.raw().timestamp_ms.unwrap_or(0),
+                ));
+            }
+            Ok::<_, weir::ProcessError>(())
+        }
+    });
+    let consumer = Consumer::builder(cfg).codec(StringCodec).build(processor)?;
+    let handle = consumer.handle();
+    Ok((handle, tokio::spawn(consumer.run())))
+}
+
+/// The longest pause in `partition`'s processing within `window` (by member
+/// `id` only when the partition never changed hands in it).
+fn unmoved_pauses(log: &Log, window: (Instant, Instant)) -> BTreeMap<i32, Duration> {
+    let mut out = BTreeMap::new();
+    for (p, events) in &log.timeline {
+        let inside: Vec<&(Instant, u8, i64)> = events
+            .iter()
+            .filter(|(t, _, _)| *t >= window.0 && *t <= window.1)
+            .collect();
+        let owners: BTreeSet<u8> = inside.iter().map(|(_, m, _)| *m).collect();
+        if owners.len() != 1 || inside.len() < 2 {
+            continue;
+        }
+        let max = inside
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .max()
+            .unwrap_or_default();
+
+        out.insert(*p, max);
+    }
+    out
+}
+
+async fn join_and_leave_under_load(kind: BrokerKind, protocol: GroupProtocol) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("steady", PARTITIONS).await?;
+    let group = format!("steady-{protocol:?}").to_lowercase();
+    let log: Arc<Mutex<Log>> = Arc::default();
+
+    // Steady load: 4 records every 20 ms (one per partition key spread).
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("linger.ms", "1")
+        .create()?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let load = tokio::spawn(async move {
+        let mut sent = 0u64;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let recs: Vec<TestRecord> = (0..PARTITIONS)
+                .map(|p| TestRecord::keyed(format!("k{sent}-{p}"), "v").partition(p))
+                .collect();
+            weir_testkit::produce_with(&producer, "steady", recs).await?;
+            sent += PARTITIONS as u64;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<u64, weir_testkit::TestkitError>(sent)
+    });
+
+    let a = start(member_config(&cluster, protocol, &group), 1, &log)?;
+    wait_until(
+        "member 1 processes every partition",
+        Duration::from_secs(60),
+        || log.lock().timeline.len() == PARTITIONS as usize,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A member joins: some partitions move to it, the others stay.
+    let joined = Instant::now();
+
+    let b = start(member_config(&cluster, protocol, &group), 2, &log)?;
+    wait_until("member 2 gets partitions", Duration::from_secs(60), || {
+        log.lock()
+            .timeline
+            .values()
+            .any(|e| e.iter().any(|(t, m, _)| *m == 2 && *t >= joined))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let join_window = (joined, Instant::now());
+
+    // It leaves cleanly: its partitions go back, member 1's keep going.
+    let left = Instant::now();
+    b.0.shutdown();
+    let report = b.1.await??;
+    assert!(report.halted.is_empty(), "{report:?}");
+    wait_until(
+        "member 1 has every partition again",
+        Duration::from_secs(60),
+        || {
+            let g = log.lock();
+            g.timeline.values().all(|e| {
+                e.last()
+                    .is_some_and(|(t, m, _)| *m == 1 && *t > left + Duration::from_millis(100))
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leave_window = (left, Instant::now());
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.await??;
+    // Everything produced gets processed, once.
+    let log2 = log.clone();
+    wait_until(
+        "every record processed",
+        Duration::from_secs(60),
+        move || log2.lock().seen.len() as u64 >= sent,
+    )
+    .await;
+    a.0.shutdown();
+    let report = a.1.await??;
+    assert!(report.halted.is_empty(), "{report:?}");
+
+    let g = log.lock();
+    assert_eq!(g.seen.len() as u64, sent, "nothing lost");
+    let twice: Vec<_> = g.seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "processed twice: {twice:?}");
+    for (what, window) in [("join", join_window), ("leave", leave_window)] {
+        let pauses = unmoved_pauses(&g, window);
+        assert!(
+            !pauses.is_empty(),
+            "{protocol:?} {what}: some partitions stayed with their member"
+        );
+        // librdkafka 2.12.1 under the consumer protocol stalls fetching
+        // during a reconciliation (0.5-1.0 s measured here on a join;
+        // fixed in librdkafka 2.15.0, docs/brokers.md): a wider bound there.
+        let bound = if kind == BrokerKind::Kafka && protocol == GroupProtocol::Consumer {
+            COMMIT * 3
+        } else {
+            COMMIT
+        };
+        for (p, pause) in &pauses {
+            assert!(
+                *pause <= bound,
+                "{protocol:?} {what}: partition {p} did not move but paused {pause:?} (incremental rebalancing keeps it going)"
+            );
+        }
+        eprintln!("{kind:?} {protocol:?} {what}: unmoved partitions' longest pause {pauses:?}");
+    }
+    Ok(())
+}
+
+async fn classic_cooperative(kind: BrokerKind) -> R {
+    join_and_leave_under_load(kind, GroupProtocol::Classic).await
+}
+
+async fn consumer_protocol(kind: BrokerKind) -> R {
+    join_and_leave_under_load(kind, GroupProtocol::Consumer).await
+}
+
+broker_tests!(classic_cooperative, consumer_protocol);
+
+/// Two members with one `group_instance_id`: one of them ends with a fatal
+/// error that names static membership; it is never a silent split.
+async fn duplicate_instance_id(protocol: GroupProtocol) -> R {
+    common::init();
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    cluster.create_topic("steady", PARTITIONS).await?;
+    let group = format!("static-{protocol:?}").to_lowercase();
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let mut cfg = member_config(&cluster, protocol, &group);
+    cfg.group_instance_id = Some("orders-0".into());
+    let a = start(cfg.clone(), 1, &log)?;
+    wait_until("member 1 assigned", Duration::from_secs(60), || {
+        a.0.stats().assigned_partitions() == PARTITIONS as u64
+    })
+    .await;
+    let b = start(cfg, 2, &log)?;
+    let t0 = Instant::now();
+    let ended = loop {
+        if a.1.is_finished() {
+            break (a, b);
+        }
+        if b.1.is_finished() {
+            break (b, a);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "a duplicate instance id ends one member"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (done, other) = ended;
+    let e = done
+        .1
+        .await?
+        .expect_err("a fenced member ends with an error");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("group_instance_id") && msg.contains("orders-0"),
+        "{msg}"
+    );
+    other.0.shutdown();
+    let _ = other.1.await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_duplicate_instance_id_is_fatal_under_the_consumer_protocol() -> R {
+    duplicate_instance_id(GroupProtocol::Consumer).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_duplicate_instance_id_is_fatal_under_the_classic_protocol() -> R {
+    duplicate_instance_id(GroupProtocol::Classic).await
+}
