@@ -117,7 +117,7 @@ impl Pipeline {
             wake: wake.clone(),
         });
         let mut p = Pipeline {
-            cfg: worker_config(&brokers),
+            cfg: worker_config(&brokers)?,
             cluster,
             broker,
             brokers,
@@ -311,15 +311,22 @@ fn start_relay(
     })
 }
 
-/// The worker group's consumer config.
-fn worker_config(brokers: &str) -> ConsumerConfig {
+/// The worker group's consumer config; `WEIR_*` variables adjust it
+/// (`WEIR_GROUP_PROTOCOL=consumer` runs the workers on KIP-848's protocol).
+fn worker_config(brokers: &str) -> anyhow::Result<ConsumerConfig> {
     let mut cfg = ConsumerConfig::new(brokers, GROUP, &[TOPIC])
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
         // Low latency over fewer fetch requests: a click is worth seeing quickly.
         .set("fetch.wait.max.ms", "50")
         .set("reconnect.backoff.max.ms", RECONNECT_MAX_MS);
     cfg.commit_interval = Duration::from_millis(200);
     cfg.max_in_flight = 64;
-    cfg
+    let mut cfg = cfg.with_env(std::env::vars())?;
+    // The classic protocol's timeouts live on the client; the consumer
+    // protocol's on the broker.
+    if cfg.group_protocol == weir::GroupProtocol::Classic {
+        cfg = cfg
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+    }
+    Ok(cfg)
 }
