@@ -31,10 +31,17 @@ impl std::fmt::Display for CommitError {
 impl From<rdkafka::error::KafkaError> for CommitError {
     fn from(e: rdkafka::error::KafkaError) -> Self {
         use rdkafka::types::RDKafkaErrorCode as C;
+        // The consumer protocol (KIP-848): STALE_MEMBER_EPOCH means the
+        // broker bumped the member's epoch while the commit was on its way;
+        // the member keeps its partitions and the same commit goes through
+        // with the new epoch. UNKNOWN_MEMBER_ID and FENCED_MEMBER_EPOCH mean
+        // the membership is gone: the partitions' next owner starts from
+        // the last commit (docs/reliability.md).
         let transient = matches!(
             e.rdkafka_error_code(),
             Some(
-                C::RebalanceInProgress
+                C::StaleMemberEpoch
+                    | C::RebalanceInProgress
                     | C::CoordinatorLoadInProgress
                     | C::CoordinatorNotAvailable
                     | C::NotCoordinator
@@ -116,6 +123,7 @@ mod tests {
             C::NotCoordinator,
             C::CoordinatorLoadInProgress,
             C::RequestTimedOut,
+            C::StaleMemberEpoch,
         ] {
             assert!(
                 CommitError::from(KafkaError::ConsumerCommit(code)).transient,
@@ -126,6 +134,7 @@ mod tests {
             C::IllegalGeneration,
             C::UnknownMemberId,
             C::FencedInstanceId,
+            C::FencedMemberEpoch,
             C::OffsetMetadataTooLarge,
         ] {
             let e = CommitError::from(KafkaError::ConsumerCommit(code));
