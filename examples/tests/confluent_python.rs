@@ -137,7 +137,7 @@ async fn python(args: &[&str]) -> Result<Vec<Value>, Box<dyn std::error::Error +
     let path = weir_testkit::dist::confluent_kafka_python()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/confluent_compat.py");
     let out = tokio::time::timeout(
-        Duration::from_secs(180),
+        Duration::from_secs(600),
         tokio::process::Command::new("python3")
             .arg(script)
             .args(args)

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
@@ -102,12 +102,15 @@ def produce(bootstrap, registry, descriptors, n):
 
 
 def read(bootstrap, topic, n):
+    # Partitions assigned directly from the beginning: no consumer group to
+    # join, so a busy broker (coordinator loading) cannot stall the read.
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "py-" + topic,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
+                  "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     out = []
     idle = 0
-    while len(out) < n and idle < 60:
+    while len(out) < n and idle < 120:
         m = c.poll(1.0)
         if m is None:
             idle += 1
