@@ -20,6 +20,11 @@ fn kafka(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) 
 pub struct GroupInfo {
     pub name: String,
     pub state: String,
+    /// `classic` or `consumer` (KIP-848); `unknown` when the broker does not say.
+    #[serde(rename = "type")]
+    pub group_type: String,
+    /// The assignor: classic, the protocol the members agreed on
+    /// (`cooperative-sticky`, `range`, …); consumer, the broker's (`uniform`, `range`).
     pub protocol: String,
     pub members: Vec<MemberInfo>,
 }
@@ -29,8 +34,49 @@ pub struct MemberInfo {
     pub id: String,
     pub client_id: String,
     pub host: String,
-    /// topic -> partitions, parsed from the consumer protocol assignment.
+    /// Static membership: the member's `group.instance.id`.
+    pub instance_id: Option<String>,
+    /// topic -> partitions it owns now.
     pub assignment: BTreeMap<String, Vec<i32>>,
+    /// Consumer protocol: topic -> partitions the broker wants it to own
+    /// (differs from `assignment` while the member reconciles).
+    pub target_assignment: Option<BTreeMap<String, Vec<i32>>>,
+}
+
+fn by_topic(parts: &[weir_ffi::Partition]) -> BTreeMap<String, Vec<i32>> {
+    let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for p in parts {
+        out.entry(p.topic.clone()).or_default().push(p.partition);
+    }
+    out
+}
+
+impl From<weir_ffi::GroupDescription> for GroupInfo {
+    fn from(g: weir_ffi::GroupDescription) -> Self {
+        GroupInfo {
+            name: g.group_id,
+            state: g.state,
+            group_type: match g.group_type {
+                weir_ffi::GroupType::Classic => "classic",
+                weir_ffi::GroupType::Consumer => "consumer",
+                weir_ffi::GroupType::Unknown => "unknown",
+            }
+            .to_string(),
+            protocol: g.assignor,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| MemberInfo {
+                    id: m.member_id,
+                    client_id: m.client_id,
+                    host: m.host,
+                    instance_id: m.group_instance_id,
+                    assignment: by_topic(&m.assignment),
+                    target_assignment: m.target_assignment.as_deref().map(by_topic),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Parses a consumer-protocol `MemberAssignment` (version, then topics with
@@ -75,10 +121,54 @@ fn client(cfg: &ClientConfig, group: Option<&str>) -> Result<BaseConsumer, WeirE
     c.create().map_err(kafka("creating a client"))
 }
 
-/// Lists groups (all, or one).
+/// Lists groups (all, or one), described under their own protocol: classic
+/// groups and consumer-protocol (KIP-848) groups alike, through librdkafka's
+/// DescribeConsumerGroups ([`weir_ffi`]). Brokers that do not answer it (old
+/// brokers; the mock cluster) fall back to the classic DescribeGroups.
 pub fn list_groups(cfg: &ClientConfig, group: Option<&str>) -> Result<Vec<GroupInfo>, WeirError> {
     let c = client(cfg, None)?;
     let brokers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
+    let names: Vec<String> = match group {
+        Some(g) => vec![g.to_string()],
+        None => c
+            .fetch_group_list(None, TIMEOUT)
+            .map_err(kafka(format!(
+                "listing consumer groups on {brokers} (are the brokers reachable?)"
+            )))?
+            .groups()
+            .iter()
+            .map(|g| g.name().to_string())
+            .collect(),
+    };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    match weir_ffi::describe_consumer_groups(c.client(), &refs, TIMEOUT) {
+        // A group the broker could not describe (the mock cluster answers
+        // neither describe request): the classic path reports why.
+        Ok(described) if described.iter().any(|g| g.error.is_some()) => {
+            tracing::debug!(
+                ?described,
+                "DescribeConsumerGroups failed for some groups; falling back to DescribeGroups"
+            );
+            classic_groups(&c, group, &brokers)
+        }
+        Ok(described) => Ok(described
+            .into_iter()
+            .filter(|g| g.state != "Dead" || group.is_none())
+            .map(GroupInfo::from)
+            .collect()),
+        Err(e) => {
+            tracing::debug!(error = %e, "DescribeConsumerGroups failed; falling back to DescribeGroups");
+            classic_groups(&c, group, &brokers)
+        }
+    }
+}
+
+/// Groups through the classic DescribeGroups only.
+fn classic_groups(
+    c: &BaseConsumer,
+    group: Option<&str>,
+    brokers: &str,
+) -> Result<Vec<GroupInfo>, WeirError> {
     let list = c.fetch_group_list(group, TIMEOUT).map_err(kafka(format!(
         "listing consumer groups on {brokers} (are the brokers reachable?)"
     )))?;
@@ -89,6 +179,7 @@ pub fn list_groups(cfg: &ClientConfig, group: Option<&str>) -> Result<Vec<GroupI
         .map(|g| GroupInfo {
             name: g.name().to_string(),
             state: g.state().to_string(),
+            group_type: "classic".into(),
             protocol: g.protocol().to_string(),
             members: g
                 .members()
@@ -97,7 +188,9 @@ pub fn list_groups(cfg: &ClientConfig, group: Option<&str>) -> Result<Vec<GroupI
                     id: m.id().to_string(),
                     client_id: m.client_id().to_string(),
                     host: m.client_host().to_string(),
+                    instance_id: None,
                     assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
+                    target_assignment: None,
                 })
                 .collect(),
         })

@@ -319,6 +319,20 @@ async fn describe_and_reset(kind: BrokerKind) -> R {
 /// partition to its first message at or after that time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_membership_refusal_and_datetime_reset() -> R {
+    membership_refusal_and_datetime_reset(weir::GroupProtocol::Classic).await
+}
+
+/// The same for a group on the consumer protocol (KIP-848): `groups list`
+/// and `describe` show its type, assignor and members with their current and
+/// target assignment (librdkafka's DescribeConsumerGroups; the classic
+/// DescribeGroups shows nothing for it), and `offsets reset` refuses it
+/// while a member is active, exactly as it refuses a classic group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_protocol_group_membership_refusal_and_datetime_reset() -> R {
+    membership_refusal_and_datetime_reset(weir::GroupProtocol::Consumer).await
+}
+
+async fn membership_refusal_and_datetime_reset(protocol: weir::GroupProtocol) -> R {
     common::init();
     let cluster = common::cluster(BrokerKind::Kafka).await?;
     let b = cluster.bootstrap_servers().to_string();
@@ -338,7 +352,14 @@ async fn kafka_membership_refusal_and_datetime_reset() -> R {
             (0..10).map(|i| TestRecord::keyed("k", format!("late{i}")).partition(i % 2)),
         )
         .await?;
-    let c = Consumer::builder(common::config(&cluster, "live", &["events"]))
+    let mut cfg = common::config(&cluster, "live", &["events"]);
+    cfg.group_protocol = protocol;
+    if protocol == weir::GroupProtocol::Consumer {
+        // The classic-only properties the test helper sets are refused here.
+        cfg.kafka
+            .retain(|k, _| !k.starts_with("session.") && !k.starts_with("heartbeat."));
+    }
+    let c = Consumer::builder(cfg)
         .codec(StringCodec)
         .build(processor_fn(|_m: Message<String>| async {
             Ok::<_, ProcessError>(())
@@ -364,6 +385,8 @@ async fn kafka_membership_refusal_and_datetime_reset() -> R {
         .clone();
     assert_eq!(g["state"], "Stable", "{g}");
     assert_eq!(g["members"].as_array().unwrap().len(), 1, "{g}");
+    let want_type = protocol.librdkafka_name();
+    assert_eq!(g["type"], want_type, "{g}");
     let d = json(&weir(&[
         "groups",
         "describe",
@@ -379,6 +402,26 @@ async fn kafka_membership_refusal_and_datetime_reset() -> R {
         "{d}"
     );
     assert_eq!(d["lag"], 0, "topics taken from the assignment: {d}");
+    assert_eq!(d["info"]["type"], want_type, "{d}");
+    if protocol == weir::GroupProtocol::Consumer {
+        assert_eq!(
+            d["info"]["members"][0]["target_assignment"]["events"],
+            serde_json::json!([0, 1]),
+            "the consumer protocol's target assignment: {d}"
+        );
+        assert!(
+            ["uniform", "range"].contains(&d["info"]["protocol"].as_str().unwrap_or("")),
+            "the broker's assignor: {d}"
+        );
+    } else {
+        assert_eq!(d["info"]["protocol"], "cooperative-sticky", "{d}");
+    }
+    let text = weir(&["groups", "describe", "live", "--brokers", &b]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains(&format!("{want_type} protocol, 1 member(s)")),
+        "{text}"
+    );
 
     let refused = weir(&[
         "offsets",

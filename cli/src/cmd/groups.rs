@@ -9,9 +9,18 @@ pub(crate) async fn list(conn: Conn, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::json!({ "groups": gs }));
     } else {
-        println!("{:<40} {:<20} {:>8}", "GROUP", "STATE", "MEMBERS");
+        println!(
+            "{:<40} {:<9} {:<20} {:>8}",
+            "GROUP", "TYPE", "STATE", "MEMBERS"
+        );
         for g in &gs {
-            println!("{:<40} {:<20} {:>8}", g.name, g.state, g.members.len());
+            println!(
+                "{:<40} {:<9} {:<20} {:>8}",
+                g.name,
+                g.group_type,
+                g.state,
+                g.members.len()
+            );
         }
     }
     Ok(())
@@ -73,8 +82,9 @@ pub(crate) async fn describe(
     } else {
         match &info {
             Some(i) => println!(
-                "group {group}: {} ({} member(s), protocol {})",
+                "group {group}: {} ({} protocol, {} member(s), assignor {})",
                 i.state,
+                i.group_type,
                 i.members.len(),
                 i.protocol
             ),
@@ -85,7 +95,19 @@ pub(crate) async fn describe(
         }
         if let Some(i) = &info {
             for m in &i.members {
-                println!("  member {}@{} {:?}", m.client_id, m.host, m.assignment);
+                let instance = m
+                    .instance_id
+                    .as_deref()
+                    .map(|id| format!(" instance {id}"))
+                    .unwrap_or_default();
+                print!(
+                    "  member {}@{}{instance} owns {:?}",
+                    m.client_id, m.host, m.assignment
+                );
+                match &m.target_assignment {
+                    Some(t) if *t != m.assignment => println!(" (reconciling to {t:?})"),
+                    _ => println!(),
+                }
             }
         }
         println!(

@@ -13,8 +13,9 @@
 //!   and age (when the relay runs in the process);
 //! - `GET /healthz`: 200 while every consumer's dispatch loop has run within
 //!   `stale_after` (a wedged loop fails it: restart the pod), 503 otherwise;
-//! - `GET /readyz`: 200 once every consumer has partitions assigned and is not
-//!   wedged, 503 otherwise;
+//! - `GET /readyz`: 200 once every consumer has partitions assigned, is not
+//!   wedged and is not in a rebalance that holds its partitions (a revoke
+//!   draining them), 503 otherwise;
 //! - `GET /inspect`: JSON, what holds each partition's commit
 //!   ([`weir::inspect`]): `{"consumers": [snapshot, …]}`, one per consumer
 //!   (`null` before its first commit interval). Keys are left out (their
@@ -234,6 +235,18 @@ async fn readyz(State(s): State<Arc<AppState>>) -> impl IntoResponse {
             problems.push(format!("consumer {i}: not started"));
         } else if c.stats().assigned_partitions() == 0 {
             problems.push(format!("consumer {i}: no partitions assigned"));
+        }
+        if c.stats().group_upgrade_refused() > 0 {
+            problems.push(format!(
+                "consumer {i}: not admitted: its group is a live classic group the broker refuses to upgrade to the consumer protocol (stop the classic members first)"
+            ));
+        }
+        let since = c.stats().rebalancing_since_ms();
+        if since > 0 {
+            let for_ms = (weir::clock::now_ms().max(0) as u64).saturating_sub(since);
+            problems.push(format!(
+                "consumer {i}: rebalancing: draining revoked partitions for {for_ms} ms"
+            ));
         }
         if let Some(w) = wedged(c, s.opts.stale_after) {
             problems.push(format!("consumer {i}: {w}"));

@@ -352,11 +352,18 @@ async fn per_partition_gauges_drop_to_zero_when_the_partition_is_revoked(kind: B
     };
     let mut lost = None;
     let start = std::time::Instant::now();
+    // The revoke waits for the blocked handlers (up to `revoke_deadline`):
+    // meanwhile `/readyz` says this member is rebalancing.
+    let mut rebalancing_seen = None;
     while lost.is_none() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "B never got a partition"
         );
+        let (code, body) = get(&format!("{base}/readyz")).await;
+        if code == 503 && body.contains("rebalancing") {
+            rebalancing_seen.get_or_insert(body);
+        }
         if let Ok(a) = b.assignment()
             && a.count() == 1
             && handle.stats().assigned_partitions() == 1
@@ -375,6 +382,21 @@ async fn per_partition_gauges_drop_to_zero_when_the_partition_is_revoked(kind: B
         series(&text, "weir_consumer_lag", lost),
     );
     let age_kept = series(&text, "weir_oldest_unprocessed_age_seconds", kept);
+    // The rebalance, counted: an eager revoke of both partitions that waited
+    // out the 1-s revoke deadline, then one partition assigned back.
+    let g = format!("group=\"{group}\"");
+    let revoke_events =
+        sample(&text, "weir_rebalance_events_total", "event=\"revoke\"").unwrap_or(0.0);
+    let revoked = sample(&text, "weir_partitions_revoked_total", &g).unwrap_or(0.0);
+    let assigned = sample(&text, "weir_partitions_assigned_total", &g).unwrap_or(0.0);
+    let revoke_time = sample(
+        &text,
+        "weir_rebalance_callback_seconds_sum",
+        "event=\"revoke\"",
+    )
+    .unwrap_or(0.0);
+    let epoch = sample(&text, "weir_member_epoch", &g).unwrap_or(0.0);
+    let ready_after = get(&format!("{base}/readyz")).await;
     release.notify_waiters();
     stop.store(true, SeqCst);
     let _ = poller.join();
@@ -390,5 +412,20 @@ async fn per_partition_gauges_drop_to_zero_when_the_partition_is_revoked(kind: B
         age_kept > 0.0,
         "the kept partition {kept} still reports its blocked message's age"
     );
+    let body = rebalancing_seen.expect("/readyz said 503 rebalancing while the revoke drained");
+    assert!(body.contains("draining revoked partitions"), "{body}");
+    assert_eq!(
+        ready_after.0, 200,
+        "ready again once assigned: {}",
+        ready_after.1
+    );
+    assert!(revoke_events >= 1.0, "revoke counted: {text}");
+    assert!(revoked >= 2.0, "eager: both partitions revoked ({revoked})");
+    assert!(assigned >= 3.0, "2 assigned, then 1 back ({assigned})");
+    assert!(
+        revoke_time >= 0.9,
+        "the revoke's time includes waiting for the blocked handlers: {revoke_time}"
+    );
+    assert!(epoch >= 1.0, "member generation exported: {epoch}");
     Ok(())
 }

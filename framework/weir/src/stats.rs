@@ -1,6 +1,6 @@
 //! Counters a running consumer keeps; the telemetry layer exports them.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Live counters of one consumer. All loads are relaxed snapshots.
 #[derive(Debug, Default)]
@@ -26,6 +26,9 @@ pub struct ConsumerStats {
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
     pub(crate) rebalances: AtomicU64,
+    pub(crate) rebalancing_since_ms: AtomicU64,
+    pub(crate) member_epoch: AtomicI64,
+    pub(crate) group_upgrade_refused: AtomicU64,
     pub(crate) assigned_partitions: AtomicU64,
     pub(crate) paused_partitions: AtomicU64,
     pub(crate) own_queue_partitions: AtomicU64,
@@ -77,6 +80,8 @@ getters! {
     commits: "Offset commits that succeeded.",
     commit_failures: "Offset commits that failed.",
     rebalances: "Rebalance callbacks served.",
+    group_upgrade_refused: "1 while this member runs the consumer protocol, has no partitions, and its group is still a live classic group: the broker refused to upgrade it (docs/group-protocols.md).",
+    rebalancing_since_ms: "When this member's current revoke began (epoch ms; 0 when none is under way): its partitions are held while it drains and commits them.",
     assigned_partitions: "Partitions assigned now.",
     paused_partitions: "Partitions held back now by backpressure (out of credit or paused) or a halt.",
     own_queue_partitions: "Assigned partitions read from their own librdkafka queue (`partition_queues`): backpressure stops reading them instead of pausing them.",
@@ -90,6 +95,13 @@ getters! {
 }
 
 impl ConsumerStats {
+    /// This member's generation (classic protocol) or member epoch (consumer
+    /// protocol) as librdkafka last reported it after a rebalance; 0 before
+    /// the first, -1 while it is not a member.
+    pub fn member_epoch(&self) -> i64 {
+        self.member_epoch.load(Relaxed)
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
@@ -137,6 +149,16 @@ impl ConsumerStats {
         for (name, v) in counters {
             metrics::counter!(name, "group" => g.clone()).absolute(v);
         }
+        metrics::gauge!("weir_member_epoch", "group" => g.clone()).set(self.member_epoch() as f64);
+        metrics::gauge!("weir_group_upgrade_refused", "group" => g.clone())
+            .set(self.group_upgrade_refused() as f64);
+        metrics::gauge!("weir_rebalancing", "group" => g.clone()).set(
+            if self.rebalancing_since_ms() > 0 {
+                1.0
+            } else {
+                0.0
+            },
+        );
         let gauges: [(&'static str, u64); 11] = [
             ("weir_retry_budget_spent", self.retry_budget_spent()),
             ("weir_in_flight", self.in_flight()),

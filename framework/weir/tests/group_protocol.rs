@@ -412,3 +412,319 @@ async fn kafka_rolling_restart_of_static_members_moves_nothing_classic() -> R {
 async fn kafka_rolling_restart_of_static_members_moves_nothing_consumer() -> R {
     rolling_restart_of_static_members(GroupProtocol::Consumer).await
 }
+
+/// The broker's description of `group` (both protocols).
+async fn describe(
+    cluster: &KafkaCluster,
+    group: &str,
+) -> Result<weir_ffi::GroupDescription, Box<dyn std::error::Error + Send + Sync>> {
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let group = group.to_string();
+    let d = tokio::task::spawn_blocking(move || {
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()?;
+        let mut d =
+            weir_ffi::describe_consumer_groups(admin.inner(), &[&group], Duration::from_secs(10))?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(d.remove(0))
+    })
+    .await??;
+    Ok(d)
+}
+
+/// The steady load's task: how many records it sent.
+type Load = tokio::task::JoinHandle<Result<u64, weir_testkit::TestkitError>>;
+
+/// Steady load over `partitions` partitions of `steady`: `(stop, task)`.
+fn steady_load(
+    cluster: &KafkaCluster,
+    partitions: i32,
+) -> Result<(Arc<std::sync::atomic::AtomicBool>, Load), Box<dyn std::error::Error + Send + Sync>> {
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("linger.ms", "1")
+        .create()?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let load = tokio::spawn(async move {
+        let mut sent = 0u64;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let recs: Vec<TestRecord> = (0..partitions)
+                .map(|p| TestRecord::keyed(format!("k{sent}-{p}"), "v").partition(p))
+                .collect();
+            weir_testkit::produce_with(&producer, "steady", recs).await?;
+            sent += partitions as u64;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<u64, weir_testkit::TestkitError>(sent)
+    });
+    Ok((stop, load))
+}
+
+/// Waits until the group is `Stable` with `n` members.
+async fn settled(cluster: &KafkaCluster, group: &str, n: usize) -> R {
+    let t0 = Instant::now();
+    loop {
+        let d = describe(cluster, group).await?;
+        if d.state == "Stable" && d.members.len() == n {
+            return Ok(());
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never settled: {d:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether member `id` processed anything since `since`.
+fn processed_since(log: &Log, id: u8, since: Instant) -> bool {
+    log.timeline
+        .values()
+        .any(|e| e.iter().any(|(t, m, _)| *m == id && *t >= since))
+}
+
+/// Stops the load, waits for every record, stops the members; asserts
+/// nothing lost and nothing processed twice.
+async fn finish(
+    log: &Arc<Mutex<Log>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    load: Load,
+    members: Vec<Member>,
+    what: &str,
+) -> R {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.await??;
+    let log2 = log.clone();
+    wait_until(
+        "every record processed",
+        Duration::from_secs(60),
+        move || log2.lock().seen.len() as u64 >= sent,
+    )
+    .await;
+    for (handle, run) in members {
+        handle.shutdown();
+        let report = run.await??;
+        assert!(report.halted.is_empty(), "{report:?}");
+    }
+    let g = log.lock();
+    assert_eq!(g.seen.len() as u64, sent, "{what}: nothing lost");
+    let twice = g.seen.values().filter(|n| **n > 1).count();
+    eprintln!("{what}: {sent} records, {twice} processed twice");
+    assert_eq!(twice, 0, "{what}: nothing processed twice");
+    Ok(())
+}
+
+/// Online migration (KIP-848's upgrade, `group.consumer.migration.policy`
+/// `bidirectional`, Kafka 4's default) of a group whose classic members use
+/// an eager assignor (`range`: no userData in their assignments), one member
+/// at a time under steady load: after the first consumer-protocol member the
+/// broker describes a consumer group of three (the classic members served
+/// through its compatibility path), every step ends with every partition
+/// processed again, and nothing is lost or processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_online_migration_of_a_range_group_loses_nothing() -> R {
+    common::init();
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    let partitions = 6;
+    cluster.create_topic("steady", partitions).await?;
+    let group = "migrating-range";
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let (stop, load) = steady_load(&cluster, partitions)?;
+    let classic = || {
+        let mut c = member_config(&cluster, GroupProtocol::Classic, group);
+        c.assignment = weir::Assignment::Range;
+        c
+    };
+    let mut members: Vec<Member> = Vec::new();
+    for i in 0..3u8 {
+        members.push(start(classic(), i, &log)?);
+    }
+    wait_until("two partitions each", Duration::from_secs(60), || {
+        members
+            .iter()
+            .all(|m| m.0.stats().assigned_partitions() == 2)
+    })
+    .await;
+    // Every partition is processed after `since`.
+    let all_going = |log: &Log, since: Instant| {
+        log.timeline.len() == partitions as usize
+            && log
+                .timeline
+                .values()
+                .all(|e| e.last().is_some_and(|(t, _, _)| *t > since))
+    };
+    // One of three first, then all of them.
+    for i in 0..3usize {
+        let (handle, run) = members.remove(i);
+        handle.shutdown();
+        let report = run.await??;
+        assert!(report.halted.is_empty(), "{report:?}");
+        settled(&cluster, group, 2).await?;
+        let back = Instant::now();
+        let id = 10 + i as u8;
+        members.insert(
+            i,
+            start(
+                member_config(&cluster, GroupProtocol::Consumer, group),
+                id,
+                &log,
+            )?,
+        );
+        let t0 = Instant::now();
+        while !processed_since(&log.lock(), id, back) && t0.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            processed_since(&log.lock(), id, back),
+            "member {i} on the consumer protocol processes: {:#?}",
+            describe(&cluster, group).await?
+        );
+        wait_until(
+            "every partition processed again",
+            Duration::from_secs(60),
+            || all_going(&log.lock(), Instant::now() - Duration::from_millis(300)),
+        )
+        .await;
+        eprintln!(
+            "online migration, member {i} on consumer: every partition going after {:?}",
+            back.elapsed()
+        );
+        let d = describe(&cluster, group).await?;
+        assert_eq!(d.group_type, weir_ffi::GroupType::Consumer, "{d:#?}");
+        assert_eq!(d.members.len(), 3, "{d:#?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    wait_until(
+        "two partitions each on the consumer protocol",
+        Duration::from_secs(60),
+        || {
+            members
+                .iter()
+                .all(|m| m.0.stats().assigned_partitions() == 2)
+        },
+    )
+    .await;
+    finish(&log, stop, load, members, "online migration (range)").await
+}
+
+/// A cooperative-sticky group cannot be upgraded online: librdkafka 2.12
+/// echoes each member's sticky-assignor userData into its assignment, and
+/// Kafka 4.1 refuses to convert a group whose assignments carry userData
+/// ("userData from a custom assignor would be lost", KAFKA-18134). The
+/// consumer-protocol member is then silently left out (librdkafka keeps
+/// retrying its first heartbeat and reports nothing; Weir looks the group
+/// up and reports it: an error log, `group_upgrade_refused`, `/readyz`).
+/// This test pins that down, then migrates offline: once the classic members have left, the
+/// waiting member converts the empty group and takes every partition from
+/// the committed offsets; nothing is lost or processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_cooperative_group_is_refused_online_and_migrates_offline() -> R {
+    common::init();
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    let partitions = 6;
+    cluster.create_topic("steady", partitions).await?;
+    let group = "migrating-sticky";
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let (stop, load) = steady_load(&cluster, partitions)?;
+    let mut members: Vec<Member> = Vec::new();
+    for i in 0..3u8 {
+        members.push(start(
+            member_config(&cluster, GroupProtocol::Classic, group),
+            i,
+            &log,
+        )?);
+    }
+    wait_until("two partitions each", Duration::from_secs(60), || {
+        members
+            .iter()
+            .all(|m| m.0.stats().assigned_partitions() == 2)
+    })
+    .await;
+    // A second generation: the members rejoin with their sticky userData.
+    let (handle, run) = members.remove(0);
+    handle.shutdown();
+    let _ = run.await??;
+    settled(&cluster, group, 2).await?;
+    wait_until("three partitions each", Duration::from_secs(60), || {
+        members
+            .iter()
+            .all(|m| m.0.stats().assigned_partitions() == 3)
+    })
+    .await;
+    let joined = Instant::now();
+    let waiting = start(
+        member_config(&cluster, GroupProtocol::Consumer, group),
+        10,
+        &log,
+    )?;
+    // librdkafka reports nothing; Weir looks the group up and says so.
+    wait_until(
+        "Weir reports the refused upgrade",
+        Duration::from_secs(40),
+        || waiting.0.stats().group_upgrade_refused() == 1,
+    )
+    .await;
+    let d = describe(&cluster, group).await?;
+    assert_eq!(
+        (d.group_type, d.members.len()),
+        (weir_ffi::GroupType::Classic, 2),
+        "the upgrade is refused: {d:#?}"
+    );
+    assert!(
+        !processed_since(&log.lock(), 10, joined),
+        "the consumer-protocol member got nothing"
+    );
+    assert_eq!(waiting.0.stats().assigned_partitions(), 0);
+    let refused_for = joined.elapsed();
+    // Offline: the classic members leave; the waiting member's next
+    // heartbeat replaces the empty classic group.
+    let left = Instant::now();
+    for (handle, run) in members.drain(..) {
+        handle.shutdown();
+        let report = run.await??;
+        assert!(report.halted.is_empty(), "{report:?}");
+    }
+    wait_until(
+        "the consumer-protocol member takes every partition",
+        Duration::from_secs(60),
+        || waiting.0.stats().assigned_partitions() == partitions as u64,
+    )
+    .await;
+    eprintln!(
+        "offline migration: every partition on the consumer protocol {:?} after the last classic member left",
+        left.elapsed()
+    );
+    let d = describe(&cluster, group).await?;
+    assert_eq!(d.group_type, weir_ffi::GroupType::Consumer, "{d:#?}");
+    wait_until(
+        "the refusal is cleared once admitted",
+        Duration::from_secs(30),
+        || waiting.0.stats().group_upgrade_refused() == 0,
+    )
+    .await;
+    eprintln!("refused upgrade reported after {refused_for:?}");
+    let mut members = vec![waiting];
+    for i in 1..3u8 {
+        members.push(start(
+            member_config(&cluster, GroupProtocol::Consumer, group),
+            10 + i,
+            &log,
+        )?);
+    }
+    wait_until("two partitions each", Duration::from_secs(60), || {
+        members
+            .iter()
+            .all(|m| m.0.stats().assigned_partitions() == 2)
+    })
+    .await;
+    finish(
+        &log,
+        stop,
+        load,
+        members,
+        "offline migration (cooperative-sticky)",
+    )
+    .await
+}

@@ -1,5 +1,6 @@
 //! The consumer runtime: [`Consumer`], its builder, and what a run reports.
 
+mod admission;
 mod builder;
 mod dispatch;
 mod plugin;
@@ -235,6 +236,15 @@ where
         }
         let publisher =
             spawn_publisher(stats.clone(), group_id.to_string(), shutdown.child_token());
+        let admission_check =
+            (config.group_protocol == crate::GroupProtocol::Consumer).then(|| {
+                admission::spawn_check(
+                    Arc::downgrade(&consumer),
+                    stats.clone(),
+                    group_id.to_string(),
+                    shutdown.child_token(),
+                )
+            });
         let dispatcher = Dispatcher::new(
             consumer,
             Arc::new(runner),
@@ -254,6 +264,9 @@ where
             t.abort();
         }
         publisher.abort();
+        if let Some(t) = admission_check {
+            t.abort();
+        }
         stats.publish_metrics(&group_id);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || poller.join()).await;
@@ -280,6 +293,9 @@ fn create_consumer(
     if let Ok(Some(id)) = config.instance_id() {
         let _ = ctx.instance_id.set(id);
     }
+    let _ = ctx
+        .group_protocol
+        .set(config.group_protocol.librdkafka_name());
     let consumer: BaseConsumer<WeirContext> = config
         .client_config()
         .create_with_context(ctx)

@@ -46,6 +46,8 @@ pub(crate) struct WeirContext {
     /// keep reporting a partition as desired for a while after a revoke, and
     /// its gauge would keep its last value on a member that no longer owns it.
     pub(super) assigned: Mutex<std::collections::HashSet<(String, i32)>>,
+    /// `classic` or `consumer`: the configured group protocol, for metric labels.
+    pub(crate) group_protocol: OnceLock<&'static str>,
 }
 
 impl WeirContext {
@@ -72,6 +74,7 @@ impl WeirContext {
             waker,
             from_beginning: OnceLock::new(),
             assigned: Mutex::new(Default::default()),
+            group_protocol: OnceLock::new(),
         }
     }
 
@@ -170,6 +173,58 @@ impl WeirContext {
         match self.instance_id.get() {
             Some(id) => format!("group `{}`, group_instance_id `{id}`: {msg}", self.group_id),
             None => msg,
+        }
+    }
+
+    /// The `protocol` label of rebalance metrics: `consumer`, or
+    /// `classic-cooperative` / `classic-eager` by the assignor in use.
+    fn protocol_label(&self, consumer: &BaseConsumer<Self>) -> &'static str {
+        use rdkafka::consumer::RebalanceProtocol;
+        match self.group_protocol.get() {
+            Some(&"consumer") => "consumer",
+            _ => match consumer.rebalance_protocol() {
+                RebalanceProtocol::Cooperative => "classic-cooperative",
+                _ => "classic-eager",
+            },
+        }
+    }
+
+    /// Counts a rebalance callback, the partitions it moved and the time it
+    /// took (a revoke's includes draining and its commit).
+    fn record_rebalance(
+        &self,
+        protocol: &'static str,
+        event: &'static str,
+        partitions: usize,
+        took: Duration,
+    ) {
+        let g = self.group_id.clone();
+        metrics::counter!("weir_rebalance_events_total", "group" => g.clone(), "protocol" => protocol, "event" => event)
+            .increment(1);
+        let moved = match event {
+            "assign" => Some("weir_partitions_assigned_total"),
+            "revoke" => Some("weir_partitions_revoked_total"),
+            "lost" => Some("weir_partitions_lost_total"),
+            _ => None,
+        };
+        if let Some(name) = moved {
+            metrics::counter!(name, "group" => g.clone(), "protocol" => protocol)
+                .increment(partitions as u64);
+        }
+        metrics::histogram!("weir_rebalance_callback_seconds", "group" => g, "protocol" => protocol, "event" => event)
+            .record(took.as_secs_f64());
+    }
+
+    /// Refreshes the member epoch (consumer protocol) or generation (classic)
+    /// gauge from librdkafka's group handler.
+    pub(super) fn refresh_member_epoch(&self, consumer: &BaseConsumer<Self>) {
+        if self.closing.load(Relaxed) {
+            return;
+        }
+        if let Some(m) = weir_ffi::membership(consumer.client()) {
+            self.stats
+                .member_epoch
+                .store(i64::from(m.generation), Relaxed);
         }
     }
 
@@ -298,6 +353,21 @@ impl ConsumerContext for WeirContext {
     ) {
         use rdkafka::consumer::RebalanceProtocol;
         use rdkafka::types::RDKafkaRespErr as E;
+        let started = std::time::Instant::now();
+        let protocol = self.protocol_label(consumer);
+        let event = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => "assign",
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if consumer.assignment_lost() => "lost",
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => "revoke",
+            _ => "error",
+        };
+        let moved = tpl.count();
+        if event == "revoke" || event == "lost" {
+            ConsumerStats::set(
+                &self.stats.rebalancing_since_ms,
+                crate::clock::now_ms().max(1) as u64,
+            );
+        }
         let rebalance = match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 if let Some(topics) = self.from_beginning.get() {
@@ -331,6 +401,9 @@ impl ConsumerContext for WeirContext {
             tracing::warn!(group = %self.group_id, error = %e, "resuming newly assigned partitions failed");
         }
         self.post_rebalance(consumer, &rebalance);
+        ConsumerStats::set(&self.stats.rebalancing_since_ms, 0);
+        self.record_rebalance(protocol, event, moved, started.elapsed());
+        self.refresh_member_epoch(consumer);
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
