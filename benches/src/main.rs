@@ -6,6 +6,7 @@
 //! cargo run --release -p weir-bench -- retry    [--broker mock|tansu] [--messages N] [--json]
 //! cargo run --release -p weir-bench -- outbox   [--broker mock|tansu] [--messages N] [--json]   (needs PostgreSQL)
 //! cargo run --release -p weir-bench -- memory   [--broker mock|tansu] [--messages N] [--json]
+//! cargo run --release -p weir-bench -- rebalance [--broker kafka] [--protocols classic-eager,classic-cooperative,consumer] [--events join,leave,kill] [--json]
 //! ```
 //! Prints a readable report and, with `--json`, a last line with one JSON object.
 
@@ -37,6 +38,8 @@ enum Scenario {
     Outbox,
     /// A backlog consumed by a slow handler: memory stays bounded by the caps, not the backlog.
     Memory,
+    /// Three member processes under steady load; a member joins, leaves, is SIGKILLed: pauses, gaps, redelivery per group protocol.
+    Rebalance,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -107,6 +110,18 @@ struct Args {
     /// `enqueue_many` per transaction.
     #[arg(long)]
     single_enqueue: bool,
+    /// Group protocols of the rebalance scenario (comma-separated).
+    #[arg(long, default_value = "classic-eager,classic-cooperative,consumer")]
+    protocols: String,
+    /// Events of the rebalance scenario, in order (comma-separated).
+    #[arg(long, default_value = "join,leave,kill")]
+    events: String,
+    /// Records per second of the rebalance scenario's steady load.
+    #[arg(long, default_value_t = 600)]
+    rate: u64,
+    /// How long the rebalance scenario watches after each event has settled (ms).
+    #[arg(long, default_value_t = 2000)]
+    settle_ms: u64,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -189,6 +204,10 @@ fn quantile(sorted: &[i64], p: f64) -> i64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The rebalance scenario's member processes are this binary too.
+    if let Some(r) = scenarios::rebalance::member_if_asked().await {
+        return r;
+    }
     let args = Args::parse();
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -202,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Retry => scenarios::retry::retry(&args, &cluster).await?,
         Scenario::Outbox => scenarios::outbox::outbox(&args, &cluster).await?,
         Scenario::Memory => scenarios::memory::memory(&args, &cluster).await?,
+        Scenario::Rebalance => scenarios::rebalance::rebalance(&args, &cluster).await?,
     };
     let obj = out.as_object_mut().expect("object");
     obj.insert(
@@ -224,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Retry => 2_000,
             Scenario::Outbox => 20_000,
             Scenario::Memory => 80_000,
+            Scenario::Rebalance => 0,
         })),
     );
     obj.insert(

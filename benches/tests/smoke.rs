@@ -57,3 +57,30 @@ fn outbox_smoke() {
     let v = run(&["outbox", "--messages", "500"]);
     assert_eq!(v["lost"], 0);
 }
+
+#[test]
+fn rebalance_smoke() {
+    // Member processes join and leave a consumer-protocol group (the mock
+    // cluster answers KIP-848 heartbeats); no SIGKILL here: the mock's
+    // consumer-group session timeout is 45 s.
+    let v = run(&[
+        "rebalance",
+        "--protocols",
+        "consumer",
+        "--events",
+        "join,leave",
+        "--rate",
+        "120",
+        "--settle-ms",
+        "500",
+    ]);
+    assert_eq!(v["lost"], 0, "{v}");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        assert!(r["moved_partitions"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["rebalance_ms"].as_i64().unwrap() > 0, "{r}");
+    }
+    assert_eq!(rows[1]["event"], "leave");
+    assert_eq!(rows[1]["redelivered"], 0, "a clean leave commits: {v}");
+}

@@ -5,4 +5,5 @@ pub(crate) mod keyed;
 pub(crate) mod memory;
 pub(crate) mod outbox;
 pub(crate) mod overhead;
+pub(crate) mod rebalance;
 pub(crate) mod retry;
