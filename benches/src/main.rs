@@ -204,16 +204,17 @@ fn quantile(sorted: &[i64], p: f64) -> i64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     // The rebalance scenario's member processes are this binary too.
     if let Some(r) = scenarios::rebalance::member_if_asked().await {
         return r;
     }
     let args = Args::parse();
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .init();
-    }
     let cluster = cluster(args.broker, args.tansu_storage).await?;
     let mut out = match args.scenario {
         Scenario::Overhead => scenarios::overhead::overhead(&args, &cluster).await?,

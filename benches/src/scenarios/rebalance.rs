@@ -65,6 +65,8 @@ async fn member(id: String) -> anyhow::Result<()> {
                 .set("heartbeat.interval.ms", "500");
         }
     }
+    // WEIR_* variables reach the members too (WEIR_KAFKA_DEBUG=cgrp, …).
+    let cfg = cfg.with_env(std::env::vars())?;
     let processor = processor_fn(|m: Message<Option<bytes::Bytes>>| async move {
         tokio::time::sleep(Duration::from_millis(1)).await;
         println!("P {} {} {}", m.raw().partition, m.raw().offset, now_ms());
@@ -75,7 +77,10 @@ async fn member(id: String) -> anyhow::Result<()> {
         .build(processor)?;
     eprintln!("member {id}: started");
     let report = consumer.run_until_signal().await?;
-    eprintln!("member {id}: stopped, {} partition(s) halted", report.halted.len());
+    eprintln!(
+        "member {id}: stopped, {} partition(s) halted",
+        report.halted.len()
+    );
     Ok(())
 }
 
@@ -87,14 +92,25 @@ struct Members {
 
 impl Members {
     fn start(&mut self, id: u8) -> anyhow::Result<()> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .env(MEMBER_ENV, id.to_string())
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(MEMBER_ENV, id.to_string())
             .envs(self.env.iter().cloned())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting a member process")?;
+            .stderr(Stdio::null());
+        // WEIR_BENCH_MEMBER_LOGS=DIR: each member logs to DIR/member-<id>.log
+        // (filter: WEIR_BENCH_MEMBER_RUST_LOG, default info).
+        if let Some(dir) = std::env::var_os("WEIR_BENCH_MEMBER_LOGS") {
+            let path = std::path::Path::new(&dir).join(format!("member-{id}.log"));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let filter = std::env::var("WEIR_BENCH_MEMBER_RUST_LOG").unwrap_or("info".into());
+            cmd.env("RUST_LOG", filter).stderr(file);
+        }
+        let mut child = cmd.spawn().context("starting a member process")?;
         let stdout = child.stdout.take().expect("piped");
         let events = self.events.clone();
         std::thread::spawn(move || {
@@ -177,6 +193,32 @@ async fn all_processed(
                 "only {} of {PARTITIONS} partitions processed in {limit:?}",
                 seen.len()
             );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until each member in `ids` has processed a message after `since`
+/// (the group has settled with every member owning partitions).
+async fn members_processing(
+    events: &Mutex<Vec<Event>>,
+    ids: &[u8],
+    since: i64,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let busy: std::collections::HashSet<u8> = events
+            .lock()
+            .iter()
+            .filter(|e| e.3 > since)
+            .map(|e| e.0)
+            .collect();
+        if ids.iter().all(|id| busy.contains(id)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("members {ids:?}: only {busy:?} processed within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -289,7 +331,10 @@ pub(crate) async fn rebalance(
             children: HashMap::new(),
             events: events.clone(),
             env: vec![
-                ("WEIR_BENCH_BOOTSTRAP".into(), cluster.bootstrap_servers().into()),
+                (
+                    "WEIR_BENCH_BOOTSTRAP".into(),
+                    cluster.bootstrap_servers().into(),
+                ),
                 ("WEIR_BENCH_GROUP".into(), format!("bench-{protocol}")),
                 ("WEIR_BENCH_TOPIC".into(), topic.clone()),
                 ("WEIR_BENCH_PROTOCOL".into(), protocol.into()),
@@ -298,7 +343,11 @@ pub(crate) async fn rebalance(
         for id in 0..3 {
             members.start(id)?;
         }
+        // Settled: every partition and every member busy for a while, so
+        // that the first event does not land on the group still forming.
+        members_processing(&events, &[0, 1, 2], now_ms(), Duration::from_secs(90)).await?;
         all_processed(&events, now_ms() + 2_000, None, Duration::from_secs(90)).await?;
+        members_processing(&events, &[0, 1, 2], now_ms(), Duration::from_secs(30)).await?;
         let settle = Duration::from_millis(args.settle_ms);
         let mut marks = Vec::new();
         for event in args.events.split(',').map(str::trim) {
@@ -314,6 +363,7 @@ pub(crate) async fn rebalance(
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     all_processed(&events, now_ms(), None, Duration::from_secs(60)).await?;
+                    members_processing(&events, &[0, 1, 2, 3], t0, Duration::from_secs(60)).await?;
                 }
                 "leave" => {
                     members.signal(3, false)?;
