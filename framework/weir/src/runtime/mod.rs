@@ -295,7 +295,11 @@ fn create_consumer(
     }
     let _ = ctx
         .group_protocol
-        .set(config.group_protocol.librdkafka_name());
+        .set(match (config.group_protocol, config.assignment) {
+            (crate::GroupProtocol::Consumer, _) => "consumer",
+            (_, crate::Assignment::CooperativeSticky) => "classic-cooperative",
+            _ => "classic-eager",
+        });
     let consumer: BaseConsumer<WeirContext> = config
         .client_config()
         .create_with_context(ctx)

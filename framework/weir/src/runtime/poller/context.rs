@@ -46,7 +46,8 @@ pub(crate) struct WeirContext {
     /// keep reporting a partition as desired for a while after a revoke, and
     /// its gauge would keep its last value on a member that no longer owns it.
     pub(super) assigned: Mutex<std::collections::HashSet<(String, i32)>>,
-    /// `classic` or `consumer`: the configured group protocol, for metric labels.
+    /// `consumer`, `classic-cooperative` or `classic-eager`, from the config:
+    /// the rebalance callback's protocol (labels, incremental or not).
     pub(crate) group_protocol: OnceLock<&'static str>,
 }
 
@@ -176,17 +177,17 @@ impl WeirContext {
         }
     }
 
-    /// The `protocol` label of rebalance metrics: `consumer`, or
-    /// `classic-cooperative` / `classic-eager` by the assignor in use.
-    fn protocol_label(&self, consumer: &BaseConsumer<Self>) -> &'static str {
-        use rdkafka::consumer::RebalanceProtocol;
-        match self.group_protocol.get() {
-            Some(&"consumer") => "consumer",
-            _ => match consumer.rebalance_protocol() {
-                RebalanceProtocol::Cooperative => "classic-cooperative",
-                _ => "classic-eager",
-            },
-        }
+    /// The `protocol` label of rebalance metrics, set from the config when
+    /// the consumer is created: `consumer`, `classic-cooperative` or
+    /// `classic-eager`. Known up front on purpose: asking librdkafka
+    /// (`rd_kafka_rebalance_protocol`) from the rebalance callback waits on
+    /// its group handler, which never answers while the consumer closes (a
+    /// hang seen when a consumer was dropped during a revoke).
+    fn protocol_label(&self) -> &'static str {
+        self.group_protocol
+            .get()
+            .copied()
+            .unwrap_or("classic-cooperative")
     }
 
     /// Counts a rebalance callback, the partitions it moved and the time it
@@ -351,10 +352,9 @@ impl ConsumerContext for WeirContext {
         err: rdkafka::types::RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        use rdkafka::consumer::RebalanceProtocol;
         use rdkafka::types::RDKafkaRespErr as E;
         let started = std::time::Instant::now();
-        let protocol = self.protocol_label(consumer);
+        let protocol = self.protocol_label();
         let event = match err {
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => "assign",
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if consumer.assignment_lost() => "lost",
@@ -379,10 +379,9 @@ impl ConsumerContext for WeirContext {
             other => Rebalance::Error(KafkaError::Rebalance(other.into())),
         };
         self.pre_rebalance(consumer, &rebalance);
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
+        // Incremental (cooperative-sticky, and every rebalance of the
+        // consumer protocol) or eager, as configured: see `protocol_label`.
+        let cooperative = protocol != "classic-eager";
         let result = match (&rebalance, cooperative) {
             (Rebalance::Assign(tpl), true) => consumer.incremental_assign(tpl),
             (Rebalance::Assign(tpl), false) => consumer.assign(tpl),
