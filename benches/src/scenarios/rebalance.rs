@@ -234,6 +234,8 @@ fn window(events: &[Event], event: &str, protocol: &str, t0: i64, t1: i64) -> se
         }
     }
     let mut unmoved_pauses = Vec::new();
+    // The longest unmoved pause: (gap, its start after the event, member, partition).
+    let mut worst: Option<(i64, i64, u8, i32)> = None;
     let (mut moved, mut moved_gap, mut settled) = (0, 0i64, 0i64);
     for p in 0..PARTITIONS {
         let mut before: Option<&Event> = None;
@@ -260,12 +262,17 @@ fn window(events: &[Event], event: &str, protocol: &str, t0: i64, t1: i64) -> se
         settled = settled.max(first_by_new - t0);
         if before.0 == owner_after && inside.iter().all(|e| e.0 == owner_after) {
             let mut prev = before.3;
-            let mut gap = 0;
+            let (mut gap, mut gap_from) = (0, prev);
             for e in &inside {
-                gap = gap.max(e.3 - prev);
+                if e.3 - prev > gap {
+                    (gap, gap_from) = (e.3 - prev, prev);
+                }
                 prev = e.3;
             }
             unmoved_pauses.push(gap);
+            if worst.is_none_or(|w: (i64, i64, u8, i32)| gap > w.0) {
+                worst = Some((gap, gap_from - t0, owner_after, p));
+            }
         } else {
             moved += 1;
             let last_old = inside
@@ -288,6 +295,13 @@ fn window(events: &[Event], event: &str, protocol: &str, t0: i64, t1: i64) -> se
         "moved_gap_ms": moved_gap,
         "redelivered": redelivered,
         "rebalance_ms": settled,
+        "event_at_epoch_ms": t0,
+        "longest_unmoved_pause": worst.map(|(gap, from, member, partition)| json!({
+            "member": member,
+            "partition": partition,
+            "from_ms_after_event": from,
+            "ms": gap,
+        })),
     })
 }
 

@@ -14,6 +14,13 @@
 //!   rust-rdkafka's `fetch_group_list` only speaks the classic DescribeGroups,
 //!   which shows nothing useful for a consumer-protocol group. `weir groups`
 //!   uses it.
+//! - [`consumer_queue_len`]: how many events wait in a consumer's queue.
+//!   rust-rdkafka's `BaseConsumer::poll` answers `None` both for an empty
+//!   queue and after serving a log or statistics event (it routes
+//!   librdkafka's logs into that queue), so a poll loop cannot tell "empty"
+//!   from "served one, more queued". Weir's poll thread drains the queue by
+//!   its length: a burst of debug logs once held rebalance events queued
+//!   behind it for seconds, with every partition paused meanwhile.
 //!
 //! Everything from the broker is copied into owned Rust values before the
 //! librdkafka objects are freed; strings that are not UTF-8 are converted
@@ -105,6 +112,31 @@ pub fn membership<C: ClientContext>(client: &Client<C>) -> Option<Membership> {
     // SAFETY: `md` came from rd_kafka_consumer_group_metadata and is freed once.
     unsafe { rd::rd_kafka_consumer_group_metadata_destroy(md) };
     Some(out)
+}
+
+/// The number of events waiting in the consumer queue of `client` (fetched
+/// messages of partitions without a queue of their own, rebalances, errors,
+/// commit results, logs and statistics: rust-rdkafka forwards librdkafka's
+/// main queue, and with it the logs, into the consumer queue), or `None`
+/// for a client without one (a producer, an admin client, a consumer
+/// without `group.id`).
+///
+/// Cheap: one queue handle taken and released, one locked read; no broker
+/// request.
+pub fn consumer_queue_len<C: ClientContext>(client: &Client<C>) -> Option<usize> {
+    let rk = client.native_ptr();
+    // SAFETY: `rk` is the live handle owned by `client`, borrowed for this
+    // call. The function returns a new reference to the consumer queue (or
+    // NULL when the client has no group), released below.
+    let q = unsafe { rd::rd_kafka_queue_get_consumer(rk) };
+    if q.is_null() {
+        return None;
+    }
+    // SAFETY: `q` is a live, non-null queue handle.
+    let len = unsafe { rd::rd_kafka_queue_length(q) };
+    // SAFETY: `q` came from rd_kafka_queue_get_consumer and is released once.
+    unsafe { rd::rd_kafka_queue_destroy(q) };
+    Some(len)
 }
 
 /// The protocol a group runs.

@@ -189,3 +189,67 @@ async fn kafka_describe_both_protocols() -> R {
     drop((classic, modern));
     Ok(())
 }
+
+/// `consumer_queue_len` counts what waits in the consumer queue (here five
+/// fetched messages of an assigned partition), drops as they are polled, and
+/// is `None` for clients without a consumer queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_consumer_queue_len_counts_waiting_events() -> R {
+    use rdkafka::producer::{FutureProducer, Producer as _};
+    use weir_ffi::consumer_queue_len;
+    use weir_testkit::TestRecord;
+
+    let cluster = KafkaCluster::start(BrokerKind::Mock).await?;
+    cluster.create_topic("ffi-queue", 1).await?;
+    cluster
+        .produce(
+            "ffi-queue",
+            (0..5).map(|i| TestRecord::keyed(format!("k{i}"), "v").partition(0)),
+        )
+        .await?;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", "ffi-queue")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    assert_eq!(consumer_queue_len(c.client()), Some(0));
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("ffi-queue", 0, rdkafka::Offset::Beginning)?;
+    c.assign(&tpl)?;
+    // Nothing polls: the fetched messages (and librdkafka's own ops, such
+    // as the fetch start) wait in the consumer queue.
+    let t0 = Instant::now();
+    let queued = loop {
+        match consumer_queue_len(c.client()) {
+            Some(n) if n >= 5 => break n,
+            other => assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "never 5 queued: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let first = c.poll(Duration::ZERO).expect("a message")?;
+    assert_eq!(rdkafka::Message::offset(&first), 0);
+    drop(first);
+    let after_one = consumer_queue_len(c.client()).expect("a consumer queue");
+    assert!(after_one < queued, "{after_one} < {queued}");
+    let mut offsets = vec![0];
+    while let Some(m) = c.poll(Duration::ZERO) {
+        offsets.push(rdkafka::Message::offset(&m?));
+    }
+    assert_eq!(offsets, [0, 1, 2, 3, 4]);
+    assert_eq!(consumer_queue_len(c.client()), Some(0));
+
+    // No consumer queue: a consumer without a group, a producer.
+    let no_group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()?;
+    assert_eq!(consumer_queue_len(no_group.client()), None);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()?;
+    assert_eq!(consumer_queue_len(producer.client()), None);
+    Ok(())
+}

@@ -45,6 +45,10 @@ pub(crate) use convert::{Topics, convert};
 /// Most messages moved to the dispatcher in one batch.
 const BATCH: usize = 1024;
 
+/// Most events served from the consumer queue before the partition queues
+/// get their turn.
+const EVENTS_PER_ROUND: usize = 4096;
+
 /// How long past a revoke's deadline the poll thread still waits for the
 /// dispatcher's answer. A dispatcher later than this is blocked (a handler
 /// blocking its thread): the partitions are released uncommitted, and the
@@ -143,28 +147,38 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
         } else {
             Duration::ZERO
         };
-        // `poll` also answers `None` right after serving a commit or
-        // rebalance event while more is queued, so one `None` does not mean
-        // empty; several in a row do.
-        let mut nones = 0;
-        while nones < 4 {
+        // `poll` answers `None` for an empty queue and also right after
+        // serving a log, statistics, commit or rebalance event while more
+        // is queued (rust-rdkafka routes librdkafka's logs into this
+        // queue), so the queue's length decides when it is drained. A
+        // queue left non-empty never wakes this thread again: with debug
+        // logging on, rebalance events once waited seconds behind the logs
+        // while librdkafka held every partition paused for them. A long
+        // burst is served in rounds so that the partition queues are not
+        // starved; the thread then does not park.
+        let mut served = 0;
+        let mut backlog = false;
+        loop {
             match consumer.poll(timeout) {
-                None => nones += 1,
-                Some(Err(e)) => {
-                    nones = 0;
-                    ctx.on_poll_error(e)
+                None => {
+                    if weir_ffi::consumer_queue_len(consumer.client()).unwrap_or(0) == 0 {
+                        break;
+                    }
                 }
-                Some(Ok(m)) => {
-                    nones = 0;
-                    ctx.take(&mut topics, &m);
-                }
+                Some(Err(e)) => ctx.on_poll_error(e),
+                Some(Ok(m)) => ctx.take(&mut topics, &m),
             }
             timeout = Duration::ZERO;
+            served += 1;
+            if served >= EVENTS_PER_ROUND {
+                backlog = true;
+                break;
+            }
         }
         let (has_splits, more) = ctx.poll_partitions();
         splits = has_splits;
         ctx.flush();
-        if !more && !blocking {
+        if !more && !blocking && !backlog {
             // Woken by librdkafka (a queue became non-empty) or by the
             // dispatcher (credit); the timeout is only a safety net.
             std::thread::park_timeout(Duration::from_millis(100));
