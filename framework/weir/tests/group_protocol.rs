@@ -527,3 +527,87 @@ async fn kafka_cooperative_group_is_refused_online_and_migrates_offline() -> R {
     )
     .await
 }
+
+/// librdkafka 2.12 under the consumer protocol, a member that stops polling
+/// for longer than `max.poll.interval.ms` (its heartbeats go on: librdkafka
+/// sends them from its own thread): librdkafka leaves the group and rejoins
+/// on the next poll. The 2.12 release is said to fence such a member with a
+/// fatal `INVALID_REQUEST` instead (fixed in 2.15.0); this shows what 2.12.1
+/// does on Kafka 4.1 (a raw consumer: Weir's poll thread does not stop
+/// polling while handlers run).
+async fn max_poll_interval_exceeded(instance: Option<&str>) -> R {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    common::init();
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    cluster.create_topic("maxpoll", 2).await?;
+    let bootstrap = cluster.bootstrap_servers().to_string();
+    let instance = instance.map(str::to_string);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut cfg = rdkafka::ClientConfig::new();
+        cfg.set("bootstrap.servers", &bootstrap)
+            .set("group.id", "maxpoll")
+            .set("group.protocol", "consumer")
+            .set("enable.auto.commit", "false")
+            .set("max.poll.interval.ms", "3000");
+        if let Some(i) = &instance {
+            cfg.set("group.instance.id", i);
+        }
+        let c: BaseConsumer = cfg.create()?;
+        c.subscribe(&["maxpoll"])?;
+        let assigned = |c: &BaseConsumer| c.assignment().map(|a| a.count()).unwrap_or(0);
+        let t0 = Instant::now();
+        while assigned(&c) < 2 {
+            let _ = c.poll(Duration::from_millis(100));
+            assert!(t0.elapsed() < Duration::from_secs(60), "never assigned");
+        }
+        let epoch_before = weir_ffi::membership(c.client()).map(|m| m.generation);
+        // Stop polling past max.poll.interval.ms.
+        std::thread::sleep(Duration::from_millis(5000));
+        let mut errors = Vec::new();
+        let t1 = Instant::now();
+        let mut back_after = None;
+        while t1.elapsed() < Duration::from_secs(30) {
+            if let Some(Err(e)) = c.poll(Duration::from_millis(100)) {
+                errors.push(e.to_string());
+            }
+            if let Some(fatal) = c.client().fatal_error() {
+                errors.push(format!("FATAL {fatal:?}"));
+                break;
+            }
+            if back_after.is_none() && assigned(&c) == 2 && t1.elapsed() > Duration::from_secs(1) {
+                back_after = Some(t1.elapsed());
+                break;
+            }
+        }
+        let epoch_after = weir_ffi::membership(c.client()).map(|m| m.generation);
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((
+            errors,
+            back_after,
+            epoch_before,
+            epoch_after,
+        ))
+    })
+    .await??;
+    eprintln!("max.poll.interval.ms exceeded: {outcome:?}");
+    let (errors, back_after, _, _) = outcome;
+    assert!(
+        errors.iter().any(|e| e.contains("poll interval")),
+        "the member is told it exceeded max.poll.interval.ms: {errors:?}"
+    );
+    assert!(
+        !errors.iter().any(|e| e.starts_with("FATAL")),
+        "librdkafka 2.12.1 fenced the member fatally: {errors:?}"
+    );
+    assert!(back_after.is_some(), "the member rejoined: {errors:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_max_poll_interval_exceeded_under_the_consumer_protocol() -> R {
+    max_poll_interval_exceeded(None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_max_poll_interval_exceeded_by_a_static_member_under_the_consumer_protocol() -> R {
+    max_poll_interval_exceeded(Some("maxpoll-0")).await
+}
