@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use weir::GroupProtocol;
-use weir_testkit::{BrokerKind, KafkaCluster, TestRecord};
+use weir_testkit::{BrokerKind, KafkaCluster};
 
 use common::{R, wait_until};
-use steady::{Log, Member, PARTITIONS, join_and_leave_under_load, member_config, start};
+use steady::{
+    Load, Log, Member, PARTITIONS, join_and_leave_under_load, member_config, start, steady_load,
+};
 
 async fn classic_cooperative(kind: BrokerKind) -> R {
     join_and_leave_under_load(kind, GroupProtocol::Classic).await
@@ -103,24 +105,7 @@ async fn rolling_restart_of_static_members(protocol: GroupProtocol) -> R {
         c.group_instance_id = Some(format!("orders-{i}"));
         c
     };
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("linger.ms", "1")
-        .create()?;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
-    let load = tokio::spawn(async move {
-        let mut sent = 0u64;
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            let recs: Vec<TestRecord> = (0..partitions)
-                .map(|p| TestRecord::keyed(format!("k{sent}-{p}"), "v").partition(p))
-                .collect();
-            weir_testkit::produce_with(&producer, "steady", recs).await?;
-            sent += partitions as u64;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok::<u64, weir_testkit::TestkitError>(sent)
-    });
+    let (stop, load) = steady_load(&cluster, partitions)?;
     let mut members: Vec<Member> = Vec::new();
     for i in 0..3 {
         members.push(start(cfg(i), i as u8, &log)?);
@@ -230,35 +215,6 @@ async fn describe(
     })
     .await??;
     Ok(d)
-}
-
-/// The steady load's task: how many records it sent.
-type Load = tokio::task::JoinHandle<Result<u64, weir_testkit::TestkitError>>;
-
-/// Steady load over `partitions` partitions of `steady`: `(stop, task)`.
-fn steady_load(
-    cluster: &KafkaCluster,
-    partitions: i32,
-) -> Result<(Arc<std::sync::atomic::AtomicBool>, Load), Box<dyn std::error::Error + Send + Sync>> {
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("linger.ms", "1")
-        .create()?;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
-    let load = tokio::spawn(async move {
-        let mut sent = 0u64;
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            let recs: Vec<TestRecord> = (0..partitions)
-                .map(|p| TestRecord::keyed(format!("k{sent}-{p}"), "v").partition(p))
-                .collect();
-            weir_testkit::produce_with(&producer, "steady", recs).await?;
-            sent += partitions as u64;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok::<u64, weir_testkit::TestkitError>(sent)
-    });
-    Ok((stop, load))
 }
 
 /// Waits until the group is `Stable` with `n` members.

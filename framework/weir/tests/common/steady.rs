@@ -131,24 +131,7 @@ pub async fn join_and_leave(kind: BrokerKind, protocol: GroupProtocol, debug: De
     let log: Arc<Mutex<Log>> = Arc::default();
 
     // Steady load: 4 records every 20 ms (one per partition key spread).
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .set("linger.ms", "1")
-        .create()?;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = stop.clone();
-    let load = tokio::spawn(async move {
-        let mut sent = 0u64;
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
-            let recs: Vec<TestRecord> = (0..PARTITIONS)
-                .map(|p| TestRecord::keyed(format!("k{sent}-{p}"), "v").partition(p))
-                .collect();
-            weir_testkit::produce_with(&producer, "steady", recs).await?;
-            sent += PARTITIONS as u64;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok::<u64, weir_testkit::TestkitError>(sent)
-    });
+    let (stop, load) = steady_load(&cluster, PARTITIONS)?;
 
     let a = start(member_config(&cluster, protocol, &group), 1, &log)?;
     wait_until(
@@ -240,4 +223,33 @@ pub async fn join_and_leave(kind: BrokerKind, protocol: GroupProtocol, debug: De
         eprintln!("{kind:?} {protocol:?} {what}: unmoved partitions' longest pause {pauses:?}");
     }
     Ok(())
+}
+
+/// The steady load's task: how many records it sent.
+pub type Load = tokio::task::JoinHandle<Result<u64, weir_testkit::TestkitError>>;
+
+/// Steady load over `partitions` partitions of `steady`: `(stop, task)`.
+pub fn steady_load(
+    cluster: &KafkaCluster,
+    partitions: i32,
+) -> Result<(Arc<std::sync::atomic::AtomicBool>, Load), Box<dyn std::error::Error + Send + Sync>> {
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("linger.ms", "1")
+        .create()?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let load = tokio::spawn(async move {
+        let mut sent = 0u64;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let recs: Vec<TestRecord> = (0..partitions)
+                .map(|p| TestRecord::keyed(format!("k{sent}-{p}"), "v").partition(p))
+                .collect();
+            weir_testkit::produce_with(&producer, "steady", recs).await?;
+            sent += partitions as u64;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<u64, weir_testkit::TestkitError>(sent)
+    });
+    Ok((stop, load))
 }
