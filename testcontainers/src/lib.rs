@@ -60,7 +60,8 @@ pub use tansu::{TansuBroker, TansuStorage};
 #[cfg(feature = "tls")]
 pub use tls::TlsProxy;
 
-/// Installs a `tracing` subscriber for tests once (honours `RUST_LOG`, default `warn`).
+/// Installs a `tracing` subscriber for tests once (honours `RUST_LOG`, default `warn`),
+/// and arms [`hang_watchdog`] for the calling test.
 pub fn init_test_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -68,4 +69,63 @@ pub fn init_test_logging() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+    hang_watchdog();
+}
+
+/// How long a test may run before [`hang_watchdog`] ends its test binary.
+const DEFAULT_TEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+thread_local! {
+    /// Set when the test running on this thread ends (the thread exits, or
+    /// the next test on it arms its own watchdog).
+    static TEST_DONE: std::cell::RefCell<Option<DoneOnDrop>> = const { std::cell::RefCell::new(None) };
+}
+
+struct DoneOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Ends the test binary, naming the test, when the calling test is still
+/// running after `WEIR_TEST_TIMEOUT_S` seconds (default 600): a hang then
+/// fails fast with its name, instead of holding the whole suite until CI
+/// gives up on it. `cargo test --no-fail-fast` goes on with the other test
+/// binaries. Call it on the test's own thread, at its start. A test run
+/// on the main thread (`--test-threads 1` may do that) is not watched: the
+/// end of that test could not be told from the start of the next one.
+pub fn hang_watchdog() {
+    let limit = std::env::var("WEIR_TEST_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(DEFAULT_TEST_LIMIT, std::time::Duration::from_secs);
+    let name = match std::thread::current().name() {
+        Some(n) if n != "main" => n.to_string(),
+        _ => return,
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    TEST_DONE.with(|d| *d.borrow_mut() = Some(DoneOnDrop(done.clone())));
+    let started = std::time::Instant::now();
+    let _ = std::thread::Builder::new()
+        .name("weir-test-watchdog".into())
+        .spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if started.elapsed() >= limit {
+                    // Straight to stderr: `eprintln!` here would go to the
+                    // test's captured output, which nobody prints after exit.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\nweir-testkit: test `{name}` is still running after {}s: it hangs. \
+                         Ending this test binary so that the suite goes on \
+                         (set WEIR_TEST_TIMEOUT_S to allow longer).",
+                        limit.as_secs()
+                    );
+                    std::process::exit(124);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        });
 }

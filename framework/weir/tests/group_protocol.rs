@@ -6,7 +6,10 @@
 //!   keep being processed (no gap longer than the commit interval while the
 //!   others move): rebalances are incremental;
 //! - static membership: a second member with the same `group_instance_id`
-//!   ends with a fatal error that names the id (Kafka).
+//!   ends with a fatal error that names the id (Kafka);
+//! - stopping during a rebalance (Kafka): a member assigned partitions while
+//!   it stops still ends, and a final commit read after a join is committed
+//!   again in the new generation.
 
 mod common;
 #[path = "common/steady.rs"]
@@ -22,7 +25,8 @@ use weir_testkit::{BrokerKind, KafkaCluster};
 
 use common::{R, wait_until};
 use steady::{
-    Load, Log, Member, PARTITIONS, join_and_leave_under_load, member_config, start, steady_load,
+    Load, Log, Member, PARTITIONS, join_and_leave_under_load, member_config, start, start_holding,
+    steady_load,
 };
 
 async fn classic_cooperative(kind: BrokerKind) -> R {
@@ -566,4 +570,134 @@ async fn kafka_max_poll_interval_exceeded_under_the_consumer_protocol() -> R {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_max_poll_interval_exceeded_by_a_static_member_under_the_consumer_protocol() -> R {
     max_poll_interval_exceeded(Some("maxpoll-0")).await
+}
+
+/// A classic member stopped while its JoinGroup waits at the broker: Kafka
+/// answers the requests of one connection in order, so the final commit
+/// sent meanwhile is read only once the join has ended, against the new
+/// generation, and answered `ILLEGAL_GENERATION`; librdkafka, joining that
+/// generation, keeps the member's partitions. Weir must commit again there
+/// (given up, the partitions' next owner processed up to a commit interval
+/// of records again). Member 2 heartbeats every 5 s, so the join waits up
+/// to 5 s for it after member 0 leaves; member 1 is stopped inside that
+/// window (the broker still says `PreparingRebalance` 800 ms after member 1
+/// heard of it at its 500 ms heartbeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_final_commit_read_after_a_join_is_committed_again() -> R {
+    common::init();
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    let partitions = 6;
+    cluster.create_topic("steady", partitions).await?;
+    let group = "final-commit-behind-a-join";
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let (stop, load) = steady_load(&cluster, partitions)?;
+    let config = || member_config(&cluster, GroupProtocol::Classic, group);
+    let slow = config()
+        .set("session.timeout.ms", "30000")
+        .set("heartbeat.interval.ms", "5000");
+    let mut leaving = start(config(), 0, &log)?;
+    let stopped = start(config(), 1, &log)?;
+    let mut members = vec![start(slow, 2, &log)?];
+    let mut next = 3u8;
+    let mut caught = false;
+    for attempt in 0..5 {
+        let all = [&leaving, &stopped, &members[0]];
+        wait_until("two partitions each", Duration::from_secs(60), || {
+            all.iter().all(|m| m.0.stats().assigned_partitions() == 2)
+        })
+        .await;
+        settled(&cluster, group, 3).await?;
+        // Work past the last commit (commits are 1 s apart).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (handle, run) = leaving;
+        handle.shutdown();
+        let _ = run.await??;
+        let t0 = Instant::now();
+        while describe(&cluster, group).await?.state != "PreparingRebalance" {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no rebalance");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        if describe(&cluster, group).await?.state == "PreparingRebalance" {
+            caught = true;
+            break;
+        }
+        eprintln!("attempt {attempt}: member 2 rejoined early; again");
+        leaving = start(config(), next, &log)?;
+        next += 1;
+    }
+    assert!(caught, "never stopped member 1 inside the join");
+    let (handle, run) = stopped;
+    handle.shutdown();
+    let report = run.await??;
+    assert!(report.halted.is_empty(), "{report:?}");
+    members.push(start(config(), next, &log)?);
+    finish(
+        &log,
+        stop,
+        load,
+        members,
+        "a final commit read after a join",
+    )
+    .await
+}
+
+/// A member stopping while a handler still runs is assigned partitions
+/// (another member left meanwhile). Its poll thread, already closing, made
+/// queues for them, and each queue holds the consumer: the thread then
+/// waited for ever to hold the last reference, and `run()` never returned
+/// (a CI run hung on it). The stopping member's `run()` ends, and nothing
+/// is lost or processed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_partitions_assigned_while_stopping_do_not_keep_run_from_ending() -> R {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    common::init();
+    let cluster = common::cluster(BrokerKind::Kafka).await?;
+    cluster.create_topic("steady", PARTITIONS).await?;
+    let group = "assigned-while-stopping";
+    let log: Arc<Mutex<Log>> = Arc::default();
+    let (stop, load) = steady_load(&cluster, PARTITIONS)?;
+    let config = || member_config(&cluster, GroupProtocol::Classic, group);
+    let leaving = start(config(), 0, &log)?;
+    let hold = Arc::new(AtomicBool::new(false));
+    let mut slow = config();
+    slow.shutdown_deadline = Duration::from_secs(20);
+    let stopping = start_holding(slow, 1, &log, hold.clone())?;
+    wait_until("two partitions each", Duration::from_secs(60), || {
+        [&leaving, &stopping]
+            .iter()
+            .all(|m| m.0.stats().assigned_partitions() == 2)
+    })
+    .await;
+    hold.store(true, Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (handle, run) = stopping;
+    handle.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    leaving.0.shutdown();
+    let report = leaving.1.await??;
+    assert!(report.halted.is_empty(), "{report:?}");
+    // Member 1 hears of the rebalance at its next heartbeat (500 ms) and is
+    // assigned member 0's partitions while its handler still waits.
+    settled(&cluster, group, 1).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hold.store(false, Relaxed);
+    let t0 = Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .map_err(|_| "run() of the member assigned partitions while stopping never ended")???;
+    assert!(report.halted.is_empty(), "{report:?}");
+    eprintln!(
+        "run() ended {:?} after the handler was let go",
+        t0.elapsed()
+    );
+    let rest = start(config(), 2, &log)?;
+    finish(
+        &log,
+        stop,
+        load,
+        vec![rest],
+        "partitions assigned while stopping",
+    )
+    .await
 }

@@ -54,10 +54,25 @@ pub fn member_config(
 }
 
 pub fn start(cfg: ConsumerConfig, id: u8, log: &Arc<Mutex<Log>>) -> Result<Member, WeirError> {
+    start_holding(cfg, id, log, Arc::default())
+}
+
+/// [`start`], with handlers that wait while `hold` is set (before they
+/// record anything).
+pub fn start_holding(
+    cfg: ConsumerConfig,
+    id: u8,
+    log: &Arc<Mutex<Log>>,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Member, WeirError> {
     let l = log.clone();
     let processor = processor_fn(move |m: Message<String>| {
         let l = l.clone();
+        let hold = hold.clone();
         async move {
+            while hold.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             {
                 let mut g = l.lock();
                 *g.seen

@@ -37,10 +37,19 @@ impl From<rdkafka::error::KafkaError> for CommitError {
         // with the new epoch. UNKNOWN_MEMBER_ID and FENCED_MEMBER_EPOCH mean
         // the membership is gone: the partitions' next owner starts from
         // the last commit (docs/reliability.md).
+        // The classic protocol: ILLEGAL_GENERATION answers a commit the
+        // broker read after the group moved to a new generation. Kafka reads
+        // one connection's requests in order, so a commit sent while this
+        // member's JoinGroup waits is read only when the join has ended;
+        // librdkafka, joining, keeps the partitions (cooperative) and the
+        // commit goes through in the new generation. Had the member lost its
+        // partitions instead, librdkafka revokes them as lost, and Weir
+        // commits again only what it still owns.
         let transient = matches!(
             e.rdkafka_error_code(),
             Some(
                 C::StaleMemberEpoch
+                    | C::IllegalGeneration
                     | C::RebalanceInProgress
                     | C::CoordinatorLoadInProgress
                     | C::CoordinatorNotAvailable
@@ -124,6 +133,7 @@ mod tests {
             C::CoordinatorLoadInProgress,
             C::RequestTimedOut,
             C::StaleMemberEpoch,
+            C::IllegalGeneration,
         ] {
             assert!(
                 CommitError::from(KafkaError::ConsumerCommit(code)).transient,
@@ -131,7 +141,6 @@ mod tests {
             );
         }
         for code in [
-            C::IllegalGeneration,
             C::UnknownMemberId,
             C::FencedInstanceId,
             C::FencedMemberEpoch,

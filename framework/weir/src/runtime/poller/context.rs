@@ -106,6 +106,13 @@ impl WeirContext {
     /// credit yet (the dispatcher grants it). `None` where splitting is off or
     /// failed: that partition is read from the consumer queue and paused when full.
     pub(super) fn split(&self, tps: &[TopicPartition]) -> Vec<Option<Arc<Gate>>> {
+        // A closing member is still assigned partitions (another member left
+        // meanwhile), and nothing will read them: a queue made now would hold
+        // the consumer, which the poll thread waits to hold alone before it
+        // leaves the group (it once waited for ever, and `run()` with it).
+        if self.closing.load(Relaxed) {
+            return vec![None; tps.len()];
+        }
         let consumer = match self.consumer.get().and_then(Weak::upgrade) {
             Some(c) if self.partition_queues => c,
             _ => return vec![None; tps.len()],

@@ -55,6 +55,9 @@ const EVENTS_PER_ROUND: usize = 4096;
 /// late answer, keyed by assignment epoch, touches nothing assigned since.
 const REVOKE_GRACE: Duration = Duration::from_secs(2);
 
+/// How often a poll thread still waiting to leave the group says so.
+const STILL_CLOSING_EVERY: Duration = Duration::from_secs(10);
+
 pub(crate) type RevokeReply = std::sync::mpsc::SyncSender<Vec<(TopicPartition, NextOffset)>>;
 
 /// Wakes the poll thread: a queue became non-empty or a partition got credit.
@@ -193,7 +196,22 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
     // max.poll.interval.ms without a poll, librdkafka revokes), and with
     // nobody polling it would wait forever, holding its reference. Messages
     // polled now are not processed, so not committed: the next owner gets them.
+    let waiting_since = std::time::Instant::now();
+    let mut warned = Duration::ZERO;
     while Arc::strong_count(&consumer) > 1 {
+        // Partitions assigned while closing get no queue (see `split`); a
+        // queue left from before would keep this loop going for ever.
+        ctx.splits.lock().clear();
+        let waited = waiting_since.elapsed();
+        if waited >= warned + STILL_CLOSING_EVERY {
+            warned = waited;
+            tracing::warn!(
+                group = %ctx.group_id,
+                ?waited,
+                others = Arc::strong_count(&consumer) - 1,
+                "still waiting to leave the group: other references to the consumer remain (a commit under way?)"
+            );
+        }
         match consumer.poll(Duration::from_millis(5)) {
             Some(Ok(m)) => tracing::trace!(
                 topic = m.topic(),
