@@ -5,6 +5,8 @@
 //! cargo run --release -p weir-bench -- keyed    [--broker mock|tansu] [--messages N] [--concurrency C] [--json]
 //! cargo run --release -p weir-bench -- retry    [--broker mock|tansu] [--messages N] [--json]
 //! cargo run --release -p weir-bench -- outbox   [--broker mock|tansu] [--messages N] [--json]   (needs PostgreSQL)
+//! cargo run --release -p weir-bench -- batch-sink [--broker mock|kafka] [--messages N] [--max-batch B] [--json]   (needs PostgreSQL)
+//! cargo run --release -p weir-bench -- transactions [--broker mock|kafka] [--messages N] [--commit-intervals 100,500,1000] [--json]
 //! cargo run --release -p weir-bench -- memory   [--broker mock|tansu] [--messages N] [--json]
 //! cargo run --release -p weir-bench -- rebalance [--broker kafka] [--protocols classic-eager,classic-cooperative,consumer] [--events join,leave,kill] [--json]
 //! ```
@@ -36,6 +38,10 @@ enum Scenario {
     Retry,
     /// Rows committed to PostgreSQL by concurrent writers, relayed to Kafka; vs a raw producer.
     Outbox,
+    /// A PostgreSQL sink with idempotency markers: one transaction per message vs per batch, vs a plain multi-row insert loop.
+    BatchSink,
+    /// One output per input, produced plainly vs in Kafka transactions, per commit interval.
+    Transactions,
     /// A backlog consumed by a slow handler: memory stays bounded by the caps, not the backlog.
     Memory,
     /// Three member processes under steady load; a member joins, leaves, is SIGKILLed: pauses, gaps, redelivery per group protocol.
@@ -122,6 +128,12 @@ struct Args {
     /// How long the rebalance scenario watches after each event has settled (ms).
     #[arg(long, default_value_t = 2000)]
     settle_ms: u64,
+    /// Rows per batch of the batch-sink scenario (and per statement of its plain loop).
+    #[arg(long, default_value_t = 256)]
+    max_batch: usize,
+    /// Commit intervals of the transactions scenario, in ms (comma-separated).
+    #[arg(long, default_value = "100,500,1000")]
+    commit_intervals: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -222,12 +234,19 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Retry => scenarios::retry::retry(&args, &cluster).await?,
         Scenario::Outbox => scenarios::outbox::outbox(&args, &cluster).await?,
         Scenario::Memory => scenarios::memory::memory(&args, &cluster).await?,
+        Scenario::BatchSink => scenarios::batch_sink::batch_sink(&args, &cluster).await?,
+        Scenario::Transactions => scenarios::transactions::transactions(&args, &cluster).await?,
         Scenario::Rebalance => scenarios::rebalance::rebalance(&args, &cluster).await?,
     };
     let obj = out.as_object_mut().expect("object");
     obj.insert(
         "scenario".into(),
-        json!(format!("{:?}", args.scenario).to_lowercase()),
+        json!(
+            args.scenario
+                .to_possible_value()
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default()
+        ),
     );
     obj.insert(
         "broker".into(),
@@ -245,6 +264,8 @@ async fn main() -> anyhow::Result<()> {
             Scenario::Retry => 2_000,
             Scenario::Outbox => 20_000,
             Scenario::Memory => 80_000,
+            Scenario::BatchSink => 20_000,
+            Scenario::Transactions => 20_000,
             Scenario::Rebalance => 0,
         })),
     );

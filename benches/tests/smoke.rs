@@ -84,3 +84,38 @@ fn rebalance_smoke() {
     assert_eq!(rows[1]["event"], "leave");
     assert_eq!(rows[1]["redelivered"], 0, "a clean leave commits: {v}");
 }
+
+#[test]
+fn batch_sink_smoke() {
+    // The scenario itself fails unless every path wrote every row once and
+    // each Weir path one marker per message.
+    let v = run(&["batch-sink", "--messages", "1000", "--max-batch", "64"]);
+    assert_eq!(v["scenario"], "batch-sink");
+    for path in ["plain", "plain_markers", "batch", "single"] {
+        assert!(v["rows_per_s"][path].as_f64().unwrap() > 0.0, "{v}");
+    }
+    let batches = v["batches"].as_u64().unwrap();
+    assert!(
+        (16..1000).contains(&batches),
+        "1,000 messages in batches of at most 64: {batches} batches"
+    );
+}
+
+#[test]
+fn transactions_smoke() {
+    // The scenario itself fails unless each transactional run's outputs are
+    // every input once for a read_committed reader.
+    let v = run(&[
+        "transactions",
+        "--messages",
+        "400",
+        "--commit-intervals",
+        "100",
+    ]);
+    assert_eq!(v["scenario"], "transactions");
+    let row = &v["intervals"][0];
+    assert_eq!(row["commit_interval_ms"], 100, "{v}");
+    assert_eq!(row["transactional_outputs"], 400, "{v}");
+    assert!(row["transactions"].as_u64().unwrap() >= 1, "{v}");
+    assert!(row["ratio"].as_f64().unwrap() > 0.0, "{v}");
+}

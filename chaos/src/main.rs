@@ -14,6 +14,13 @@
 //! (SIGTERM, restart) `--rolling-bounces` times. Every action is drawn from
 //! `--seed`, so a failing run can be replayed.
 //!
+//! `--eos` (Apache Kafka only): the workers run in Kafka transactions
+//! (`ConsumerBuilder::transactions`) and their effect is an output record per
+//! good message on `chaos-out` instead of a database row; broker restarts
+//! SIGKILL the transaction coordinator of a random worker's
+//! `transactional.id`. The accounting reads `chaos-out` as a
+//! `read_committed` consumer: `lost` and `duplicate_outputs`.
+//!
 //! At the end it reads the effects table, the delivery log, the DLQ topic and
 //! the committed offsets, prints a report and, with `--json`, a last line with
 //! `messages`, `kills`, `broker_restarts`, `stalls`, `lost`,
@@ -41,12 +48,15 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
+use weir::producer::{Record, TransactionalProducer};
 use weir::retry::RetryTopics;
 use weir::{Consumer, ConsumerConfig, JsonCodec, Message, ProcessError, Processor};
 use weir_idempotency::{PostgresStore, Transactional, TxProcessor};
 use weir_testkit::{KafkaCluster, KafkaOptions, PostgresDb, TansuStorage, TestRecord};
 
 const TOPIC: &str = "chaos";
+/// The output topic of `--eos`.
+const OUT_TOPIC: &str = "chaos-out";
 const GROUP: &str = "chaos-workers";
 const WORKERS: usize = 3;
 
@@ -111,9 +121,15 @@ struct Args {
     #[arg(long, default_value_t = 6000)]
     session_timeout_ms: u32,
     /// Harness self-check: workers write effects without the idempotency
-    /// store, so redeliveries after kills must show up as duplicate effects.
+    /// store (with `--eos`: outputs without transactions), so redeliveries
+    /// after kills must show up as duplicate effects (outputs).
     #[arg(long, hide = true)]
     unsafe_no_idempotency: bool,
+    /// Workers run in Kafka transactions and write an output record per good
+    /// message (`chaos-out`); broker restarts kill a transaction coordinator.
+    /// Needs `--broker kafka`.
+    #[arg(long)]
+    eos: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +147,8 @@ enum Cmd {
         unsafe_no_idempotency: bool,
         #[arg(long, default_value_t = 6000)]
         session_timeout_ms: u32,
+        #[arg(long)]
+        eos: bool,
     },
 }
 
@@ -152,6 +170,9 @@ struct Report {
     rolling_bounces: usize,
     lost: usize,
     duplicate_effects: i64,
+    /// `--eos`: outputs a `read_committed` reader finds more than once.
+    duplicate_outputs: i64,
+    eos: bool,
     dlq: usize,
     dlq_copies: usize,
     expected_dlq: usize,
@@ -178,6 +199,7 @@ fn main() -> anyhow::Result<()> {
             name,
             unsafe_no_idempotency,
             session_timeout_ms,
+            eos,
         }) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -192,12 +214,14 @@ fn main() -> anyhow::Result<()> {
                 name,
                 *unsafe_no_idempotency,
                 *session_timeout_ms,
+                *eos,
             ))
         }
         None => {
             let report = rt.block_on(orchestrate(&args))?;
             let bad = report.lost > 0
                 || report.duplicate_effects > 0
+                || report.duplicate_outputs > 0
                 || report.dlq_missing > 0
                 || report.unexpected_dlq > 0;
             if bad {
@@ -271,6 +295,41 @@ impl<P: Processor<Event>> Processor<Event> for Logged<P> {
     }
 }
 
+/// `--eos`: the effect is an output record (`{"id", "attempt"}`), sent with
+/// the worker's transactional producer, so it commits with the offset.
+struct Output {
+    producer: OutputProducer,
+}
+
+/// The worker's producer of outputs: transactional, or (the harness
+/// self-check) plain.
+enum OutputProducer {
+    Tx(TransactionalProducer),
+    Plain(weir::Producer),
+}
+
+impl Processor<Event> for Output {
+    async fn process(&self, msg: Message<Event>) -> Result<(), ProcessError> {
+        let e = msg.value();
+        if e.transient && msg.attempt() == 1 {
+            return Err(ProcessError::retryable(std::io::Error::other(
+                "injected transient failure",
+            ))
+            .with_class("injected"));
+        }
+        let body = serde_json::json!({ "id": e.id, "attempt": msg.attempt() });
+        let record = Record::to(OUT_TOPIC)
+            .key(msg.raw().key.clone().unwrap_or_default())
+            .payload(body.to_string());
+        match &self.producer {
+            OutputProducer::Tx(p) => p.send(record).await,
+            OutputProducer::Plain(p) => p.send(record).await,
+        }
+        .map_err(|e| ProcessError::retryable(e).with_class("produce"))?;
+        Ok(())
+    }
+}
+
 fn retry_topics() -> RetryTopics {
     let mut rt = RetryTopics::tiers([Duration::from_millis(500)]);
     rt.create_topics = false;
@@ -304,6 +363,7 @@ async fn worker(
     name: &str,
     unsafe_no_idempotency: bool,
     session_timeout_ms: u32,
+    eos: bool,
 ) -> anyhow::Result<()> {
     let pool = PgPoolOptions::new()
         .max_connections(6)
@@ -328,23 +388,48 @@ async fn worker(
     cfg.retry.initial_backoff = Duration::from_millis(50);
     cfg.retry.max_backoff = Duration::from_millis(500);
     let name: Arc<str> = Arc::from(name);
+    if eos && unsafe_no_idempotency {
+        let inner = Output {
+            producer: OutputProducer::Plain(weir::Producer::for_consumer(&cfg)?),
+        };
+        return run_worker(cfg, Logged { inner, pool, name }, None).await;
+    }
+    if eos {
+        // One transactional.id per worker slot: a restarted worker fences
+        // the one it replaces and aborts what that one left open.
+        let producer = TransactionalProducer::for_consumer(&cfg, &format!("chaos-eos-{name}"))
+            .await
+            .context("starting the transactional producer")?;
+        let inner = Output {
+            producer: OutputProducer::Tx(producer.clone()),
+        };
+        return run_worker(cfg, Logged { inner, pool, name }, Some(producer)).await;
+    }
     let sink = Sink { name: name.clone() };
     if unsafe_no_idempotency {
         let inner = Unsafe {
             sink,
             pool: pool.clone(),
         };
-        return run_worker(cfg, Logged { inner, pool, name }).await;
+        return run_worker(cfg, Logged { inner, pool, name }, None).await;
     }
     let inner = Transactional::new(sink, PostgresStore::new(pool.clone()), GROUP);
-    run_worker(cfg, Logged { inner, pool, name }).await
+    run_worker(cfg, Logged { inner, pool, name }, None).await
 }
 
-async fn run_worker(cfg: ConsumerConfig, processor: impl Processor<Event>) -> anyhow::Result<()> {
-    let consumer = Consumer::builder(cfg)
+async fn run_worker(
+    cfg: ConsumerConfig,
+    processor: impl Processor<Event>,
+    transactions: Option<TransactionalProducer>,
+) -> anyhow::Result<()> {
+    let builder = Consumer::builder(cfg)
         .codec(JsonCodec::<Event>::new())
-        .retry_topics(retry_topics())
-        .build(processor)?;
+        .retry_topics(retry_topics());
+    let builder = match transactions {
+        Some(p) => builder.transactions(p),
+        None => builder,
+    };
+    let consumer = builder.build(processor)?;
     let handle = consumer.handle();
     tokio::spawn(async move {
         let mut term =
@@ -368,6 +453,7 @@ struct Workers {
     logs: PathBuf,
     unsafe_no_idempotency: bool,
     session_timeout_ms: u32,
+    eos: bool,
     children: Vec<Option<Child>>,
     starts: Vec<usize>,
 }
@@ -389,6 +475,9 @@ impl Workers {
         ]);
         if self.unsafe_no_idempotency {
             cmd.arg("--unsafe-no-idempotency");
+        }
+        if self.eos {
+            cmd.arg("--eos");
         }
         cmd.args(["--session-timeout-ms", &self.session_timeout_ms.to_string()]);
         let child = cmd
@@ -561,6 +650,7 @@ async fn orchestrate(args: &Args) -> anyhow::Result<Report> {
         logs: logs.clone(),
         unsafe_no_idempotency: args.unsafe_no_idempotency,
         session_timeout_ms: args.session_timeout_ms,
+        eos: args.eos,
         children: (0..WORKERS).map(|_| None).collect(),
         starts: vec![0; WORKERS],
     };
@@ -609,6 +699,9 @@ async fn start_services(args: &Args) -> anyhow::Result<(PostgresDb, KafkaCluster
         "mock" => KafkaCluster::mock(3)?,
         other => bail!("--broker {other}: use kafka, tansu or mock"),
     };
+    if args.eos && cluster.kafka_nodes().is_none() {
+        bail!("--eos needs --broker kafka (the mock cluster writes no transaction markers)");
+    }
     if args.rolling_bounces > 0 && cluster.kafka_nodes().is_none() {
         bail!("--rolling-bounces needs --broker kafka");
     }
@@ -641,6 +734,7 @@ async fn create_topics(
     }
     let dlq_topic = rt.dlq_topic(TOPIC);
     cluster.create_topic(&dlq_topic, partitions).await?;
+    cluster.create_topic(OUT_TOPIC, partitions).await?;
     Ok(dlq_topic)
 }
 
@@ -735,11 +829,7 @@ impl<S: Fn(String)> Chaos<'_, S> {
         let mut last_dlq_read = Instant::now();
         let mut self_exits = 0;
         loop {
-            let done = count(
-                self.pool,
-                "SELECT count(DISTINCT message_id) FROM chaos_effects",
-            )
-            .await?;
+            let done = self.progress().await?;
             if next < n_actions
                 && Instant::now() >= not_before
                 && done as f64 >= thresholds[next] * expected_good as f64
@@ -793,6 +883,11 @@ impl<S: Fn(String)> Chaos<'_, S> {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 workers.spawn(i)?;
                 say(format!("worker {i} restarted after {pause} ms"));
+            }
+            Action::RestartBroker if self.args.eos => {
+                let pause = rng.random_range(200..1500);
+                let worker = rng.random_range(0..WORKERS);
+                kill_coordinator(cluster, worker, pause, say, done, expected_good).await?;
             }
             Action::RestartBroker => {
                 let pause = rng.random_range(200..1500);
@@ -860,15 +955,43 @@ impl<S: Fn(String)> Chaos<'_, S> {
         }
     }
 
+    /// Good messages with an effect so far: rows, or with `--eos` outputs a
+    /// `read_committed` reader finds.
+    async fn progress(&self) -> anyhow::Result<i64> {
+        if self.args.eos {
+            return Ok(outputs(self.cluster).await?.len() as i64);
+        }
+        count(
+            self.pool,
+            "SELECT count(DISTINCT message_id) FROM chaos_effects",
+        )
+        .await
+    }
+
     /// The accounting, from the effect tables and the topics, not from counters.
     async fn account(&self, data: &Data, seed: u64, started: Instant) -> anyhow::Result<Report> {
         let (args, pool) = (self.args, self.pool);
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT message_id, count(*) FROM chaos_effects GROUP BY message_id")
-                .fetch_all(pool)
-                .await?;
-        let effects: HashMap<String, i64> = rows.into_iter().collect();
-        let duplicate_effects: i64 = effects.values().map(|c| c - 1).sum();
+        let (effects, retried_outputs) = if args.eos {
+            let outputs = outputs(self.cluster).await?;
+            let retried = outputs.values().filter(|(_, a)| *a > 1).count();
+            (
+                outputs.into_iter().map(|(id, (n, _))| (id, n)).collect(),
+                Some(retried),
+            )
+        } else {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT message_id, count(*) FROM chaos_effects GROUP BY message_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            (rows.into_iter().collect::<HashMap<String, i64>>(), None)
+        };
+        let duplicates: i64 = effects.values().map(|c| c - 1).sum();
+        let (duplicate_effects, duplicate_outputs) = if args.eos {
+            (0, duplicates)
+        } else {
+            (duplicates, 0)
+        };
         let mut lost: Vec<String> = data
             .good
             .iter()
@@ -891,11 +1014,16 @@ impl<S: Fn(String)> Chaos<'_, S> {
             "SELECT count(*) FROM (SELECT DISTINCT message_id, attempt FROM chaos_deliveries) d",
         )
         .await?;
-        let retried = count(
-            pool,
-            "SELECT count(DISTINCT message_id) FROM chaos_effects WHERE attempt > 1",
-        )
-        .await? as usize;
+        let retried = match retried_outputs {
+            Some(n) => n,
+            None => {
+                count(
+                    pool,
+                    "SELECT count(DISTINCT message_id) FROM chaos_effects WHERE attempt > 1",
+                )
+                .await? as usize
+            }
+        };
         Ok(Report {
             scenario: "chaos",
             broker: args.broker.clone(),
@@ -906,6 +1034,8 @@ impl<S: Fn(String)> Chaos<'_, S> {
             rolling_bounces: args.rolling_bounces,
             lost: lost.len(),
             duplicate_effects,
+            duplicate_outputs,
+            eos: args.eos,
             dlq: dlq.len(),
             dlq_copies,
             expected_dlq: data.poison.len(),
@@ -919,6 +1049,69 @@ impl<S: Fn(String)> Chaos<'_, S> {
             lost_sample: lost.iter().take(10).cloned().collect(),
         })
     }
+}
+
+/// `--eos`: per message ID on the output topic, as a `read_committed`
+/// reader finds them: how many outputs, and the highest attempt.
+async fn outputs(cluster: &KafkaCluster) -> anyhow::Result<HashMap<String, (i64, u64)>> {
+    let mut out: HashMap<String, (i64, u64)> = HashMap::new();
+    for m in cluster.read_to_end(OUT_TOPIC).await? {
+        let v: serde_json::Value = serde_json::from_slice(m.payload.as_deref().unwrap_or_default())
+            .context("an output that is not the workers' JSON")?;
+        let id = v["id"]
+            .as_str()
+            .context("an output without id")?
+            .to_string();
+        let e = out.entry(id).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(v["attempt"].as_u64().unwrap_or(1));
+    }
+    Ok(out)
+}
+
+/// `--eos`: SIGKILLs the broker leading the transaction state partition of
+/// `worker`'s `transactional.id` (its transaction coordinator), and starts
+/// it again on the same data after `pause_ms`.
+async fn kill_coordinator(
+    cluster: &KafkaCluster,
+    worker: usize,
+    pause_ms: u64,
+    say: &impl Fn(String),
+    done: i64,
+    expected: i64,
+) -> anyhow::Result<()> {
+    let nodes = cluster.kafka_nodes().context("--eos runs on Kafka")?;
+    let id = format!("chaos-eos-w{worker}");
+    let partition = transaction_state_partition(&id, TRANSACTION_STATE_PARTITIONS);
+    let leader = nodes
+        .lock()
+        .await
+        .leader("__transaction_state", partition)
+        .await?
+        .unwrap_or(1);
+    say(format!(
+        "SIGKILL node {leader}, transaction coordinator of {id} (__transaction_state/{partition}), at {done}/{expected}"
+    ));
+    nodes.lock().await.kill(leader)?;
+    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    nodes.lock().await.restart(leader).await?;
+    say(format!(
+        "coordinator node {leader} back after {pause_ms} ms down"
+    ));
+    Ok(())
+}
+
+/// `transaction.state.log.num.partitions` of the testkit's Kafka.
+const TRANSACTION_STATE_PARTITIONS: i32 = 2;
+
+/// Kafka's partition of `__transaction_state` for a transactional id:
+/// `Utils.abs(id.hashCode()) % partitions` (Java's `String.hashCode` over
+/// UTF-16 code units; `Utils.abs` masks the sign bit).
+fn transaction_state_partition(id: &str, partitions: i32) -> i32 {
+    let hash = id
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    (hash & 0x7fff_ffff) % partitions
 }
 
 async fn dlq_ids(cluster: &KafkaCluster, topic: &str) -> anyhow::Result<HashSet<String>> {
@@ -951,14 +1144,26 @@ fn print_report(r: &Report, committed: &BTreeMap<i32, Option<i64>>, logs: &std::
         r.kills, r.broker_restarts, r.stalls, r.seed
     );
     eprintln!("  lost                {}", r.lost);
-    eprintln!("  duplicate effects   {}", r.duplicate_effects);
+    if r.eos {
+        eprintln!(
+            "  duplicate outputs   {} (read_committed, Kafka transactions)",
+            r.duplicate_outputs
+        );
+    } else {
+        eprintln!("  duplicate effects   {}", r.duplicate_effects);
+    }
     eprintln!(
         "  DLQ                 {} of {} expected ({} missing, {} unexpected; {} copies)",
         r.dlq, r.expected_dlq, r.dlq_missing, r.unexpected_dlq, r.dlq_copies
     );
     eprintln!(
-        "  redeliveries        {} (absorbed by the idempotency store)",
-        r.redeliveries
+        "  redeliveries        {} ({})",
+        r.redeliveries,
+        if r.eos {
+            "their outputs in aborted transactions"
+        } else {
+            "absorbed by the idempotency store"
+        }
     );
     eprintln!("  retried via tier    {}", r.retried);
     eprintln!(
@@ -969,5 +1174,23 @@ fn print_report(r: &Report, committed: &BTreeMap<i32, Option<i64>>, logs: &std::
     eprintln!("  worker logs         {}", logs.display());
     if !r.lost_sample.is_empty() {
         eprintln!("  lost (first 10)     {:?}", r.lost_sample);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transaction_state_partition_is_the_brokers() {
+        // Java: "hello".hashCode() == 99162322, and
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE (masked to 0).
+        assert_eq!(
+            super::transaction_state_partition("hello", 50),
+            99_162_322 % 50
+        );
+        assert_eq!(
+            super::transaction_state_partition("polygenelubricants", 50),
+            0
+        );
+        assert_eq!(super::transaction_state_partition("", 2), 0);
     }
 }

@@ -88,3 +88,40 @@ fn harness_detects_duplicates_without_idempotency() {
     );
     assert!(!ok, "non-zero exit on duplicate effects");
 }
+
+/// `--eos`: workers in Kafka transactions, 3 worker SIGKILLs and a
+/// transaction coordinator SIGKILLed: a read_committed reader finds every
+/// good message's output once, and the DLQ holds exactly the poison.
+#[test]
+fn eos_run_loses_nothing_and_repeats_no_output() {
+    let (ok, r, stderr) = run(&[
+        "--eos",
+        "--messages",
+        "3000",
+        "--kills",
+        "3",
+        "--broker-restarts",
+        "1",
+        "--stalls",
+        "0",
+        "--seed",
+        "7",
+    ]);
+    eprintln!("{stderr}");
+    assert_eq!(r["eos"], true);
+    assert_eq!(r["kills"], 3);
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicate_outputs"], 0, "{r}");
+    assert_eq!(r["dlq_missing"], 0, "{r}");
+    assert_eq!(r["unexpected_dlq"], 0, "{r}");
+    assert!(r["retried"].as_u64().unwrap() > 0, "the run had retries");
+    assert!(
+        stderr.contains("transaction coordinator of"),
+        "a coordinator was killed"
+    );
+    assert_eq!(
+        r["uncommitted"], 0,
+        "every offset committed at the end: {r}"
+    );
+    assert!(ok, "exit code 0 on a clean run");
+}

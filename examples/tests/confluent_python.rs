@@ -136,16 +136,21 @@ fn raw(topic: &str, m: &ReadMessage) -> RawMessage {
 async fn python(args: &[&str]) -> Result<Vec<Value>, Box<dyn std::error::Error + Send + Sync>> {
     let path = weir_testkit::dist::confluent_kafka_python()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/confluent_compat.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(600),
-        tokio::process::Command::new("python3")
-            .arg(script)
-            .args(args)
-            .env("PYTHONPATH", path)
-            .stdin(Stdio::null())
-            .output(),
-    )
-    .await??;
+    weir_testkit::stage(format!("python {}", args.first().unwrap_or(&"")));
+    // Well inside hang_watchdog's 600 s, so that a hung script is an error
+    // naming its subcommand.
+    let child = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+        .await
+        .map_err(|_| format!("python {args:?} did not end in 300 s (killed)"))??;
     if !out.status.success() {
         return Err(format!(
             "python {args:?} failed: {}\n{}",
@@ -532,6 +537,7 @@ fn hex(b: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_python_client_and_weir_read_each_others_records() -> R {
     weir_testkit::init_test_logging();
+    weir_testkit::stage("starting Apache Kafka and Apicurio Registry");
     let (cluster, sr) = tokio::try_join!(
         KafkaCluster::start(BrokerKind::Kafka),
         ApicurioRegistry::start()
@@ -547,6 +553,7 @@ async fn confluent_python_client_and_weir_read_each_others_records() -> R {
         "py.json",
         "orders",
     ] {
+        weir_testkit::stage(format!("creating topic {t}"));
         cluster.create_topic(t, 2).await?;
     }
     // The .proto files, compiled, for Python's message classes.
@@ -561,6 +568,7 @@ async fn confluent_python_client_and_weir_read_each_others_records() -> R {
     let descriptors = dir.path().to_str().ok_or("temp dir is not UTF-8")?;
     let n = N.to_string();
 
+    weir_testkit::stage("Weir writes");
     weir_writes(&cluster, &registry).await?;
     let lines = python(&[
         "consume",
@@ -580,7 +588,9 @@ async fn confluent_python_client_and_weir_read_each_others_records() -> R {
         &n,
     ])
     .await?;
+    weir_testkit::stage("Weir reads what Python wrote");
     check_weir_reads(&cluster, &registry).await?;
+    weir_testkit::stage("Weir's DLQ and retry copies");
 
     check_dlq_for_python(&cluster, &registry).await?;
     Ok(())

@@ -79,6 +79,23 @@ thread_local! {
     /// Set when the test running on this thread ends (the thread exits, or
     /// the next test on it arms its own watchdog).
     static TEST_DONE: std::cell::RefCell<Option<DoneOnDrop>> = const { std::cell::RefCell::new(None) };
+    /// What the test running on this thread said it is doing, see [`stage`].
+    static TEST_STAGE: std::cell::RefCell<Option<std::sync::Arc<parking_lot::Mutex<String>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Records what the calling test is doing now ("python consume", "waiting
+/// for the DLQ copies"): when [`hang_watchdog`] ends a hanging test, it
+/// names the last stage with the test, so a hang in CI says where it hung
+/// (a test's own output is captured and lost when the binary is ended).
+/// Call it on the test's own thread; without an armed watchdog it does
+/// nothing.
+pub fn stage(what: impl Into<String>) {
+    TEST_STAGE.with(|s| {
+        if let Some(s) = &*s.borrow() {
+            *s.lock() = what.into();
+        }
+    });
 }
 
 struct DoneOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
@@ -107,6 +124,8 @@ pub fn hang_watchdog() {
     };
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     TEST_DONE.with(|d| *d.borrow_mut() = Some(DoneOnDrop(done.clone())));
+    let stage = std::sync::Arc::new(parking_lot::Mutex::new(String::from("(no stage recorded)")));
+    TEST_STAGE.with(|s| *s.borrow_mut() = Some(stage.clone()));
     let started = std::time::Instant::now();
     let _ = std::thread::Builder::new()
         .name("weir-test-watchdog".into())
@@ -118,10 +137,11 @@ pub fn hang_watchdog() {
                     use std::io::Write as _;
                     let _ = writeln!(
                         std::io::stderr(),
-                        "\nweir-testkit: test `{name}` is still running after {}s: it hangs. \
-                         Ending this test binary so that the suite goes on \
+                        "\nweir-testkit: test `{name}` is still running after {}s: it hangs \
+                         (last stage: {}). Ending this test binary so that the suite goes on \
                          (set WEIR_TEST_TIMEOUT_S to allow longer).",
-                        limit.as_secs()
+                        limit.as_secs(),
+                        stage.lock()
                     );
                     std::process::exit(124);
                 }

@@ -1,5 +1,5 @@
 //! `hang_watchdog`: a test still running after its limit ends its test
-//! binary with status 124 and its name; a test that ended is never blamed.
+//! binary with status 124, its name and its last stage; a test that ended is never blamed.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 #[ignore = "child process of the watchdog tests; started by them"]
 fn hanging_child() {
     weir_testkit::hang_watchdog();
+    weir_testkit::stage("waiting for the first record");
+    weir_testkit::stage("waiting for the second record");
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -41,6 +43,10 @@ fn a_hanging_test_ends_its_binary_and_is_named() {
     assert!(
         err.contains("`hanging_child` is still running after 1s"),
         "{err}"
+    );
+    assert!(
+        err.contains("(last stage: waiting for the second record)"),
+        "the last stage is named: {err}"
     );
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 }

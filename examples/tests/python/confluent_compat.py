@@ -33,6 +33,10 @@ from confluent_kafka.serialization import MessageField, SerializationContext, St
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.json_format import MessageToDict
 
+# Seconds per registry request: the client's default is no limit at all, so a
+# registry that accepts a connection and never answers would hang the test.
+SR_TIMEOUT_S = 30
+
 AVRO_V1 = json.dumps({"type": "record", "name": "Click", "namespace": "shop", "fields": [
     {"name": "link", "type": "string"}, {"name": "at_ms", "type": "long"}]})
 AVRO_V2 = json.dumps({"type": "record", "name": "Click", "namespace": "shop", "fields": [
@@ -67,7 +71,7 @@ def ctx(topic, field):
 
 
 def produce(bootstrap, registry, descriptors, n):
-    sr = SchemaRegistryClient({"url": registry})
+    sr = SchemaRegistryClient({"url": registry, "timeout": SR_TIMEOUT_S})
     (ClickV1,) = classes(os.path.join(descriptors, "v1.bin"), "shop.Click")
     (ClickV2,) = classes(os.path.join(descriptors, "v2.bin"), "shop.Click")
     (ClickKey,) = classes(os.path.join(descriptors, "key.bin"), "shop.ClickKey")
@@ -125,7 +129,7 @@ def read(bootstrap, topic, n):
 
 
 def consume(bootstrap, registry, descriptors, n):
-    sr = SchemaRegistryClient({"url": registry})
+    sr = SchemaRegistryClient({"url": registry, "timeout": SR_TIMEOUT_S})
     (ClickV2,) = classes(os.path.join(descriptors, "v2.bin"), "shop.Click")
     (ClickKey,) = classes(os.path.join(descriptors, "key.bin"), "shop.ClickKey")
     # Protobuf is read without the registry: Apicurio 3.3's ccompat API

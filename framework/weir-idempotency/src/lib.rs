@@ -84,13 +84,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use memory::{InMemoryStore, MemoryTx};
 pub use processor::{
-    ExtractFn, IdError, IdSource, IdempotencyStats, Idempotent, Transactional, TxProcessor,
+    ExtractFn, IdError, IdSource, IdempotencyStats, Idempotent, SameIdInBatch, Transactional,
+    TransactionalBatch, TxBatchProcessor, TxProcessor,
 };
 #[cfg(feature = "postgres")]
 pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sql::SqliteStore;
-pub use store::{Claim, IdempotencyStore, MarkerKey, StoreError};
+pub use store::{BatchClaim, Claim, IdempotencyStore, MarkerKey, StoreError};
 
 /// Starts a task that deletes markers older than `window` every `every`, until
 /// `stop` fires. Failures are logged and retried at the next tick.

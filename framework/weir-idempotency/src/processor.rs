@@ -207,6 +207,38 @@ struct Dedup<S, T> {
     stats: Arc<IdempotencyStats>,
 }
 
+/// `new`, `id_source` and `stats` of a wrapper with a [`Dedup`] in its
+/// `dedup` field and what it wraps in the field named `$inner`.
+macro_rules! dedup_methods {
+    ($wrapper:ident, $inner:ident, $new_doc:literal) => {
+        impl<X, S: IdempotencyStore, T> $wrapper<X, S, T> {
+            #[doc = $new_doc]
+            pub fn new($inner: X, store: impl Into<Arc<S>>, group: impl Into<Arc<str>>) -> Self {
+                $wrapper {
+                    $inner,
+                    dedup: Dedup {
+                        store: store.into(),
+                        group: group.into(),
+                        ids: IdSource::default(),
+                        stats: Arc::default(),
+                    },
+                }
+            }
+
+            /// Chooses where message IDs come from.
+            pub fn id_source(mut self, ids: IdSource<T>) -> Self {
+                self.dedup.ids = ids;
+                self
+            }
+
+            /// Live counters (fresh messages, duplicates absorbed, store errors).
+            pub fn stats(&self) -> Arc<IdempotencyStats> {
+                self.dedup.stats.clone()
+            }
+        }
+    };
+}
+
 impl<S: IdempotencyStore, T> Dedup<S, T> {
     /// The marker key of `msg`, owned, so no borrow of the message is held
     /// across the claim's await (message values need not be `Sync`).
@@ -274,32 +306,11 @@ pub struct Idempotent<P, S, T> {
     dedup: Dedup<S, T>,
 }
 
-impl<P, S: IdempotencyStore, T> Idempotent<P, S, T> {
-    /// De-duplicates `inner` for consumer group `group` with the default
-    /// [`IdSource`] (Weir message ID header, else the coordinates).
-    pub fn new(inner: P, store: impl Into<Arc<S>>, group: impl Into<Arc<str>>) -> Self {
-        Idempotent {
-            inner,
-            dedup: Dedup {
-                store: store.into(),
-                group: group.into(),
-                ids: IdSource::default(),
-                stats: Arc::default(),
-            },
-        }
-    }
-
-    /// Chooses where message IDs come from.
-    pub fn id_source(mut self, ids: IdSource<T>) -> Self {
-        self.dedup.ids = ids;
-        self
-    }
-
-    /// Live counters (duplicates absorbed, store errors).
-    pub fn stats(&self) -> Arc<IdempotencyStats> {
-        self.dedup.stats.clone()
-    }
-}
+dedup_methods!(
+    Idempotent,
+    inner,
+    "De-duplicates `inner` for consumer group `group` with the default [`IdSource`] (Weir message ID header, else the coordinates)."
+);
 
 impl<P, S, T> Processor<T> for Idempotent<P, S, T>
 where
@@ -327,6 +338,10 @@ where
                 Err(e)
             }
         }
+    }
+
+    fn wants_in_flight(&self) -> usize {
+        self.inner.wants_in_flight()
     }
 }
 
@@ -369,31 +384,11 @@ pub struct Transactional<H, S, T> {
     dedup: Dedup<S, T>,
 }
 
-impl<H, S: IdempotencyStore, T> Transactional<H, S, T> {
-    /// Runs `handler` for consumer group `group` with the default [`IdSource`].
-    pub fn new(handler: H, store: impl Into<Arc<S>>, group: impl Into<Arc<str>>) -> Self {
-        Transactional {
-            handler,
-            dedup: Dedup {
-                store: store.into(),
-                group: group.into(),
-                ids: IdSource::default(),
-                stats: Arc::default(),
-            },
-        }
-    }
-
-    /// Chooses where message IDs come from.
-    pub fn id_source(mut self, ids: IdSource<T>) -> Self {
-        self.dedup.ids = ids;
-        self
-    }
-
-    /// Live counters (duplicates absorbed, store errors).
-    pub fn stats(&self) -> Arc<IdempotencyStats> {
-        self.dedup.stats.clone()
-    }
-}
+dedup_methods!(
+    Transactional,
+    handler,
+    "Runs `handler` for consumer group `group` with the default [`IdSource`]."
+);
 
 impl<H, S, T, DB> Processor<T> for Transactional<H, S, T>
 where
@@ -425,5 +420,161 @@ where
                 Err(e)
             }
         }
+    }
+}
+
+/// A batch processor that writes its effects in the batch's de-duplication
+/// transaction (see [`TransactionalBatch`]).
+pub trait TxBatchProcessor<T, DB: sqlx::Database>: Send + Sync + 'static {
+    /// Processes the batch's fresh messages (duplicates already removed),
+    /// writing through `tx`, and returns one outcome per message in order.
+    /// Write nothing in `tx` for a message you report as failed: the
+    /// transaction commits the successes' writes and markers, and the
+    /// failures' markers are removed so their retries run. Returning `Err`
+    /// rolls everything back and fails every message of the batch.
+    fn process_batch(
+        &self,
+        batch: Vec<Message<T>>,
+        tx: &mut sqlx::Transaction<'static, DB>,
+    ) -> impl Future<Output = Result<weir::Outcomes, ProcessError>> + Send;
+}
+
+/// A message ID appeared twice in one batch (two copies of one message
+/// released together, possible in `Unordered` mode). The later copy is retried
+/// and then finds the first one's marker.
+#[derive(Debug, thiserror::Error)]
+#[error("message ID {0} is already in this batch; this copy is retried after it")]
+pub struct SameIdInBatch(String);
+
+/// [`Transactional`] for batches: one database transaction per batch holds
+/// the markers of all its fresh messages and the handler's writes.
+///
+/// Before the handler runs, every message's marker is claimed in one
+/// statement (PostgreSQL: one `INSERT … SELECT unnest(…) ON CONFLICT DO
+/// NOTHING RETURNING`); messages already processed by the group are taken
+/// out of the batch and finish as duplicates, so the handler sees fresh
+/// messages only. The commit makes writes and markers durable together, so a
+/// redelivered batch finds its markers and a crash before the commit leaves
+/// neither. Use it as the [`weir::BatchProcessor`] of [`weir::Batched`].
+pub struct TransactionalBatch<H, S, T> {
+    handler: H,
+    dedup: Dedup<S, T>,
+}
+
+dedup_methods!(
+    TransactionalBatch,
+    handler,
+    "Runs `handler` (a [`TxBatchProcessor`]) for consumer group `group` with the default [`IdSource`]."
+);
+
+impl<H, S, T, DB> weir::BatchProcessor<T> for TransactionalBatch<H, S, T>
+where
+    T: Send + 'static,
+    DB: sqlx::Database,
+    S: crate::store::BatchClaim<Tx = sqlx::Transaction<'static, DB>>,
+    H: TxBatchProcessor<T, DB>,
+{
+    async fn process_batch(&self, batch: Vec<Message<T>>) -> Result<weir::Outcomes, ProcessError> {
+        let n = batch.len();
+        let mut outcomes: Vec<Option<Result<(), ProcessError>>> = (0..n).map(|_| None).collect();
+        // Identities; a message without a usable one fails on its own.
+        let mut keyed: Vec<(usize, OwnedKey)> = Vec::with_capacity(n);
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        for (i, msg) in batch.iter().enumerate() {
+            match self.dedup.key_of(msg) {
+                Ok(k) if !seen.insert(k.id.clone()) => {
+                    outcomes[i] = Some(Err(ProcessError::retryable(SameIdInBatch(k.id))
+                        .with_class("idempotency_same_id_in_batch")));
+                }
+                Ok(k) => keyed.push((i, k)),
+                Err(e) => outcomes[i] = Some(Err(e)),
+            }
+        }
+        let keys: Vec<MarkerKey<'_>> = keyed
+            .iter()
+            .map(|(_, k)| MarkerKey {
+                group: &self.dedup.group,
+                message_id: &k.id,
+                topic: &k.topic,
+                partition: k.partition,
+                offset: k.offset,
+            })
+            .collect();
+        let (mut tx, fresh) = self
+            .dedup
+            .store
+            .claim_batch(&keys)
+            .await
+            .map_err(|e| self.dedup.store_error(e))?;
+        drop(keys);
+        let mut fresh_at = Vec::new();
+        let mut fresh_ids = Vec::new();
+        for ((i, k), is_fresh) in keyed.into_iter().zip(fresh) {
+            if is_fresh {
+                fresh_at.push(i);
+                fresh_ids.push(k.id);
+            } else {
+                self.dedup.stats.duplicates.fetch_add(1, Relaxed);
+                metrics::counter!("weir_idempotency_duplicates_total", "group" => self.dedup.group.to_string())
+                    .increment(1);
+                tracing::debug!(
+                    group = %self.dedup.group, topic = %k.topic, partition = k.partition,
+                    offset = k.offset, message_id = %k.id,
+                    "duplicate delivery absorbed (already processed by this group)"
+                );
+                outcomes[i] = Some(Ok(()));
+            }
+        }
+        if !fresh_at.is_empty() {
+            let mut slots: Vec<Option<Message<T>>> = batch.into_iter().map(Some).collect();
+            let fresh_msgs: Vec<Message<T>> =
+                fresh_at.iter().filter_map(|&i| slots[i].take()).collect();
+            let results = match self.handler.process_batch(fresh_msgs, &mut tx).await {
+                Ok(r) if r.len() == fresh_at.len() => r.into_vec(),
+                Ok(r) => {
+                    let _ = self.dedup.store.rollback(tx).await;
+                    return Err(ProcessError::terminal(weir::batch::OutcomeCountMismatch {
+                        got: r.len(),
+                        expected: fresh_at.len(),
+                    })
+                    .with_class("batch_outcomes"));
+                }
+                Err(e) => {
+                    let _ = self.dedup.store.rollback(tx).await;
+                    return Err(e);
+                }
+            };
+            let failed: Vec<&str> = results
+                .iter()
+                .zip(&fresh_ids)
+                .filter(|(r, _)| r.is_err())
+                .map(|(_, id)| id.as_str())
+                .collect();
+            if !failed.is_empty()
+                && let Err(e) = self
+                    .dedup
+                    .store
+                    .release(&mut tx, &self.dedup.group, &failed)
+                    .await
+            {
+                let _ = self.dedup.store.rollback(tx).await;
+                return Err(self.dedup.store_error(e));
+            }
+            // If the commit's outcome is unknown, the redelivery finds the
+            // markers or redoes the work: either way, one effect.
+            self.dedup
+                .store
+                .commit(tx)
+                .await
+                .map_err(|e| self.dedup.store_error(e))?;
+            let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+            self.dedup.stats.fresh.fetch_add(ok, Relaxed);
+            for (i, r) in fresh_at.into_iter().zip(results) {
+                outcomes[i] = Some(r);
+            }
+        } else {
+            let _ = self.dedup.store.rollback(tx).await;
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Ok(()))).collect())
     }
 }

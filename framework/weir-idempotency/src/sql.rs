@@ -163,6 +163,73 @@ mod pg {
         }
     }
 
+    impl crate::store::BatchClaim for PostgresStore {
+        async fn claim_batch(
+            &self,
+            keys: &[MarkerKey<'_>],
+        ) -> Result<(Self::Tx, Vec<bool>), StoreError> {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| classify_acquire(&self.pool, BACKEND, e))?;
+            let Some(group) = keys.first().map(|k| k.group) else {
+                return Ok((tx, Vec::new()));
+            };
+            // Sorted by ID, so two batches claiming overlapping IDs take the
+            // row locks in the same order and cannot deadlock.
+            let mut order: Vec<usize> = (0..keys.len()).collect();
+            order.sort_by_key(|&i| keys[i].message_id);
+            let ids: Vec<&str> = order.iter().map(|&i| keys[i].message_id).collect();
+            let topics: Vec<&str> = order.iter().map(|&i| keys[i].topic).collect();
+            let partitions: Vec<i32> = order.iter().map(|&i| keys[i].partition).collect();
+            let offsets: Vec<i64> = order.iter().map(|&i| keys[i].offset).collect();
+            let inserted: Vec<String> = sqlx::query_scalar(
+                "INSERT INTO processed_messages \
+                 (consumer_group, message_id, topic, \"partition\", \"offset\") \
+                 SELECT $1, u.id, u.topic, u.p, u.o \
+                 FROM unnest($2::text[], $3::text[], $4::int[], $5::bigint[]) AS u(id, topic, p, o) \
+                 ORDER BY u.id \
+                 ON CONFLICT (consumer_group, message_id) DO NOTHING \
+                 RETURNING message_id",
+            )
+            .bind(group)
+            .bind(&ids)
+            .bind(&topics)
+            .bind(&partitions)
+            .bind(&offsets)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| classify(BACKEND, e))?;
+            let inserted: std::collections::HashSet<&str> =
+                inserted.iter().map(String::as_str).collect();
+            Ok((
+                tx,
+                keys.iter()
+                    .map(|k| inserted.contains(k.message_id))
+                    .collect(),
+            ))
+        }
+
+        async fn release(
+            &self,
+            tx: &mut Self::Tx,
+            group: &str,
+            message_ids: &[&str],
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "DELETE FROM processed_messages \
+                 WHERE consumer_group = $1 AND message_id = ANY($2::text[])",
+            )
+            .bind(group)
+            .bind(message_ids)
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(BACKEND, e))
+        }
+    }
+
     impl IdempotencyStore for PostgresStore {
         type Tx = Transaction<'static, Postgres>;
 
@@ -341,6 +408,60 @@ mod lite {
         /// The pool.
         pub fn pool(&self) -> &SqlitePool {
             &self.pool
+        }
+    }
+
+    impl crate::store::BatchClaim for SqliteStore {
+        async fn claim_batch(
+            &self,
+            keys: &[MarkerKey<'_>],
+        ) -> Result<(Self::Tx, Vec<bool>), StoreError> {
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(|e| classify_acquire(&self.pool, BACKEND, e))?;
+            let now = now_ms();
+            let mut fresh = Vec::with_capacity(keys.len());
+            for key in keys {
+                let n = sqlx::query(
+                    "INSERT INTO processed_messages \
+                     (consumer_group, message_id, topic, \"partition\", \"offset\", processed_at) \
+                     VALUES (?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (consumer_group, message_id) DO NOTHING",
+                )
+                .bind(key.group)
+                .bind(key.message_id)
+                .bind(key.topic)
+                .bind(key.partition)
+                .bind(key.offset)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(BACKEND, e))?
+                .rows_affected();
+                fresh.push(n == 1);
+            }
+            Ok((tx, fresh))
+        }
+
+        async fn release(
+            &self,
+            tx: &mut Self::Tx,
+            group: &str,
+            message_ids: &[&str],
+        ) -> Result<(), StoreError> {
+            for id in message_ids {
+                sqlx::query(
+                    "DELETE FROM processed_messages WHERE consumer_group = ? AND message_id = ?",
+                )
+                .bind(group)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| classify(BACKEND, e))?;
+            }
+            Ok(())
         }
     }
 

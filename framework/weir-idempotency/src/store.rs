@@ -139,3 +139,27 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         age: Duration,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
+
+/// Stores that claim many markers in one transaction, for
+/// [`TransactionalBatch`](crate::TransactionalBatch). The PostgreSQL and
+/// SQLite stores implement it.
+pub trait BatchClaim: IdempotencyStore {
+    /// Opens one transaction and inserts every marker of `keys` that does not
+    /// exist yet; returns the transaction and, per key in order, `true` when
+    /// it was fresh (inserted here). All keys share one group. A key claimed
+    /// by an uncommitted transaction elsewhere waits for it, as in
+    /// [`IdempotencyStore::claim`].
+    fn claim_batch(
+        &self,
+        keys: &[MarkerKey<'_>],
+    ) -> impl Future<Output = Result<(Self::Tx, Vec<bool>), StoreError>> + Send;
+
+    /// Removes markers inserted in `tx` again (for messages whose handling
+    /// failed), so their retry is not taken for a duplicate.
+    fn release(
+        &self,
+        tx: &mut Self::Tx,
+        group: &str,
+        message_ids: &[&str],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

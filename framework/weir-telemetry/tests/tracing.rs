@@ -2,7 +2,8 @@
 //! tansu: a message produced inside a span is consumed in a child span of it;
 //! retries through two tiers stay in the trace and link to the attempt before;
 //! across the outbox relay the request's trace reaches the consumer, and the
-//! relay's publish span links to the request.
+//! relay's publish span links to the request; a batch processor's span is a
+//! root linked to the span of every message in the batch.
 
 #[path = "../../weir/tests/common/mod.rs"]
 #[allow(unused_macros)]
@@ -79,7 +80,8 @@ macro_rules! both {
 both!(
     consumer_span_is_a_child_of_the_producer,
     retries_stay_in_the_trace_and_link,
-    outbox_carries_the_request_trace
+    outbox_carries_the_request_trace,
+    a_batch_span_links_to_each_message_span
 );
 
 async fn consumer_span_is_a_child_of_the_producer(kind: BrokerKind) -> R {
@@ -314,5 +316,112 @@ async fn outbox_carries_the_request_trace(kind: BrokerKind) -> R {
         .expect("a relay publish span linked to the request");
     assert_eq!(publish.span_kind, opentelemetry::trace::SpanKind::Producer);
     assert_eq!(publish.links.links[0].span_context.span_id(), request_id);
+    Ok(())
+}
+
+/// Records the batch sizes it sees; every message succeeds.
+struct CountBatches(Arc<Mutex<Vec<usize>>>);
+
+impl weir::BatchProcessor<String> for CountBatches {
+    async fn process_batch(
+        &self,
+        batch: Vec<Message<String>>,
+    ) -> Result<weir::Outcomes, ProcessError> {
+        self.0.lock().push(batch.len());
+        Ok(weir::Outcomes::all_ok(batch.len()))
+    }
+}
+
+async fn a_batch_span_links_to_each_message_span(kind: BrokerKind) -> R {
+    const N: usize = 3;
+    // The exporter is shared by the mock and Kafka runs: a group of its own.
+    let group = format!("batched-{kind:?}");
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("batched", 1).await?;
+    let producer = weir::Producer::new(cluster.bootstrap_servers())?;
+    // Three requests, three traces; one message each.
+    let mut traces = Vec::new();
+    for i in 0..N {
+        let root = tracing::info_span!("http.request");
+        traces.push(ids(&root).0);
+        producer
+            .send(Record::to("batched").key(format!("k{i}")).payload("x"))
+            .instrument(root)
+            .await?;
+    }
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    // One batch of all three: full at 3, and a linger long enough for the
+    // last message to arrive.
+    let processor = weir::Batched::new(
+        CountBatches(batches.clone()),
+        weir::BatchConfig {
+            max_batch: N,
+            max_wait: Duration::from_secs(5),
+            linger: Duration::from_secs(2),
+            ..weir::BatchConfig::default()
+        },
+    )?
+    .group_label(group.clone());
+    let consumer = Consumer::builder(common::config(&cluster, &group, &["batched"]))
+        .codec(StringCodec)
+        .build(processor)?;
+    let handle = consumer.handle();
+    let run = tokio::spawn(consumer.run());
+    let msg_spans = || -> Vec<SpanData> {
+        traces
+            .iter()
+            .filter_map(|t| {
+                spans_of(*t)
+                    .into_iter()
+                    .find(|s| s.name == "batched process")
+            })
+            .collect()
+    };
+    wait_until("message spans exported", Duration::from_secs(30), || {
+        msg_spans().len() == N
+    })
+    .await;
+    handle.shutdown();
+    let _ = run.await??;
+    assert_eq!(
+        *batches.lock(),
+        vec![N],
+        "the three messages made one batch"
+    );
+    let batch_span = exporter()
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            s.name == "batch process"
+                && attr(s, "messaging.consumer.group.name").as_deref() == Some(group.as_str())
+        })
+        .expect("a batch span");
+    assert_eq!(
+        batch_span.parent_span_id,
+        SpanId::INVALID,
+        "a batch holds many traces: its span is a root"
+    );
+    assert!(
+        !traces.contains(&batch_span.span_context.trace_id()),
+        "the batch span is in none of the messages' traces"
+    );
+    assert_eq!(
+        attr(&batch_span, "messaging.batch.message_count").as_deref(),
+        Some("3")
+    );
+    let mut linked: Vec<String> = batch_span
+        .links
+        .links
+        .iter()
+        .map(|l| format!("{}-{}", l.span_context.trace_id(), l.span_context.span_id()))
+        .collect();
+    let mut expected: Vec<String> = msg_spans()
+        .iter()
+        .map(|s| format!("{}-{}", s.span_context.trace_id(), s.span_context.span_id()))
+        .collect();
+    linked.sort();
+    expected.sort();
+    assert_eq!(linked, expected, "one link per message span");
     Ok(())
 }

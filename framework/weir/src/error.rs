@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// Boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -87,6 +88,44 @@ impl ProcessError {
     /// The underlying error.
     pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.source
+    }
+
+    /// `n` copies of this error, for the `n` messages one failure applies to
+    /// (a batch whose database write failed): same kind, class and message,
+    /// one shared source.
+    pub fn shared(self, n: usize) -> Vec<ProcessError> {
+        if n <= 1 {
+            return if n == 1 { vec![self] } else { Vec::new() };
+        }
+        let source = Arc::new(self.source);
+        (0..n)
+            .map(|_| ProcessError {
+                kind: self.kind,
+                class: self.class.clone(),
+                source: Box::new(SharedSource(source.clone())),
+            })
+            .collect()
+    }
+}
+
+/// One error standing for several messages' failure ([`ProcessError::shared`]).
+struct SharedSource(Arc<BoxError>);
+
+impl fmt::Debug for SharedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self.0, f)
+    }
+}
+
+impl fmt::Display for SharedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self.0, f)
+    }
+}
+
+impl std::error::Error for SharedSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 

@@ -89,6 +89,7 @@
 //!   replaying DLQs (`weir::dlq`) and re-processing offset ranges
 //!   (`weir::replay`). The `weir` CLI turns it on.
 
+pub mod batch;
 mod client;
 pub mod clock;
 pub mod codec;
@@ -120,6 +121,8 @@ pub mod trace;
 pub mod valves;
 pub mod wire;
 
+#[doc(inline)]
+pub use batch::{BatchConfig, BatchProcessor, Batched, Outcomes};
 #[cfg(feature = "json")]
 #[doc(inline)]
 pub use codec::JsonCodec;

@@ -13,9 +13,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use weir::batch::{BatchConfig, Batched};
 use weir::retry::RetryTopics;
 use weir::{Consumer, ConsumerConfig, ConsumerHandle, JsonCodec, Processor, RunReport, WeirError};
-use weir_idempotency::{IdempotencyStats, Transactional};
+use weir_idempotency::{IdempotencyStats, TransactionalBatch};
 use weir_outbox::{PostgresOutbox, Relay, RelayConfig, SqliteOutbox};
 use weir_testkit::KafkaCluster;
 
@@ -156,18 +157,25 @@ impl Pipeline {
     /// Starts the worker group (one member) and waits until it has its
     /// partitions (source, two tiers), at most 60 s.
     pub(crate) async fn start_worker(&mut self) -> anyhow::Result<ConsumerHandle> {
+        // Batches of enriched clicks: one transaction and one multi-row
+        // insert per batch (docs/idempotency.md, "Batches").
+        let batch = BatchConfig {
+            max_batch: 256,
+            max_wait: Duration::from_millis(20),
+            ..BatchConfig::default()
+        };
         let run = match &self.app.db {
             Db::Pg(pool) => {
                 let store = weir_idempotency::PostgresStore::new(pool.clone());
-                self.spawn_worker(Transactional::new(self.worker.clone(), store, GROUP), |p| {
-                    p.stats()
-                })?
+                let tx = TransactionalBatch::new(self.worker.clone(), store, GROUP);
+                self.dedup.push(tx.stats());
+                self.spawn_worker(Batched::new(tx, batch)?.group_label(GROUP))?
             }
             Db::Lite(pool) => {
                 let store = weir_idempotency::SqliteStore::new(pool.clone());
-                self.spawn_worker(Transactional::new(self.worker.clone(), store, GROUP), |p| {
-                    p.stats()
-                })?
+                let tx = TransactionalBatch::new(self.worker.clone(), store, GROUP);
+                self.dedup.push(tx.stats());
+                self.spawn_worker(Batched::new(tx, batch)?.group_label(GROUP))?
             }
         };
         let handle = run.0.clone();
@@ -181,12 +189,7 @@ impl Pipeline {
         Ok(handle)
     }
 
-    fn spawn_worker<P: Processor<ClickEvent>>(
-        &mut self,
-        p: P,
-        stats: impl Fn(&P) -> Arc<IdempotencyStats>,
-    ) -> anyhow::Result<WorkerRun> {
-        self.dedup.push(stats(&p));
+    fn spawn_worker<P: Processor<ClickEvent>>(&mut self, p: P) -> anyhow::Result<WorkerRun> {
         let c = Consumer::builder(self.cfg.clone())
             .codec(JsonCodec::<ClickEvent>::new())
             .retry_topics(self.retry.clone())
@@ -319,7 +322,8 @@ fn worker_config(brokers: &str) -> anyhow::Result<ConsumerConfig> {
         .set("fetch.wait.max.ms", "50")
         .set("reconnect.backoff.max.ms", RECONNECT_MAX_MS);
     cfg.commit_interval = Duration::from_millis(200);
-    cfg.max_in_flight = 64;
+    // Room for full batches (max_batch 256, two in flight).
+    cfg.max_in_flight = 512;
     let mut cfg = cfg.with_env(std::env::vars())?;
     // The classic protocol's timeouts live on the client; the consumer
     // protocol's on the broker.

@@ -23,11 +23,19 @@ pub(crate) fn commit_sync<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     offsets: impl IntoIterator<Item = (impl AsRef<str>, i32, i64)>,
 ) -> KafkaResult<()> {
+    consumer.commit(&partition_list(offsets)?, CommitMode::Sync)
+}
+
+/// Each partition's next offset, as librdkafka's list (for commits, in a
+/// consumer or in a transaction).
+pub(crate) fn partition_list(
+    offsets: impl IntoIterator<Item = (impl AsRef<str>, i32, i64)>,
+) -> KafkaResult<TopicPartitionList> {
     let mut tpl = TopicPartitionList::new();
     for (topic, partition, next) in offsets {
         tpl.add_partition_offset(topic.as_ref(), partition, Offset::Offset(next))?;
     }
-    consumer.commit(&tpl, CommitMode::Sync)
+    Ok(tpl)
 }
 
 /// The partition ids of `topic`, or `None` when the topic does not exist for

@@ -136,6 +136,10 @@ impl<T: Send + 'static, P: Processor<T>> Processor<T> for Timeout<P> {
             }
         }
     }
+
+    fn wants_in_flight(&self) -> usize {
+        self.inner.wants_in_flight()
+    }
 }
 
 /// Turns a panic of the inner processor into a terminal [`HandlerPanic`]
@@ -164,6 +168,10 @@ impl<T: Send + 'static, P: Processor<T>> Processor<T> for CatchPanic<P> {
                     .with_class("panic"),
             ),
         }
+    }
+
+    fn wants_in_flight(&self) -> usize {
+        self.0.wants_in_flight()
     }
 }
 
@@ -224,6 +232,10 @@ impl<T: Clone + Send + Sync + 'static, P: Processor<T>> Processor<T> for Retry<P
             }
             tries += 1;
         }
+    }
+
+    fn wants_in_flight(&self) -> usize {
+        self.inner.wants_in_flight()
     }
 }
 

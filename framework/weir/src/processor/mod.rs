@@ -37,6 +37,15 @@ use crate::message::Message;
 pub trait Processor<T>: Send + Sync + 'static {
     /// Processes one message.
     fn process(&self, msg: Message<T>) -> impl Future<Output = Result<(), ProcessError>> + Send;
+
+    /// How many messages this processor needs in flight at once to work as
+    /// configured: 1 by default; a [`Batched`](crate::batch::Batched)
+    /// processor needs `max_batch` × `max_batches_in_flight`. The consumer
+    /// builder warns when `max_in_flight` is lower. Wrappers forward their
+    /// inner processor's answer.
+    fn wants_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// A processor made from an async closure; see [`processor_fn`].

@@ -30,7 +30,9 @@ use crate::config::ConsumerConfig;
 use crate::error::WeirError;
 
 mod record;
+mod transactional;
 pub use record::*;
+pub use transactional::{TransactionError, TransactionalProducer};
 #[cfg(test)]
 mod tests;
 
@@ -129,6 +131,11 @@ impl Producer {
     /// apply to producers too (`security.*`, `sasl.*`, `ssl.*`, `client.*`,
     /// `socket.*`, `broker.*`), so SASL/TLS settings are given once.
     pub fn for_consumer(config: &ConsumerConfig) -> Result<Self, WeirError> {
+        Self::from_client_config(Self::client_config_for(config))
+    }
+
+    /// The librdkafka config of [`for_consumer`](Self::for_consumer).
+    pub(crate) fn client_config_for(config: &ConsumerConfig) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &config.brokers);
         for (k, v) in &config.kafka {
@@ -146,7 +153,7 @@ impl Producer {
                 c.set(k, v);
             }
         }
-        Self::from_client_config(c)
+        c
     }
 
     /// A producer from a librdkafka config. Idempotence and `acks=all` are set

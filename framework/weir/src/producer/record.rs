@@ -192,6 +192,17 @@ pub enum ProduceError {
         /// Destination topic.
         topic: String,
     },
+    /// [`TransactionalProducer::send`](super::TransactionalProducer::send)
+    /// without an open transaction.
+    #[error(
+        "record for `{topic}` sent through transactional producer `{transactional_id}` without an open transaction: call begin() first"
+    )]
+    NoTransaction {
+        /// Destination topic.
+        topic: String,
+        /// The producer's `transactional.id`.
+        transactional_id: String,
+    },
     /// [`RetryTopics::schedule`](crate::retry::RetryTopics::schedule) was
     /// asked to hold a record until a later time, and these `RetryTopics`
     /// have no delay tier to hold it in.
@@ -226,6 +237,7 @@ impl ProduceError {
             ProduceError::Refused { .. } => true,
             ProduceError::Encode { .. }
             | ProduceError::InvalidMessageId { .. }
+            | ProduceError::NoTransaction { .. }
             | ProduceError::Unschedulable { .. } => false,
         }
     }

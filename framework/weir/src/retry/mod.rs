@@ -63,9 +63,15 @@ pub(crate) async fn install(
     rt: &RetryTopics,
     stats: Arc<crate::stats::ConsumerStats>,
     stop: tokio_util::sync::CancellationToken,
+    producer: Option<crate::producer::Producer>,
 ) -> Result<crate::runtime::Extension, crate::WeirError> {
     let partitions = ensure_topics(config, rt).await?;
-    let producer = crate::producer::Producer::for_consumer(config)?;
+    // In transaction mode the member's transactional producer, so that
+    // tier and DLQ copies commit with the offsets they stand for.
+    let producer = match producer {
+        Some(p) => p,
+        None => crate::producer::Producer::for_consumer(config)?,
+    };
     let sink = Arc::new(RetrySink::new(
         rt.clone(),
         &config.topics,

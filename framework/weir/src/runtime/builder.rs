@@ -22,6 +22,7 @@ pub struct ConsumerBuilder<C> {
     shutdown: CancellationToken,
     retry_topics: Option<RetryTopics>,
     spans: run::Spans,
+    transactions: Option<crate::producer::TransactionalProducer>,
 }
 
 impl<C> std::fmt::Debug for ConsumerBuilder<C> {
@@ -42,6 +43,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             shutdown: self.shutdown,
             retry_topics: self.retry_topics,
             spans: self.spans,
+            transactions: self.transactions,
         }
     }
 
@@ -78,6 +80,31 @@ impl<C: Codec> ConsumerBuilder<C> {
     /// Where messages that failed for good go (default [`StopPartition`]).
     pub fn failure_sink(mut self, sink: impl FailureSink) -> Self {
         self.sink = Arc::new(sink);
+        self
+    }
+
+    /// Runs in Kafka transactions through `producer` (exactly once inside
+    /// Kafka, for consume-transform-produce): the processor sends its
+    /// outputs with this same producer (clone it into the processor), retry
+    /// tier and DLQ copies go through it too, and each commit interval ends
+    /// with one transaction holding the outputs of the messages finished in
+    /// it and their offsets. At a commit tick nothing new starts until every
+    /// message up to the highest one started has finished (so a transaction
+    /// never holds the outputs of a message whose offset it does not
+    /// commit): a handler that waits long (in-place retry backoff, a slow
+    /// call) holds the commit that long. A transaction that cannot commit
+    /// (a fenced producer, a group that moved past this member, a revoke
+    /// whose deadline passed first) ends `run` with an error after aborting
+    /// it; the partitions' next owner processes its messages again.
+    /// Downstream consumers read with `isolation.level=read_committed`.
+    ///
+    /// Keep `commit_interval` well below the producer's
+    /// `transaction.timeout.ms` (60 s by default) and `revoke_deadline`
+    /// above the time one interval's messages take. A partition halted by
+    /// the failure sink keeps its uncommitted messages (send failures to a
+    /// DLQ with [`retry_topics`](Self::retry_topics) instead).
+    pub fn transactions(mut self, producer: crate::producer::TransactionalProducer) -> Self {
+        self.transactions = Some(producer);
         self
     }
 
@@ -125,6 +152,11 @@ impl<C: Codec> ConsumerBuilder<C> {
             )
             .into());
         }
+        if let Some(advice) =
+            in_flight_advice(self.config.max_in_flight, processor.wants_in_flight())
+        {
+            tracing::warn!(group = %self.config.group_id, "{advice}");
+        }
         Ok(Consumer {
             config: self.config,
             codec: self.codec,
@@ -134,6 +166,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             stats: Arc::new(ConsumerStats::default()),
             retry_topics: self.retry_topics,
             spans: self.spans,
+            transactions: self.transactions,
         })
     }
 }
@@ -148,6 +181,7 @@ impl Consumer<BytesCodec, ()> {
             shutdown: CancellationToken::new(),
             retry_topics: None,
             spans: run::Spans::default(),
+            transactions: None,
         }
     }
 }
@@ -173,6 +207,19 @@ fn in_place_attempts(config: &ConsumerConfig, rt: &RetryTopics) -> Result<u32, W
     Ok(rt.in_place_attempts)
 }
 
+/// What to change when `max_in_flight` is below what the processor needs in
+/// flight (see [`Processor::wants_in_flight`]); `None` when it is enough.
+fn in_flight_advice(max_in_flight: usize, wants: usize) -> Option<String> {
+    (max_in_flight < wants).then(|| {
+        format!(
+            "max_in_flight is {max_in_flight} but the processor works on {wants} messages at \
+             once (a batch processor: max_batch x max_batches_in_flight): batches cannot fill \
+             and run smaller than configured; raise max_in_flight to at least {wants} \
+             (twice that lets the next batches fill while these run)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -183,6 +230,38 @@ mod tests {
         crate::processor_fn(|_m: crate::Message<Option<bytes::Bytes>>| async {
             Ok::<_, crate::ProcessError>(())
         })
+    }
+
+    #[test]
+    fn too_few_in_flight_for_whole_batches_is_advised() {
+        use crate::batch::{BatchConfig, BatchProcessor, Batched, Outcomes};
+        use crate::processor::{CatchPanicLayer, ProcessorExt as _, TimeoutLayer};
+        struct Sink;
+        impl BatchProcessor<Option<bytes::Bytes>> for Sink {
+            async fn process_batch(
+                &self,
+                batch: Vec<crate::Message<Option<bytes::Bytes>>>,
+            ) -> Result<Outcomes, crate::ProcessError> {
+                Ok(Outcomes::all_ok(batch.len()))
+            }
+        }
+        let batched = Batched::new(
+            Sink,
+            BatchConfig {
+                max_batch: 300,
+                max_batches_in_flight: 3,
+                ..BatchConfig::default()
+            },
+        )
+        .unwrap()
+        .with(TimeoutLayer::new(Duration::from_secs(1)))
+        .with(CatchPanicLayer);
+        assert_eq!(batched.wants_in_flight(), 900, "layers forward the need");
+        assert_eq!(noop().wants_in_flight(), 1);
+        let advice = in_flight_advice(512, 900).expect("512 < 900");
+        assert!(advice.contains("at least 900"), "{advice}");
+        assert_eq!(in_flight_advice(900, 900), None);
+        assert_eq!(in_flight_advice(256, 1), None);
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub struct Consumer<C, P> {
     stats: Arc<ConsumerStats>,
     retry_topics: Option<RetryTopics>,
     spans: run::Spans,
+    transactions: Option<crate::producer::TransactionalProducer>,
 }
 
 impl<C, P> std::fmt::Debug for Consumer<C, P> {
@@ -195,6 +196,7 @@ where
             stats,
             retry_topics,
             spans,
+            transactions,
         } = self;
         let group_id: Arc<str> = Arc::from(config.group_id.as_str());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -204,7 +206,14 @@ where
         // hook, an attempt plan, a budget and a background task.
         let ext = match &retry_topics {
             Some(rt) => Some(
-                crate::retry::install(&config, rt, stats.clone(), shutdown.child_token()).await?,
+                crate::retry::install(
+                    &config,
+                    rt,
+                    stats.clone(),
+                    shutdown.child_token(),
+                    transactions.as_ref().map(|t| t.producer().clone()),
+                )
+                .await?,
             ),
             None => None,
         };
@@ -245,7 +254,7 @@ where
                     shutdown.child_token(),
                 )
             });
-        let dispatcher = Dispatcher::new(
+        let mut dispatcher = Dispatcher::new(
             consumer,
             Arc::new(runner),
             limits,
@@ -254,6 +263,9 @@ where
             stop.clone(),
             group_id.clone(),
         );
+        if let Some(t) = transactions {
+            dispatcher = dispatcher.with_transactions(Arc::new(t));
+        }
         let result = dispatcher.run(rx).await;
         if result.is_err() {
             stats

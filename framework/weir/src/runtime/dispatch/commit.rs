@@ -14,10 +14,19 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     /// Positions that moved since the last commit; marks them as committed
     /// (a failed commit un-marks them, so the next interval retries).
     pub(super) fn commit_list(&mut self) -> (Positions, Vec<(u64, NextOffset)>) {
+        self.positions_moved(false)
+    }
+
+    /// [`commit_list`](Self::commit_list), with revoking partitions too when
+    /// `revoking` (a transaction commits theirs: their revoke waits for it).
+    pub(super) fn positions_moved(
+        &mut self,
+        revoking: bool,
+    ) -> (Positions, Vec<(u64, NextOffset)>) {
         let mut list = Vec::new();
         let mut marks = Vec::new();
         for (epoch, st) in self.parts.iter_mut() {
-            if st.revoking {
+            if st.revoking && !revoking {
                 continue;
             }
             if let Some(c) = st.tracker.committable()

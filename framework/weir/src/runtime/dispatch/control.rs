@@ -83,6 +83,12 @@ pub(crate) trait PartitionControl: Send + Sync + 'static {
     fn resume(&self, tp: &TopicPartition) -> Result<(), String>;
     /// Moves a partition's fetch position (asynchronously).
     fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<(), String>;
+    /// The member's group metadata now (for offsets committed in a Kafka
+    /// transaction); `None` outside a group.
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata>;
+    /// Whether librdkafka considers the assignment lost (the session timed
+    /// out, the member was fenced): nothing of it may be committed.
+    fn assignment_lost(&self) -> bool;
 }
 
 impl PartitionControl for BaseConsumer<WeirContext> {
@@ -115,6 +121,14 @@ impl PartitionControl for BaseConsumer<WeirContext> {
         self.seek_partitions(tpl, Duration::ZERO)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        Consumer::group_metadata(self)
+    }
+
+    fn assignment_lost(&self) -> bool {
+        Consumer::assignment_lost(self)
     }
 }
 

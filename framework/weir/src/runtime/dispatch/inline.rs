@@ -110,6 +110,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         // The box of a future that finished inline, reused for the next
         // message (no allocation per message while handlers finish inline).
         let mut spare = None;
+        let closing = self.tx_closing();
         loop {
             let mut visits = self.runnable.len();
             while visits > 0 && self.in_flight < self.limits.max_in_flight && budget > 0 {
@@ -120,19 +121,23 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                 let Some(st) = self.parts.get_mut(&epoch) else {
                     continue;
                 };
-                if st.revoking || st.halted.is_some() {
+                // While a transaction closes, a revoking partition still
+                // runs what is at or below its cut, and nothing above it
+                // starts anywhere (see `transaction`).
+                if (st.revoking && !closing) || st.halted.is_some() {
                     st.in_runnable = false;
                     continue;
                 }
                 while self.in_flight < self.limits.max_in_flight
                     && st.in_flight < self.limits.max_in_flight_per_partition
                     && budget > 0
-                    && let Some((lane, m)) = st.ready.pop_front()
+                    && let Some((lane, m)) = super::transaction::next_ready(st, closing)
                 {
                     budget -= 1;
                     st.in_flight += 1;
                     self.in_flight += 1;
                     let offset = m.offset;
+                    st.max_started = Some(st.max_started.map_or(offset, |o| o.max(offset)));
                     let generation = st.generation;
                     // Boxed before the first poll (a polled future cannot move);
                     // wrapped into a task only if it has to wait.
@@ -176,6 +181,8 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                         }
                     });
                 }
+                // (Ready above a transaction's cut: it stays in the round,
+                // and starts once the close has ended.)
                 if st.ready.is_empty() {
                     st.in_runnable = false;
                 } else {

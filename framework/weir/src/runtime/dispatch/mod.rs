@@ -23,6 +23,7 @@ mod rebalance;
 mod shutdown;
 #[cfg(test)]
 mod tests;
+pub(crate) mod transaction;
 mod valves;
 mod views;
 
@@ -117,6 +118,9 @@ struct PendingRevoke {
     partitions: Vec<(TopicPartition, u64)>,
     reply: RevokeReply,
     deadline: Instant,
+    /// Transaction mode: answered once this many transaction commits are
+    /// done (the one covering these partitions).
+    after_commit: u64,
 }
 
 pub(crate) struct Dispatcher<R, K = BaseConsumer<WeirContext>> {
@@ -148,6 +152,8 @@ pub(crate) struct Dispatcher<R, K = BaseConsumer<WeirContext>> {
     now_ms: i64,
     /// The retry budget's window, when it is on.
     budget: Option<crate::valves::Budget>,
+    /// Kafka transactions, when the consumer runs in them.
+    tx: Option<transaction::TxMode>,
 }
 
 type CommitResult = (Vec<(u64, NextOffset)>, Result<(), control::CommitError>);
@@ -187,6 +193,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             next_due: None,
             inline: InlinePolicy::new(),
             inline_done: Vec::new(),
+            tx: None,
         }
     }
 
@@ -197,8 +204,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         let mut commit_tick = tokio::time::interval(self.limits.commit_interval);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shutdown.clone();
-        let mut fatal = None;
-        loop {
+        let mut fatal = self.tx_begin_first().err();
+        while fatal.is_none() {
+            let tx_commit = self.tx.as_ref().is_some_and(|t| t.commit.is_some());
             let revoke_deadline = self.revokes.iter().map(|r| r.deadline).min();
             // Unbiased on purpose: under load completions and fetched batches are
             // always ready, and a biased order would starve commits and revokes.
@@ -223,7 +231,12 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                     Some(Event::Fatal(e)) => { fatal = Some(WeirError::Fatal(e)); break; }
                     None => { fatal = Some(WeirError::Internal("the poll thread stopped unexpectedly".into())); break; }
                 },
-                _ = commit_tick.tick(), if self.commit_pending.is_none() => self.start_commit(),
+                _ = commit_tick.tick(), if self.commit_pending.is_none() => {
+                    if self.tx.is_some() { self.begin_close() } else { self.start_commit() }
+                }
+                done = async { self.tx.as_mut().and_then(|t| t.commit.as_mut()).expect("guarded").await }, if tx_commit => {
+                    if let Err(e) = self.on_tx_commit_done(done, true) { fatal = Some(e); break; }
+                }
                 done = async { self.commit_pending.as_mut().expect("guarded").await }, if self.commit_pending.is_some() => {
                     self.commit_pending = None;
                     self.on_commit_done(done);
@@ -235,6 +248,10 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                 _ = tokio::task::yield_now(), if self.more_ready() => {}
             }
             self.finish_revokes(false);
+            if let Some(e) = self.tx_failure() {
+                fatal = Some(e);
+                break;
+            }
             self.release_due();
             self.now_ms = crate::clock::now_ms();
             ConsumerStats::set(&self.stats.loop_heartbeat_ms, self.now_ms.max(0) as u64);
@@ -243,6 +260,11 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                 fatal = Some(e);
                 break;
             }
+            self.tx_maybe_commit();
+        }
+        if fatal.is_some() {
+            // Nothing of the open transaction may commit now.
+            self.tx_abort().await;
         }
         let report = self.shut_down(&mut events).await;
         match fatal {
@@ -352,13 +374,14 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     /// Whether ready messages are waiting that the caps would let start now
     /// (the dispatch budget ran out): the loop comes back without blocking.
     fn more_ready(&self) -> bool {
+        let closing = self.tx_closing();
         !self.budget_spent()
             && self.in_flight < self.limits.max_in_flight
             && self.runnable.iter().any(|e| {
                 self.parts.get(e).is_some_and(|st| {
-                    !st.ready.is_empty()
+                    transaction::may_start(st, closing)
                         && st.in_flight < self.limits.max_in_flight_per_partition
-                        && !st.revoking
+                        && (!st.revoking || closing)
                         && st.halted.is_none()
                 })
             })
@@ -406,7 +429,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                 {
                     valves::trip(&self.stats, &self.group_id, st, c.offset, &t);
                 }
-                if !st.revoking
+                // In transaction mode a revoking partition runs what it
+                // started up to its cut (see `transaction`).
+                if (!st.revoking || self.tx.is_some())
                     && let Some(next) = st.lanes.complete(c.lane)
                 {
                     st.ready.push_back((c.lane, next));

@@ -67,6 +67,10 @@ pub(super) struct PartitionState {
     /// second time and are dropped as copies. Below it (or with no seek), an
     /// offset under the high mark is a backwards move of the log itself.
     pub(super) refetch_from: Option<i64>,
+    /// The highest offset started (transaction mode: the next close's cut).
+    pub(super) max_started: Option<i64>,
+    /// Transaction mode, while closing: only offsets up to here start.
+    pub(super) cut: Option<i64>,
 }
 
 /// A message admitted to a partition, as the holder view needs it. The
@@ -109,6 +113,8 @@ impl PartitionState {
             last_committed: None,
             generation: 0,
             refetch_from: None,
+            max_started: None,
+            cut: None,
         }
     }
 }

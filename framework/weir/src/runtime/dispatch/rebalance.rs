@@ -51,6 +51,10 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         reply: RevokeReply,
         deadline: std::time::Instant,
     ) {
+        // Transaction mode: the revoked partitions run what is at or below
+        // their cut and are answered after the commit covering them.
+        let after_commit = self.tx_revoke_needs();
+        let tx = self.tx.is_some();
         let mut held = Vec::with_capacity(partitions.len());
         for tp in partitions {
             if let Some(&epoch) = self.by_tp.get(&tp)
@@ -58,6 +62,14 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             {
                 held.push((tp, epoch));
                 st.revoking = true;
+                if tx {
+                    // Not started yet: never past the cut, dropped with the
+                    // state once the revoke is answered.
+                    self.delayed_total -= st.delayed.len();
+                    ConsumerStats::sub(&self.stats.delayed, st.delayed.len() as u64);
+                    st.delayed.clear();
+                    continue;
+                }
                 let dropped = st.ready.len() + st.lanes.queued() + st.delayed.len();
                 ConsumerStats::add(&self.stats.dropped_on_revoke, dropped as u64);
                 st.ready.clear();
@@ -71,6 +83,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             partitions: held,
             reply,
             deadline: Instant::from_std(deadline),
+            after_commit,
         });
     }
 
@@ -86,6 +99,23 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         while i < self.revokes.len() {
             let r = &self.revokes[i];
             let late = force || now >= r.deadline;
+            if self.tx.is_some() {
+                let after = r.after_commit;
+                if !self.tx_revoke_answerable(after, late) {
+                    i += 1;
+                    continue;
+                }
+                // Committed in the transaction (or the run ends): the poll
+                // thread commits nothing.
+                let r = self.revokes.swap_remove(i);
+                for (tp, epoch) in r.partitions {
+                    let _ = self.release(&tp, epoch);
+                }
+                self.last_lookup = None;
+                self.publish_partition_counts();
+                let _ = r.reply.send(Vec::new());
+                continue;
+            }
             let busy: usize = r
                 .partitions
                 .iter()
@@ -111,16 +141,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             let mut offsets = Vec::new();
             for (tp, epoch) in r.partitions {
                 // Already gone: assigned again since (the new epoch stays).
-                let Some(st) = self.parts.remove(&epoch) else {
+                let Some(st) = self.release(&tp, epoch) else {
                     continue;
                 };
-                if self.by_tp.get(&tp) == Some(&epoch) {
-                    self.by_tp.remove(&tp);
-                }
-                st.cancel.cancel();
-                if !self.by_tp.contains_key(&tp) {
-                    self.clear_partition_gauges(&tp);
-                }
                 if let Some(c) = st.tracker.committable()
                     && Some(c) > st.last_committed
                 {
@@ -131,6 +154,21 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             self.publish_partition_counts();
             let _ = r.reply.send(offsets);
         }
+    }
+
+    /// Drops the state of `tp`'s assignment `epoch` (none when it is gone
+    /// already), cancelling what it still runs; a later assignment of `tp`
+    /// stays.
+    fn release(&mut self, tp: &TopicPartition, epoch: u64) -> Option<PartitionState> {
+        let st = self.parts.remove(&epoch)?;
+        if self.by_tp.get(tp) == Some(&epoch) {
+            self.by_tp.remove(tp);
+        }
+        st.cancel.cancel();
+        if !self.by_tp.contains_key(tp) {
+            self.clear_partition_gauges(tp);
+        }
+        Some(st)
     }
 
     /// Sets the per-partition gauges of a partition this member no longer

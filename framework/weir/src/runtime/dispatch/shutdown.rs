@@ -19,6 +19,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     /// up to `shutdown_deadline`, cancels the rest, and commits synchronously.
     pub(super) async fn shut_down(mut self, events: &mut UnboundedReceiver<Event>) -> RunReport {
         self.stop_poller.store(true, Relaxed);
+        if self.tx.is_some() {
+            return self.shut_down_in_transactions(events).await;
+        }
         for st in self.parts.values_mut() {
             st.ready.clear();
             st.lanes.clear();
@@ -63,17 +66,49 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             self.cancel_unfinished(unfinished).await;
         }
         self.final_commit(deadline).await;
-        let halted = self
-            .parts
-            .values()
-            .filter_map(|s| s.halted.clone())
-            .collect();
+        let halted = self.halted_partitions();
         self.stats.in_flight_now(0);
         RunReport {
             drained,
             unfinished,
             halted,
         }
+    }
+
+    /// [`shut_down`](Self::shut_down) in transaction mode: the last close
+    /// and commit, or an abort when they cannot finish in time.
+    async fn shut_down_in_transactions(
+        mut self,
+        events: &mut UnboundedReceiver<Event>,
+    ) -> RunReport {
+        let committed = self.tx_shut_down(events).await;
+        let unfinished = self.in_flight;
+        if unfinished > 0 {
+            self.cancel_unfinished(unfinished).await;
+        }
+        // Revokes still waiting: answered (their partitions' work is
+        // committed, or aborted and processed again by the next owner).
+        if let Some(tx) = &mut self.tx
+            && !committed
+        {
+            tx.done = u64::MAX;
+        }
+        self.finish_revokes(true);
+        let halted = self.halted_partitions();
+        self.stats.in_flight_now(0);
+        RunReport {
+            drained: committed && unfinished == 0,
+            unfinished,
+            halted,
+        }
+    }
+
+    /// The partitions halted by the failure sink, for the run's report.
+    fn halted_partitions(&self) -> Vec<crate::runtime::HaltedPartition> {
+        self.parts
+            .values()
+            .filter_map(|s| s.halted.clone())
+            .collect()
     }
 
     /// The shutdown deadline passed: cancels the runs still going, gives

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::sync::{Semaphore, oneshot};
 
+mod transactions;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
     Commit(Vec<(TopicPartition, i64)>),
@@ -25,6 +27,8 @@ struct FakeControl {
     failing_for_good: bool,
     /// Partitions this member no longer owns.
     lost: Mutex<Vec<TopicPartition>>,
+    /// The whole assignment is lost (librdkafka's `assignment_lost`).
+    assignment_lost: std::sync::atomic::AtomicBool,
 }
 
 impl FakeControl {
@@ -75,6 +79,13 @@ impl PartitionControl for FakeControl {
             .push(Call::Seek(tp.clone(), offset));
         Ok(())
     }
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        None
+    }
+    fn assignment_lost(&self) -> bool {
+        self.assignment_lost
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Payload `slow` waits for a permit of `release` (or its cancellation),
@@ -82,6 +93,8 @@ impl PartitionControl for FakeControl {
 struct Script {
     release: Arc<Semaphore>,
     cancelled: Arc<std::sync::atomic::AtomicUsize>,
+    /// Offsets whose runs started, in order.
+    started: Arc<Mutex<Vec<i64>>>,
 }
 
 impl RunMessage for Script {
@@ -90,6 +103,7 @@ impl RunMessage for Script {
         raw: Arc<RawMessage>,
         cancel: Arc<CancellationToken>,
     ) -> Outcome {
+        self.started.lock().unwrap().push(raw.offset);
         match raw.payload.as_deref() {
             Some(b"slow") => tokio::select! {
                 p = self.release.acquire() => { p.unwrap().forget(); Outcome::Finished(Fate::Processed) }
@@ -128,6 +142,14 @@ fn msg(offset: i64, payload: &'static str) -> RawMessage {
     }
 }
 
+/// [`msg`] with key `key`.
+fn keyed(offset: i64, key: &str, payload: &'static str) -> RawMessage {
+    RawMessage {
+        key: Some(bytes::Bytes::from(key.to_string())),
+        ..msg(offset, payload)
+    }
+}
+
 struct Harness {
     control: Arc<FakeControl>,
     release: Arc<Semaphore>,
@@ -135,6 +157,7 @@ struct Harness {
     events: UnboundedSender<Event>,
     shutdown: CancellationToken,
     stats: Arc<ConsumerStats>,
+    started: Arc<Mutex<Vec<i64>>>,
     run: tokio::task::JoinHandle<Result<RunReport, WeirError>>,
 }
 
@@ -154,12 +177,22 @@ fn limits(max_buffered: usize, shutdown_deadline: Duration) -> Limits {
 }
 
 fn start(limits: Limits, control: FakeControl) -> Harness {
+    start_with(limits, control, None)
+}
+
+fn start_with(
+    limits: Limits,
+    control: FakeControl,
+    tx: Option<Arc<dyn transaction::TxControl>>,
+) -> Harness {
     let control = Arc::new(control);
     let release = Arc::new(Semaphore::new(0));
     let cancelled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Arc::new(Mutex::new(Vec::new()));
     let runner = Arc::new(Script {
         release: release.clone(),
         cancelled: cancelled.clone(),
+        started: started.clone(),
     });
     let stats = Arc::new(ConsumerStats::default());
     let shutdown = CancellationToken::new();
@@ -173,6 +206,10 @@ fn start(limits: Limits, control: FakeControl) -> Harness {
         Arc::new(AtomicBool::new(false)),
         "g".into(),
     );
+    let d = match tx {
+        Some(tx) => d.with_transactions(tx),
+        None => d,
+    };
     events.send(Event::Assigned(vec![(tp(), None)])).unwrap();
     Harness {
         control,
@@ -181,6 +218,7 @@ fn start(limits: Limits, control: FakeControl) -> Harness {
         events,
         shutdown,
         stats,
+        started,
         run: tokio::spawn(d.run(rx)),
     }
 }

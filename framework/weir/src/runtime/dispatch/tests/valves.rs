@@ -2,13 +2,6 @@
 
 use super::*;
 
-fn keyed(offset: i64, key: &str, payload: &'static str) -> RawMessage {
-    RawMessage {
-        key: Some(bytes::Bytes::from(key.to_string())),
-        ..msg(offset, payload)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dlq_limit_halts_the_partition_after_the_message_that_tripped_it() {
     let mut l = limits(100, Duration::from_secs(5));
