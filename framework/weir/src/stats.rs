@@ -38,6 +38,7 @@ pub struct ConsumerStats {
     pub(crate) run_failed: AtomicU64,
     pub(crate) other_group_skipped: AtomicU64,
     pub(crate) position_resets: AtomicU64,
+    pub(crate) transactions_aborted: AtomicU64,
     pub(crate) dlq_limit_trips: AtomicU64,
     pub(crate) retry_budget_spent: AtomicU64,
     pub(crate) retry_budget_waits: AtomicU64,
@@ -86,7 +87,8 @@ getters! {
     paused_partitions: "Partitions held back now by backpressure (out of credit or paused) or a halt.",
     own_queue_partitions: "Assigned partitions read from their own librdkafka queue (`partition_queues`): backpressure stops reading them instead of pausing them.",
     halted_partitions: "Partitions halted by the failure sink.",
-    refetched_duplicates: "Messages fetched again below the tracked position and ignored (copies of offsets this member already tracked, after its own seek on resume).",
+    refetched_duplicates: "Messages fetched again below the tracked position and ignored (copies of offsets this member already tracked, after its own seek on resume), or fetched before a partition moved back after an aborted transaction (they come again from the new position).",
+    transactions_aborted: "Transactions (`ConsumerBuilder::transactions`) whose commit was refused for a passing reason (the group moved to a new generation while the commit was on its way) and that were aborted: their partitions moved back to the last commit, and their input was processed again.",
     position_resets: "Times a partition's position moved backwards below what this member tracked (topic deleted and re-created, log truncated, offset reset while assigned): the partition's state was started over from the new position.",
     dropped_on_revoke: "Buffered messages dropped because their partition was revoked (the new owner gets them).",
     dlq_limit_trips: "Partitions halted by the DLQ limit (`dlq_limit`): too large a share, or too long a run, of their messages went to the DLQ.",
@@ -126,7 +128,7 @@ impl ConsumerStats {
     /// second, so exporting costs nothing per message.
     pub fn publish_metrics(&self, group: &str) {
         let g = group.to_string();
-        let counters: [(&'static str, u64); 15] = [
+        let counters: [(&'static str, u64); 16] = [
             ("weir_dlq_limit_trips_total", self.dlq_limit_trips()),
             ("weir_retry_budget_waits_total", self.retry_budget_waits()),
             ("weir_messages_received_total", self.received()),
@@ -145,6 +147,10 @@ impl ConsumerStats {
                 self.refetched_duplicates(),
             ),
             ("weir_position_resets_total", self.position_resets()),
+            (
+                "weir_transactions_aborted_total",
+                self.transactions_aborted(),
+            ),
         ];
         for (name, v) in counters {
             metrics::counter!(name, "group" => g.clone()).absolute(v);

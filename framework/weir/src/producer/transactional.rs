@@ -170,6 +170,24 @@ impl TransactionError {
         }
     }
 
+    /// Whether the transaction must abort only because the consumer group
+    /// moved while its offsets were on their way (a rebalance bumped the
+    /// generation or member epoch): the member may still own its partitions,
+    /// and processing their input again from the last commit in a new
+    /// transaction is the answer (KIP-447).
+    pub fn group_moved(&self) -> bool {
+        matches!(self, TransactionError::MustAbort { .. })
+            && matches!(
+                self.code(),
+                Some(
+                    RDKafkaErrorCode::IllegalGeneration
+                        | RDKafkaErrorCode::RebalanceInProgress
+                        | RDKafkaErrorCode::StaleMemberEpoch
+                        | RDKafkaErrorCode::UnknownMemberId
+                )
+            )
+    }
+
     /// librdkafka's error code, when there is one.
     pub fn code(&self) -> Option<RDKafkaErrorCode> {
         match self {

@@ -83,6 +83,11 @@ pub(crate) trait PartitionControl: Send + Sync + 'static {
     fn resume(&self, tp: &TopicPartition) -> Result<(), String>;
     /// Moves a partition's fetch position (asynchronously).
     fn seek(&self, tp: &TopicPartition, offset: i64) -> Result<(), String>;
+    /// Asks the poll thread to move these partitions back (an aborted
+    /// transaction's input is processed again); it answers with
+    /// [`Event::Rewound`](crate::runtime::poller::Event::Rewound) once what
+    /// follows comes from the new positions.
+    fn rewind(&self, to: Vec<(TopicPartition, i64)>);
     /// The member's group metadata now (for offsets committed in a Kafka
     /// transaction); `None` outside a group.
     fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata>;
@@ -121,6 +126,10 @@ impl PartitionControl for BaseConsumer<WeirContext> {
         self.seek_partitions(tpl, Duration::ZERO)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn rewind(&self, to: Vec<(TopicPartition, i64)>) {
+        self.context().request_rewind(to);
     }
 
     fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {

@@ -228,6 +228,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                     }
                     Some(Event::Assigned(tps)) => self.assign(tps),
                     Some(Event::Revoked { partitions, reply, deadline }) => self.begin_revoke(partitions, reply, deadline),
+                    Some(Event::Rewound(tps)) => self.rewound(tps),
                     Some(Event::Fatal(e)) => { fatal = Some(WeirError::Fatal(e)); break; }
                     None => { fatal = Some(WeirError::Internal("the poll thread stopped unexpectedly".into())); break; }
                 },
@@ -235,7 +236,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                     if self.tx.is_some() { self.begin_close() } else { self.start_commit() }
                 }
                 done = async { self.tx.as_mut().and_then(|t| t.commit.as_mut()).expect("guarded").await }, if tx_commit => {
-                    if let Err(e) = self.on_tx_commit_done(done, true) { fatal = Some(e); break; }
+                    if let Err(e) = self.on_tx_commit_done(done, true).await { fatal = Some(e); break; }
                 }
                 done = async { self.commit_pending.as_mut().expect("guarded").await }, if self.commit_pending.is_some() => {
                     self.commit_pending = None;
@@ -290,6 +291,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     }
 
     fn admit(&mut self, m: RawMessage) {
+        let tx_mode = self.tx.is_some();
         let Some(epoch) = self.lookup(&m.topic, m.partition) else {
             // Fetched before a revoke took effect: the next owner gets it.
             ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
@@ -299,6 +301,12 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         st.received += 1;
         if st.revoking {
             ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
+            return;
+        }
+        if st.rewinding {
+            // Fetched before the seek back (an aborted transaction): it
+            // comes again from the new position.
+            ConsumerStats::add(&self.stats.refetched_duplicates, 1);
             return;
         }
         if let Err(e) = st.tracker.track(m.offset) {
@@ -313,6 +321,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             ConsumerStats::sub(&self.stats.delayed, dropped.delayed as u64);
             // A fresh tracker takes any offset.
             let _ = st.tracker.track(m.offset);
+        }
+        if tx_mode && st.tx_start.is_none() {
+            st.tx_start = Some(m.offset);
         }
         let due = self
             .limits

@@ -71,6 +71,16 @@ pub(super) struct PartitionState {
     pub(super) max_started: Option<i64>,
     /// Transaction mode, while closing: only offsets up to here start.
     pub(super) cut: Option<i64>,
+    /// Transaction mode: where the open transaction's work on this partition
+    /// begins (the last commit's position, or the first offset tracked in
+    /// this assignment), which an aborted transaction moves back to.
+    pub(super) tx_start: Option<i64>,
+    /// Transaction mode: the position the last successful commit stored.
+    pub(super) tx_committed: Option<NextOffset>,
+    /// Moved back after an aborted transaction and waiting for the poll
+    /// thread's [`Event::Rewound`](super::super::poller::Event::Rewound):
+    /// what arrives before it was fetched before the seek, and is dropped.
+    pub(super) rewinding: bool,
 }
 
 /// A message admitted to a partition, as the holder view needs it. The
@@ -115,6 +125,9 @@ impl PartitionState {
             refetch_from: None,
             max_started: None,
             cut: None,
+            tx_start: None,
+            tx_committed: None,
+            rewinding: false,
         }
     }
 }
@@ -134,6 +147,27 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         highest: i64,
         offset: i64,
     ) -> Resynced {
+        let (dropped, delayed) = Self::start_over(st);
+        tracing::warn!(
+            partition = %st.tp,
+            offset,
+            highest,
+            in_flight = st.in_flight,
+            dropped,
+            "the partition's position moved backwards below what this member tracked (topic deleted and re-created, log truncated, or offset reset): starting its state over from this offset"
+        );
+        ConsumerStats::add(&stats.position_resets, 1);
+        st.last_committed = None;
+        st.tx_committed = None;
+        st.tx_start = None;
+        Resynced { delayed }
+    }
+
+    /// Drops what `st` holds that has not started and starts its tracker
+    /// over; runs already going finish, keep their keys' order and release
+    /// their lanes, but move nothing in the new tracker. Returns how many
+    /// messages were dropped, and how many of them were delayed.
+    pub(super) fn start_over(st: &mut PartitionState) -> (usize, usize) {
         let queued = st.lanes.drop_queued();
         let ready = st.ready.len();
         for (lane, _) in std::mem::take(&mut st.ready) {
@@ -141,21 +175,13 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         }
         let delayed = st.delayed.len();
         st.delayed.clear();
-        tracing::warn!(
-            partition = %st.tp,
-            offset,
-            highest,
-            in_flight = st.in_flight,
-            dropped = queued + ready + delayed,
-            "the partition's position moved backwards below what this member tracked (topic deleted and re-created, log truncated, or offset reset): starting its state over from this offset"
-        );
-        ConsumerStats::add(&stats.position_resets, 1);
         st.tracker = OffsetTracker::new();
         st.admitted.clear();
         st.generation += 1;
         st.refetch_from = None;
-        st.last_committed = None;
-        Resynced { delayed }
+        st.max_started = None;
+        st.cut = None;
+        (queued + ready + delayed, delayed)
     }
 
     pub(super) fn enqueue(

@@ -16,13 +16,23 @@
 //! past cannot commit), a new transaction begins and the close ends.
 //!
 //! A revoke closes at once and is answered after the commit that covers its
-//! partitions (the poll thread commits nothing itself then). What cannot
-//! commit (a fenced producer, a transaction that must abort, a revoke whose
-//! deadline passed first) ends the run with an error: the member leaves the
-//! group, the open transaction is aborted (by Weir, or by the broker when the
-//! next producer with the same `transactional.id` starts), and the
-//! partitions' next owner processes everything after the last commit again,
-//! whose outputs no `read_committed` reader ever saw.
+//! partitions (the poll thread commits nothing itself then).
+//!
+//! A commit the group refuses because it moved on while the offsets were on
+//! their way (a rebalance bumped the generation: ILLEGAL_GENERATION,
+//! REBALANCE_IN_PROGRESS, STALE_MEMBER_EPOCH) is not the member's end: the
+//! transaction is aborted, each partition with work in it moves back to
+//! where the transaction began (the poll thread seeks and then sends
+//! [`Event::Rewound`](super::super::poller::Event::Rewound); what it fetched
+//! before is dropped), and that input is processed again in the next
+//! transaction. What cannot commit otherwise (a fenced producer, lost
+//! partitions, a transaction that must abort for another reason, a revoke
+//! whose deadline passed first, the group refusing ten commits in a row)
+//! ends the run with an error: the member leaves the group, the open
+//! transaction is aborted (by Weir, or by the broker when the next producer
+//! with the same `transactional.id` starts), and the partitions' next owner
+//! processes everything after the last commit again, whose outputs no
+//! `read_committed` reader ever saw.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +95,10 @@ impl TxControl for TransactionalProducer {
 /// How long a commit answered "try again" is tried again.
 const COMMIT_RETRY_FOR: Duration = Duration::from_secs(30);
 
+/// Transactions aborted in a row because the group moved (each moves its
+/// partitions back) before the member stops: a group that never settles.
+const MAX_ABORTS_IN_A_ROW: u32 = 10;
+
 pub(super) type TxCommitResult = (Vec<(u64, NextOffset)>, Result<(), TransactionError>);
 
 /// The dispatcher's transaction state.
@@ -103,6 +117,8 @@ pub(super) struct TxMode {
     pub(super) failed: Option<String>,
     /// The open transaction was aborted: nothing commits any more.
     pub(super) aborted: bool,
+    /// Transactions aborted since the last commit because the group moved.
+    pub(super) aborts_in_a_row: u32,
 }
 
 impl TxMode {
@@ -115,6 +131,7 @@ impl TxMode {
             done: 0,
             failed: None,
             aborted: false,
+            aborts_in_a_row: 0,
         }
     }
 }
@@ -241,16 +258,20 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     }
 
     /// The commit ended: on success the close ends and, when `reopen`, the
-    /// next transaction begins; a failure ends the run.
-    pub(super) fn on_tx_commit_done(
+    /// next transaction begins. A commit the group refused because it moved
+    /// on (a rebalance while the offsets were on their way) is aborted and
+    /// its partitions move back to the last commit (see
+    /// [`tx_abort_and_rewind`](Self::tx_abort_and_rewind)); any other
+    /// failure ends the run.
+    pub(super) async fn on_tx_commit_done(
         &mut self,
         done: Result<TxCommitResult, tokio::task::JoinError>,
         reopen: bool,
     ) -> Result<(), WeirError> {
         let tx = self.tx.as_mut().expect("transaction mode");
         tx.commit = None;
-        let result = match done {
-            Ok((_, r)) => r,
+        let (marks, result) = match done {
+            Ok(r) => r,
             Err(e) => {
                 return Err(WeirError::Fatal(format!(
                     "the transaction's commit task failed: {e}"
@@ -259,9 +280,36 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         };
         if let Err(e) = result {
             ConsumerStats::add(&self.stats.commit_failures, 1);
+            let passing = reopen && e.group_moved() && !self.consumer.assignment_lost();
+            if passing && tx.aborts_in_a_row < MAX_ABORTS_IN_A_ROW {
+                return self.tx_abort_and_rewind(e).await;
+            }
+            if passing {
+                return Err(fatal(
+                    &format!(
+                        "committing a transaction ({MAX_ABORTS_IN_A_ROW} refused in a row as the group moved: is the group rebalancing without end?)"
+                    ),
+                    e,
+                ));
+            }
             return Err(fatal("committing a transaction", e));
         }
         ConsumerStats::add(&self.stats.commits, 1);
+        tx.aborts_in_a_row = 0;
+        for (epoch, c) in marks {
+            if let Some(st) = self.parts.get_mut(&epoch) {
+                st.tx_start = Some(c.0);
+                st.tx_committed = Some(c);
+            }
+        }
+        self.tx_close_ended(reopen)
+    }
+
+    /// The close ended (committed, or aborted and moved back): the next
+    /// transaction begins when `reopen`, and a revoke that came meanwhile
+    /// starts the next close.
+    fn tx_close_ended(&mut self, reopen: bool) -> Result<(), WeirError> {
+        let tx = self.tx.as_mut().expect("transaction mode");
         tx.done += 1;
         tx.closing = false;
         for st in self.parts.values_mut() {
@@ -282,6 +330,68 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             }
         }
         Ok(())
+    }
+
+    /// The group refused the commit because it moved on while the offsets
+    /// were on their way (its generation or the member's epoch changed):
+    /// the member may still own its partitions, so instead of stopping it
+    /// aborts the transaction (no `read_committed` reader ever sees its
+    /// records) and moves each partition with work in it back to where the
+    /// transaction began, to process that input again in the next one.
+    /// Nothing runs now: the close had finished everything up to its cuts and
+    /// started nothing past them. Revoked partitions waiting for this commit
+    /// are answered (their next owner starts from the last commit).
+    async fn tx_abort_and_rewind(&mut self, e: TransactionError) -> Result<(), WeirError> {
+        let tx = self.tx.as_mut().expect("transaction mode");
+        tracing::warn!(
+            group = %self.group_id,
+            error = %e,
+            "the group moved on while the transaction committed: aborting it and processing its input again from the last commit"
+        );
+        tx.control
+            .abort()
+            .await
+            .map_err(|a| fatal("aborting a transaction the group refused", a))?;
+        tx.aborts_in_a_row += 1;
+        ConsumerStats::add(&self.stats.transactions_aborted, 1);
+        let mut rewinds = Vec::new();
+        let mut epochs = Vec::new();
+        for (&epoch, st) in self.parts.iter_mut() {
+            st.last_committed = st.tx_committed;
+            if st.revoking {
+                continue;
+            }
+            let Some(from) = st.tx_start else {
+                continue;
+            };
+            // Nothing of this partition finished in the aborted transaction.
+            if st.tracker.committable().is_none_or(|c| c.0 <= from) {
+                continue;
+            }
+            let (_, delayed) = Self::start_over(st);
+            self.delayed_total -= delayed;
+            ConsumerStats::sub(&self.stats.delayed, delayed as u64);
+            st.rewinding = true;
+            rewinds.push((st.tp.clone(), from));
+            epochs.push(epoch);
+        }
+        tracing::info!(group = %self.group_id, partitions = rewinds.len(), "moving partitions back to the last transaction commit");
+        self.consumer.rewind(rewinds);
+        self.tx_close_ended(true)?;
+        for epoch in epochs {
+            self.check_pause(epoch);
+        }
+        Ok(())
+    }
+
+    /// The poll thread moved `tps` back: what arrives of them from now on
+    /// comes from the new positions.
+    pub(super) fn rewound(&mut self, tps: Vec<TopicPartition>) {
+        for tp in tps {
+            if let Some(st) = self.by_tp.get(&tp).and_then(|e| self.parts.get_mut(e)) {
+                st.rewinding = false;
+            }
+        }
     }
 
     /// The commit a revoke arriving now waits for (closing if need be).
@@ -392,7 +502,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                     self.begin_revoke(partitions, reply, deadline);
                 },
                 done = async { self.tx.as_mut().and_then(|t| t.commit.as_mut()).expect("guarded").await }, if pending => {
-                    match self.on_tx_commit_done(done, false) {
+                    match self.on_tx_commit_done(done, false).await {
                         Ok(()) => {}
                         Err(e) => {
                             tracing::warn!(group = %self.group_id, error = %e, "final transaction commit failed: it is aborted; messages after the last commit are processed again");

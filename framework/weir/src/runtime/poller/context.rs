@@ -54,6 +54,11 @@ pub(crate) struct WeirContext {
     /// `consumer`, `classic-cooperative` or `classic-eager`, from the config:
     /// the rebalance callback's protocol (labels, incremental or not).
     pub(crate) group_protocol: OnceLock<&'static str>,
+    /// Partitions the dispatcher asked to move back (an aborted
+    /// transaction's input, processed again), served by the poll thread so
+    /// that [`Event::Rewound`] separates what it fetched before the seek
+    /// from what it fetches after.
+    pub(super) rewinds: Mutex<Vec<(TopicPartition, i64)>>,
 }
 
 impl WeirContext {
@@ -81,7 +86,64 @@ impl WeirContext {
             from_beginning: OnceLock::new(),
             assigned: Mutex::new(Default::default()),
             group_protocol: OnceLock::new(),
+            rewinds: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Asks the poll thread to move `to`'s partitions back (see
+    /// [`Event::Rewound`]).
+    pub(crate) fn request_rewind(&self, to: Vec<(TopicPartition, i64)>) {
+        if to.is_empty() {
+            return;
+        }
+        self.rewinds.lock().extend(to);
+        self.waker.wake();
+    }
+
+    /// Serves the rewinds asked for: what was fetched before goes out first,
+    /// then each owned partition's fetch position moves (librdkafka drops
+    /// every message it fetched before the seek from then on: a version
+    /// barrier), then [`Event::Rewound`] tells the dispatcher that what
+    /// follows was fetched from the new position. A seek that fails for an
+    /// owned partition is fatal: going on would skip the messages between the
+    /// new position and the old one, whose outputs were aborted.
+    pub(super) fn serve_rewinds(&self, consumer: &BaseConsumer<Self>) {
+        let asked = std::mem::take(&mut *self.rewinds.lock());
+        if asked.is_empty() {
+            return;
+        }
+        self.flush();
+        let mut done = Vec::with_capacity(asked.len());
+        for (tp, offset) in asked {
+            // Revoked meanwhile: its next owner starts from the last commit.
+            if !self.owns(&tp) {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            let seek = tpl
+                .add_partition_offset(&tp.topic, tp.partition, rdkafka::Offset::Offset(offset))
+                .and_then(|()| consumer.seek_partitions(tpl, Duration::ZERO))
+                .and_then(|out| match out.elements().first().map(|e| e.error()) {
+                    // Not waited for: librdkafka has bumped the partition's
+                    // version barrier, and fetches from `offset` next.
+                    Some(Err(e))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InProgress) =>
+                    {
+                        Ok(())
+                    }
+                    Some(Err(e)) => Err(e),
+                    _ => Ok(()),
+                });
+            if let Err(e) = seek {
+                self.fatal(format!(
+                    "moving partition {tp} back to offset {offset} after an aborted transaction failed ({e}); the member stops so that the partition's next owner processes it from the last commit"
+                ));
+                return;
+            }
+            tracing::info!(group = %self.group_id, partition = %tp, offset, "partition moved back to the last transaction commit");
+            done.push(tp);
+        }
+        let _ = self.events.send(Event::Rewound(done));
     }
 
     /// Whether `tp` is assigned to this member now.
@@ -521,6 +583,11 @@ impl ConsumerContext for WeirContext {
                         .map(|tp| (tp.topic.to_string(), tp.partition)),
                 );
                 tracing::info!(group = %self.group_id, partitions = partitions.len(), "partitions assigned");
+                // A rewind asked for an earlier assignment of these: the new
+                // one starts from the committed offsets anyway.
+                self.rewinds
+                    .lock()
+                    .retain(|(tp, _)| !partitions.contains(tp));
                 let gates = self.split(&partitions);
                 let _ = self
                     .events

@@ -108,6 +108,11 @@ pub(crate) enum Event {
         /// the two sides never disagree about whether the revoke was answered.
         deadline: std::time::Instant,
     },
+    /// The poll thread moved these partitions back as the dispatcher asked
+    /// (an aborted transaction): what it sent of them before this event was
+    /// fetched before the seek and is dropped; what follows starts at the
+    /// new position.
+    Rewound(Vec<TopicPartition>),
     Fatal(String),
 }
 
@@ -161,6 +166,7 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
         // starved; the thread then does not park.
         let mut served = 0;
         let mut backlog = false;
+        ctx.serve_rewinds(&consumer);
         loop {
             match consumer.poll(timeout) {
                 None => {

@@ -16,6 +16,7 @@ enum Call {
     Pause(TopicPartition),
     Resume(TopicPartition),
     Seek(TopicPartition, i64),
+    Rewind(Vec<(TopicPartition, i64)>),
 }
 
 #[derive(Default)]
@@ -78,6 +79,9 @@ impl PartitionControl for FakeControl {
             .unwrap()
             .push(Call::Seek(tp.clone(), offset));
         Ok(())
+    }
+    fn rewind(&self, to: Vec<(TopicPartition, i64)>) {
+        self.calls.lock().unwrap().push(Call::Rewind(to));
     }
     fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
         None

@@ -13,6 +13,8 @@ enum TxCall {
     Begin,
     /// The offsets, and the runs started by the time of the commit.
     Commit(Vec<(TopicPartition, i64)>, Vec<i64>),
+    /// A commit the group refused (it moved on).
+    Refused(Vec<(TopicPartition, i64)>, Vec<i64>),
     Abort,
 }
 
@@ -23,6 +25,9 @@ struct FakeTx {
     started: Mutex<Option<Arc<Mutex<Vec<i64>>>>>,
     /// Commits fail for good.
     refuse: bool,
+    /// Commits refused, before one goes through, because the group moved
+    /// (ILLEGAL_GENERATION).
+    group_moved: Mutex<u32>,
 }
 
 impl FakeTx {
@@ -48,6 +53,17 @@ fn refused() -> TransactionError {
     }
 }
 
+/// What librdkafka answers a transaction whose offsets reached the group
+/// after a rebalance bumped its generation.
+fn group_moved() -> TransactionError {
+    TransactionError::MustAbort {
+        transactional_id: "t".into(),
+        source: rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::IllegalGeneration,
+        ),
+    }
+}
+
 impl TxControl for FakeTx {
     fn begin(&self) -> Result<(), TransactionError> {
         self.calls.lock().unwrap().push(TxCall::Begin);
@@ -70,6 +86,17 @@ impl TxControl for FakeTx {
             .unwrap_or_default();
         if self.refuse {
             return Box::pin(async { Err(refused()) });
+        }
+        {
+            let mut moved = self.group_moved.lock().unwrap();
+            if *moved > 0 {
+                *moved -= 1;
+                self.calls
+                    .lock()
+                    .unwrap()
+                    .push(TxCall::Refused(offsets, started));
+                return Box::pin(async { Err(group_moved()) });
+            }
         }
         self.calls
             .lock()
@@ -285,4 +312,166 @@ async fn a_commit_due_after_the_assignment_was_lost_is_not_sent() {
     assert!(e.to_string().contains("lost its partitions"), "{e}");
     assert_eq!(tx.commits(), vec![], "no commit sent");
     assert_eq!(tx.calls(), vec![TxCall::Begin, TxCall::Abort]);
+}
+
+fn rewinds(h: &Harness) -> Vec<Vec<(TopicPartition, i64)>> {
+    h.control
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Rewind(to) => Some(to),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_as_the_group_moved_aborts_rewinds_and_processes_again() {
+    let (mut h, tx) = start_tx(
+        FakeTx {
+            group_moved: Mutex::new(1),
+            ..FakeTx::default()
+        },
+        Duration::from_secs(5),
+    );
+    h.events
+        .send(Event::Batch(vec![msg(5, "ok"), msg(6, "ok"), msg(7, "ok")]))
+        .unwrap();
+    until("moved back", || !rewinds(&h).is_empty()).await;
+    assert_eq!(
+        rewinds(&h),
+        vec![vec![(tp(), 5)]],
+        "back to where the transaction began"
+    );
+    let calls = tx.calls();
+    assert_eq!(calls[0], TxCall::Begin);
+    assert!(
+        matches!(&calls[1], TxCall::Refused(o, _) if *o == vec![(tp(), 8)]),
+        "{calls:?}"
+    );
+    assert_eq!(calls[2..], [TxCall::Abort, TxCall::Begin], "{calls:?}");
+    // Fetched before the seek (still on their way): dropped, not run.
+    h.events
+        .send(Event::Batch(vec![msg(8, "ok"), msg(9, "ok")]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(sorted(h.started.lock().unwrap().clone()), vec![5, 6, 7]);
+    // The poll thread moved it back: from here on, the new position.
+    h.events.send(Event::Rewound(vec![tp()])).unwrap();
+    h.events
+        .send(Event::Batch(vec![
+            msg(5, "ok"),
+            msg(6, "ok"),
+            msg(7, "ok"),
+            msg(8, "ok"),
+        ]))
+        .unwrap();
+    let moved = |c: &Committed| !c.0.is_empty();
+    until("committed", || tx.commits().iter().any(moved)).await;
+    let (offsets, started) = tx.commits().into_iter().find(moved).unwrap();
+    assert_eq!(offsets, vec![(tp(), 9)], "{:?}", tx.calls());
+    assert_eq!(
+        sorted(started),
+        vec![5, 5, 6, 6, 7, 7, 8],
+        "the aborted input ran again, once"
+    );
+    assert_eq!(h.stats.transactions_aborted(), 1);
+    let report = h.stop().await;
+    assert!(report.drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_refuses_commits_without_end_stops_the_member() {
+    let (h, tx) = start_tx(
+        FakeTx {
+            group_moved: Mutex::new(u32::MAX),
+            ..FakeTx::default()
+        },
+        Duration::from_secs(5),
+    );
+    let events = h.events.clone();
+    // The poll thread's part: each rewind is served and the input comes again.
+    let control = h.control.clone();
+    let feeder = tokio::spawn(async move {
+        let mut served = 0;
+        let _ = events.send(Event::Batch(vec![msg(0, "ok"), msg(1, "ok")]));
+        loop {
+            let n = control
+                .calls()
+                .iter()
+                .filter(|c| matches!(c, Call::Rewind(_)))
+                .count();
+            if n > served {
+                served = n;
+                let _ = events.send(Event::Rewound(vec![tp()]));
+                let _ = events.send(Event::Batch(vec![msg(0, "ok"), msg(1, "ok")]));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let e = tokio::time::timeout(Duration::from_secs(20), h.run)
+        .await
+        .expect("the run ends")
+        .unwrap()
+        .expect_err("with an error");
+    feeder.abort();
+    assert!(e.to_string().contains("in a row"), "{e}");
+    assert!(
+        tx.commits().iter().all(|c| c.0.is_empty()),
+        "{:?}",
+        tx.calls()
+    );
+    assert_eq!(h.stats.transactions_aborted(), 10);
+    assert_eq!(tx.calls().last(), Some(&TxCall::Abort));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_waiting_for_a_refused_commit_is_answered_and_the_rest_moves_back() {
+    let (mut h, tx) = start_tx(
+        FakeTx {
+            group_moved: Mutex::new(1),
+            ..FakeTx::default()
+        },
+        Duration::from_secs(5),
+    );
+    let other = TopicPartition {
+        topic: "t".into(),
+        partition: 1,
+    };
+    h.events
+        .send(Event::Assigned(vec![(other.clone(), None)]))
+        .unwrap();
+    let mut m = msg(3, "ok");
+    m.partition = 1;
+    h.events
+        .send(Event::Batch(vec![msg(0, "slow"), m]))
+        .unwrap();
+    until("both started", || h.started.lock().unwrap().len() == 2).await;
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    h.events
+        .send(Event::Revoked {
+            partitions: vec![tp()],
+            reply,
+            deadline: std::time::Instant::now() + Duration::from_secs(5),
+        })
+        .unwrap();
+    h.release.add_permits(1);
+    let got = answer_within(answer, Duration::from_secs(5)).await;
+    assert_eq!(
+        got,
+        Some(vec![]),
+        "answered, nothing committed by the poll thread"
+    );
+    until("moved back", || !rewinds(&h).is_empty()).await;
+    assert_eq!(
+        rewinds(&h),
+        vec![vec![(other, 3)]],
+        "only the partition still owned moves back"
+    );
+    assert!(
+        tx.commits().iter().all(|c| c.0.is_empty()),
+        "{:?}",
+        tx.calls()
+    );
+    let _ = h.stop().await;
 }
