@@ -411,6 +411,7 @@ async fn all_committed(
     group: &str,
     topic: &str,
     partitions: i32,
+    member: &ConsumerHandle,
     run: &mut tokio::task::JoinHandle<Result<RunReport, WeirError>>,
 ) -> R {
     let end = log_end(cluster, topic, partitions).await?;
@@ -428,10 +429,20 @@ async fn all_committed(
             let ended = run.await;
             panic!("the member's run ended with {done} of {end} committed: {ended:?}");
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "committed {done} of {end}"
-        );
+        if start.elapsed() > Duration::from_secs(120) {
+            let s = member.stats();
+            panic!(
+                "committed {done} of {end}; the member: processed {}, in flight {}, commits {}, commit failures {}, transactions aborted {}, assigned partitions {}, rebalances {}; its partitions: {:#?}",
+                s.processed(),
+                s.in_flight(),
+                s.commits(),
+                s.commit_failures(),
+                s.transactions_aborted(),
+                s.assigned_partitions(),
+                s.rebalances(),
+                member.inspect()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -481,7 +492,7 @@ async fn kafka_a_member_killed_mid_transaction_repeats_no_output() -> R {
     // Its successor (same transactional.id: the dead member's open
     // transaction is aborted) goes on from the last commit.
     let (handle, mut run) = eos_member(cluster.bootstrap_servers(), "eos", "eos-member-0").await?;
-    all_committed(&cluster, "eos-g", "eos-in", 3, &mut run).await?;
+    all_committed(&cluster, "eos-g", "eos-in", 3, &handle, &mut run).await?;
     handle.shutdown();
     let report = run.await??;
     assert!(report.drained && report.halted.is_empty(), "{report:?}");
@@ -562,7 +573,7 @@ async fn kafka_a_stalled_member_the_group_moved_past_commits_nothing() -> R {
     );
     assert!(tail.contains("transaction"), "{tail}");
     eprintln!("the resumed member: {status}; its last lines:\n{tail}");
-    all_committed(&cluster, "zmb-g", "zmb-in", 3, &mut run).await?;
+    all_committed(&cluster, "zmb-g", "zmb-in", 3, &handle, &mut run).await?;
     // The resumed member's joins and its leaving moved the group while the
     // successor committed every 200 ms: a commit refused then is aborted and
     // its input processed again (CI once saw the successor stop on one).
