@@ -8,6 +8,7 @@
 //! cargo run --release -p weir-bench -- batch-sink [--broker mock|kafka] [--messages N] [--max-batch B] [--json]   (needs PostgreSQL)
 //! cargo run --release -p weir-bench -- transactions [--broker mock|kafka] [--messages N] [--commit-intervals 100,500,1000] [--json]
 //! cargo run --release -p weir-bench -- memory   [--broker mock|tansu] [--messages N] [--json]
+//! cargo run --release -p weir-bench -- peers    [--broker kafka] [--messages N] [--rounds R] [--peers raw,weir,arroyo] [--json]   (benches/peers/build first)
 //! cargo run --release -p weir-bench -- rebalance [--broker kafka] [--protocols classic-eager,classic-cooperative,consumer] [--events join,leave,kill] [--json]
 //! ```
 //! Prints a readable report and, with `--json`, a last line with one JSON object.
@@ -46,6 +47,8 @@ enum Scenario {
     Memory,
     /// Three member processes under steady load; a member joins, leaves, is SIGKILLed: pauses, gaps, redelivery per group protocol.
     Rebalance,
+    /// Weir against other frameworks (sentry_arroyo) and the raw librdkafka loop, each its own process on the same topic: msgs/s, CPU, peak RSS.
+    Peers,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -134,6 +137,10 @@ struct Args {
     /// Commit intervals of the transactions scenario, in ms (comma-separated).
     #[arg(long, default_value = "100,500,1000")]
     commit_intervals: String,
+    /// Systems of the peers scenario (comma-separated; `raw`, `raw-tuned`,
+    /// `weir`, `arroyo`, `arroyo-tuned`; `-tuned`: with Weir's fetch settings).
+    #[arg(long, default_value = "raw,raw-tuned,weir,arroyo,arroyo-tuned")]
+    peers: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -226,6 +233,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(r) = scenarios::rebalance::member_if_asked().await {
         return r;
     }
+    // So are the peers scenario's Weir and raw-loop processes.
+    if let Some(r) = scenarios::peers::peer_if_asked().await {
+        return r;
+    }
     let args = Args::parse();
     let cluster = cluster(args.broker, args.tansu_storage).await?;
     let mut out = match args.scenario {
@@ -237,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::BatchSink => scenarios::batch_sink::batch_sink(&args, &cluster).await?,
         Scenario::Transactions => scenarios::transactions::transactions(&args, &cluster).await?,
         Scenario::Rebalance => scenarios::rebalance::rebalance(&args, &cluster).await?,
+        Scenario::Peers => scenarios::peers::peers(&args, &cluster).await?,
     };
     let obj = out.as_object_mut().expect("object");
     obj.insert(
@@ -267,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::BatchSink => 20_000,
             Scenario::Transactions => 20_000,
             Scenario::Rebalance => 0,
+            Scenario::Peers => 1_000_000,
         })),
     );
     obj.insert(

@@ -119,3 +119,40 @@ fn transactions_smoke() {
     assert!(row["transactions"].as_u64().unwrap() >= 1, "{v}");
     assert!(row["ratio"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+#[test]
+fn peers_smoke() {
+    // The arroyo peer is not built in CI: it is reported as skipped, with why.
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-bench"))
+        .args(["peers", "--broker", "mock", "--json", "--messages", "3000"])
+        .args(["--rounds", "1", "--peers", "raw,weir,arroyo"])
+        .env("WEIR_PEER_ARROYO", "/nonexistent/weir-peer-arroyo")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run weir-bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON last line");
+    assert_eq!(v["scenario"], "peers");
+    let noop = &v["noop"];
+    for system in ["raw", "weir"] {
+        let s = &noop["systems"][system];
+        assert!(s["msgs_per_s"].as_f64().unwrap() > 0.0, "{v}");
+        // Read from the child's /proc entry: a real process's peak RSS.
+        assert!(s["peak_rss_mb"].as_f64().unwrap() > 1.0, "{v}");
+    }
+    assert!(
+        noop["skipped"]["arroyo"]
+            .as_str()
+            .unwrap()
+            .contains("benches/peers/build"),
+        "{v}"
+    );
+    assert!(noop["weir_vs_raw"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(noop["weir_vs_best_peer"].is_null(), "no peer ran: {v}");
+}

@@ -6,6 +6,7 @@ pub(crate) mod keyed;
 pub(crate) mod memory;
 pub(crate) mod outbox;
 pub(crate) mod overhead;
+pub(crate) mod peers;
 pub(crate) mod rebalance;
 pub(crate) mod retry;
 pub(crate) mod transactions;
