@@ -121,6 +121,19 @@ fn start_tx(tx: FakeTx, shutdown_deadline: Duration) -> (Harness, Arc<FakeTx>) {
     (h, tx)
 }
 
+/// Revokes partition 0 with a 5 s deadline; the poll thread's side of the answer.
+fn revoke_partition_0(h: &Harness) -> std::sync::mpsc::Receiver<Vec<(TopicPartition, NextOffset)>> {
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    h.events
+        .send(Event::Revoked {
+            partitions: vec![tp()],
+            reply,
+            deadline: std::time::Instant::now() + Duration::from_secs(5),
+        })
+        .unwrap();
+    answer
+}
+
 fn sorted(mut v: Vec<i64>) -> Vec<i64> {
     v.sort_unstable();
     v
@@ -279,14 +292,7 @@ async fn lost_partitions_abort_the_transaction_and_commit_nothing() {
     h.control
         .assignment_lost
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    h.events
-        .send(Event::Revoked {
-            partitions: vec![tp()],
-            reply,
-            deadline: std::time::Instant::now() + Duration::from_secs(5),
-        })
-        .unwrap();
+    let answer = revoke_partition_0(&h);
     h.release.add_permits(1);
     let e = h.run.await.unwrap().expect_err("the run ends");
     assert!(e.to_string().contains("lost its partitions"), "{e}");
@@ -447,14 +453,7 @@ async fn a_revoke_waiting_for_a_refused_commit_is_answered_and_the_rest_moves_ba
         .send(Event::Batch(vec![msg(0, "slow"), m]))
         .unwrap();
     until("both started", || h.started.lock().unwrap().len() == 2).await;
-    let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    h.events
-        .send(Event::Revoked {
-            partitions: vec![tp()],
-            reply,
-            deadline: std::time::Instant::now() + Duration::from_secs(5),
-        })
-        .unwrap();
+    let answer = revoke_partition_0(&h);
     h.release.add_permits(1);
     let got = answer_within(answer, Duration::from_secs(5)).await;
     assert_eq!(
