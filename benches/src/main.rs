@@ -138,8 +138,12 @@ struct Args {
     #[arg(long, default_value = "100,500,1000")]
     commit_intervals: String,
     /// Systems of the peers scenario (comma-separated; `raw`, `raw-tuned`,
-    /// `weir`, `arroyo`, `arroyo-tuned`; `-tuned`: with Weir's fetch settings).
-    #[arg(long, default_value = "raw,raw-tuned,weir,arroyo,arroyo-tuned")]
+    /// `weir`, `arroyo`, `arroyo-tuned`, `parallel-consumer`, `spring-kafka`;
+    /// `-tuned`: with Weir's fetch settings).
+    #[arg(
+        long,
+        default_value = "raw,raw-tuned,weir,arroyo,arroyo-tuned,parallel-consumer,spring-kafka"
+    )]
     peers: String,
     /// Print one JSON object as the last line.
     #[arg(long)]

@@ -5,9 +5,15 @@
 use std::process::Command;
 
 fn run(args: &[&str]) -> serde_json::Value {
+    run_with(args, &[])
+}
+
+/// [`run`] with environment variables set for weir-bench.
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_weir-bench"))
         .args(args)
         .args(["--broker", "mock", "--json"])
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .output()
         .expect("run weir-bench");
@@ -122,22 +128,14 @@ fn transactions_smoke() {
 
 #[test]
 fn peers_smoke() {
-    // The arroyo peer is not built in CI: it is reported as skipped, with why.
-    let out = Command::new(env!("CARGO_BIN_EXE_weir-bench"))
-        .args(["peers", "--broker", "mock", "--json", "--messages", "3000"])
-        .args(["--rounds", "1", "--peers", "raw,weir,arroyo"])
-        .env("WEIR_PEER_ARROYO", "/nonexistent/weir-peer-arroyo")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run weir-bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The peers are not built in CI: they are reported as skipped, with why.
+    let v = run_with(
+        &["peers", "--messages", "3000", "--rounds", "1"],
+        &[
+            ("WEIR_PEER_ARROYO", "/nonexistent/weir-peer-arroyo"),
+            ("WEIR_PEERS_JAVA", "/nonexistent/java"),
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("output")).expect("JSON last line");
     assert_eq!(v["scenario"], "peers");
     let noop = &v["noop"];
     for system in ["raw", "weir"] {
@@ -146,13 +144,20 @@ fn peers_smoke() {
         // Read from the child's /proc entry: a real process's peak RSS.
         assert!(s["peak_rss_mb"].as_f64().unwrap() > 1.0, "{v}");
     }
-    assert!(
-        noop["skipped"]["arroyo"]
-            .as_str()
-            .unwrap()
-            .contains("benches/peers/build"),
-        "{v}"
-    );
+    for peer in [
+        "arroyo",
+        "arroyo-tuned",
+        "parallel-consumer",
+        "spring-kafka",
+    ] {
+        assert!(
+            noop["skipped"][peer]
+                .as_str()
+                .unwrap()
+                .contains("benches/peers/build"),
+            "{peer}: {v}"
+        );
+    }
     assert!(noop["weir_vs_raw"].as_f64().unwrap() > 0.0, "{v}");
     assert!(noop["weir_vs_best_peer"].is_null(), "no peer ran: {v}");
 }

@@ -69,7 +69,11 @@ pub(crate) async fn overhead(
     }))
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The median of `v` (0 when empty).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let m = v.len() / 2;

@@ -17,13 +17,35 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use super::overhead::median;
 use crate::*;
 
 /// Set in a child process: which system it runs.
 const PEER_ENV: &str = "WEIR_BENCH_PEER";
 
 /// The systems `--peers` may name.
-const SYSTEMS: [&str; 5] = ["raw", "raw-tuned", "weir", "arroyo", "arroyo-tuned"];
+const SYSTEMS: [&str; 7] = [
+    "raw",
+    "raw-tuned",
+    "weir",
+    "arroyo",
+    "arroyo-tuned",
+    "parallel-consumer",
+    "spring-kafka",
+];
+
+/// The Java peers: (system, Maven module, main class).
+const JAVA_PEERS: [(&str, &str, &str); 2] = [
+    (
+        "parallel-consumer",
+        "parallel-consumer",
+        "weir.peers.ParallelConsumerPeer",
+    ),
+    ("spring-kafka", "spring-kafka", "weir.peers.SpringKafkaPeer"),
+];
+
+/// Partitions of the `noop` topic.
+const PARTITIONS: i32 = 12;
 
 /// In a child started by [`peers`]: runs the system it was asked for.
 pub(crate) async fn peer_if_asked() -> Option<anyhow::Result<()>> {
@@ -50,9 +72,14 @@ impl ChildArgs {
     }
 }
 
+/// What a child reports once done: seconds from the first message to the
+/// last, CPU seconds before the first, and what to do once the harness has
+/// read its usage (stop the consumer).
+type Finished = (f64, f64, Box<dyn FnOnce() + Send>);
+
 async fn child(system: &str) -> anyhow::Result<()> {
     let a = ChildArgs::from_env()?;
-    let (secs, linger): (f64, Box<dyn FnOnce() + Send>) = match system {
+    let (secs, cpu_before, linger): Finished = match system {
         "raw" => tokio::task::spawn_blocking(move || raw_child(&a, false)).await??,
         "raw-tuned" => tokio::task::spawn_blocking(move || raw_child(&a, true)).await??,
         "weir" => weir_child(&a).await?,
@@ -60,7 +87,11 @@ async fn child(system: &str) -> anyhow::Result<()> {
     };
     println!(
         "{}",
-        json!({ "first_to_last_s": secs, "processed": std::env::var("WEIR_BENCH_MESSAGES")? })
+        json!({
+            "first_to_last_s": secs,
+            "cpu_s_before_first": cpu_before,
+            "processed": std::env::var("WEIR_BENCH_MESSAGES")?,
+        })
     );
     std::io::stdout().flush()?;
     // Alive (and committing) until the harness has read /proc.
@@ -78,7 +109,7 @@ async fn child(system: &str) -> anyhow::Result<()> {
 /// with the fetch settings Weir sets by default (`fetch.wait.max.ms` 100,
 /// `fetch.queue.backoff.ms` 20), so that a difference between Weir and the
 /// loop is not only librdkafka's defaults.
-fn raw_child(a: &ChildArgs, tuned: bool) -> anyhow::Result<(f64, Box<dyn FnOnce() + Send>)> {
+fn raw_child(a: &ChildArgs, tuned: bool) -> anyhow::Result<Finished> {
     let mut config = rdkafka::ClientConfig::new();
     config
         .set("bootstrap.servers", &a.bootstrap)
@@ -93,6 +124,7 @@ fn raw_child(a: &ChildArgs, tuned: bool) -> anyhow::Result<(f64, Box<dyn FnOnce(
     let consumer: BaseConsumer = config.create()?;
     consumer.subscribe(&[&a.topic])?;
     let (mut seen, mut bytes, mut first) = (0u64, 0usize, None);
+    let mut cpu_before = 0.0;
     let mut last_commit = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     while seen < a.messages {
@@ -100,7 +132,10 @@ fn raw_child(a: &ChildArgs, tuned: bool) -> anyhow::Result<(f64, Box<dyn FnOnce(
             bail!("raw consumer read {seen}/{}", a.messages);
         }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            first.get_or_insert_with(Instant::now);
+            if first.is_none() {
+                cpu_before = self_cpu_s();
+                first = Some(Instant::now());
+            }
             bytes += m.payload().map_or(0, |p| p.len());
             seen += 1;
         }
@@ -112,20 +147,20 @@ fn raw_child(a: &ChildArgs, tuned: bool) -> anyhow::Result<(f64, Box<dyn FnOnce(
     let secs = first.context("no message")?.elapsed().as_secs_f64();
     std::hint::black_box(bytes);
     let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-    Ok((secs, Box::new(move || drop(consumer))))
+    Ok((secs, cpu_before, Box::new(move || drop(consumer))))
 }
 
 /// Weir with a no-op processor, its defaults and a 500 ms commit interval.
-async fn weir_child(a: &ChildArgs) -> anyhow::Result<(f64, Box<dyn FnOnce() + Send>)> {
+async fn weir_child(a: &ChildArgs) -> anyhow::Result<Finished> {
     let n = a.messages;
     let count = Arc::new(AtomicU64::new(0));
-    let first: Arc<Mutex<Option<Instant>>> = Default::default();
+    let first: Arc<Mutex<Option<(Instant, f64)>>> = Default::default();
     let last: Arc<Mutex<Option<Instant>>> = Default::default();
     let (c, f, l) = (count.clone(), first.clone(), last.clone());
     let processor = processor_fn(move |m: Message<Option<bytes::Bytes>>| {
         let k = c.fetch_add(1, SeqCst) + 1;
         if k == 1 {
-            *f.lock() = Some(Instant::now());
+            *f.lock() = Some((Instant::now(), self_cpu_s()));
         }
         if k == n {
             *l.lock() = Some(Instant::now());
@@ -140,9 +175,11 @@ async fn weir_child(a: &ChildArgs) -> anyhow::Result<(f64, Box<dyn FnOnce() + Se
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
     wait_for("peers (weir)", &count, n, Duration::from_secs(600), &handle).await?;
-    let secs = (last.lock().context("last")? - first.lock().context("first")?).as_secs_f64();
+    let (first, cpu_before) = first.lock().context("first")?;
+    let secs = (last.lock().context("last")? - first).as_secs_f64();
     Ok((
         secs,
+        cpu_before,
         Box::new(move || {
             handle.shutdown();
             drop(run);
@@ -154,7 +191,11 @@ async fn weir_child(a: &ChildArgs) -> anyhow::Result<(f64, Box<dyn FnOnce() + Se
 #[derive(Clone, Debug)]
 struct Run {
     msgs_per_s: f64,
+    /// The whole process's CPU time.
     cpu_s: f64,
+    /// CPU time spent before the first message (start-up, the group join;
+    /// a JVM's class loading): `cpu_s` minus this is the processing's.
+    cpu_s_before_first: f64,
     peak_rss_mb: f64,
 }
 
@@ -185,6 +226,32 @@ fn command(system: &str) -> Result<Command, String> {
             }
             Ok(c)
         }
+        java if JAVA_PEERS.iter().any(|(s, _, _)| *s == java) => {
+            let (_, module, class) = JAVA_PEERS
+                .iter()
+                .find(|(s, _, _)| *s == java)
+                .expect("checked");
+            let dir = std::env::var_os("WEIR_PEERS_JAVA")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/java"))
+                .join(module)
+                .join("target");
+            if !dir.join("classes").exists() || !dir.join("lib").exists() {
+                return Err(format!(
+                    "not built ({}): run benches/peers/build",
+                    dir.display()
+                ));
+            }
+            let mut c = Command::new("java");
+            c.arg("-cp")
+                .arg(format!(
+                    "{}:{}/*",
+                    dir.join("classes").display(),
+                    dir.join("lib").display()
+                ))
+                .arg(class);
+            Ok(c)
+        }
         other => Err(format!(
             "unknown system {other} (known: {})",
             SYSTEMS.join(", ")
@@ -206,6 +273,9 @@ fn run_once(
         .env("WEIR_BENCH_GROUP", &group)
         .env("WEIR_BENCH_TOPIC", topic)
         .env("WEIR_BENCH_MESSAGES", n.to_string())
+        .env("WEIR_BENCH_PARTITIONS", PARTITIONS.to_string())
+        // The in-flight limit a peer with one gets: Weir's default `max_in_flight`.
+        .env("WEIR_BENCH_CONCURRENCY", "1024")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -239,8 +309,14 @@ fn run_once(
     Ok(Run {
         msgs_per_s: (n - 1) as f64 / secs,
         cpu_s,
+        cpu_s_before_first: reported["cpu_s_before_first"].as_f64().unwrap_or(0.0),
         peak_rss_mb,
     })
+}
+
+/// This process's CPU seconds so far (0 if /proc cannot say).
+fn self_cpu_s() -> f64 {
+    proc_usage(std::process::id()).map_or(0.0, |(cpu, _)| cpu)
 }
 
 /// CPU seconds (user + system, all threads) and peak RSS (MB) of a live process.
@@ -266,24 +342,12 @@ fn proc_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok(((utime + stime) / ticks, hwm_kb / 1024.0))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.is_empty() {
-        0.0
-    } else if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 pub(crate) async fn peers(
     args: &Args,
     cluster: &KafkaCluster,
 ) -> anyhow::Result<serde_json::Value> {
     let n = args.messages.unwrap_or(1_000_000);
-    let partitions = 12;
+    let partitions = PARTITIONS;
     let topic = "peers-noop";
     let systems: Vec<String> = args
         .peers
@@ -312,10 +376,11 @@ pub(crate) async fn peers(
             let (s2, b, t) = (s.clone(), bootstrap.clone(), topic.to_string());
             let r = tokio::task::spawn_blocking(move || run_once(&s2, &b, &t, n, round)).await??;
             println!(
-                "peers noop round {}: {s:>7} {:>9.0} msg/s, {:>6.2} CPU s per million, peak RSS {:>6.1} MB",
+                "peers noop round {}: {s:>17} {:>9.0} msg/s, CPU s per million {:>6.2} (processing {:>5.2}), peak RSS {:>6.1} MB",
                 round + 1,
                 r.msgs_per_s,
                 r.cpu_s * 1e6 / n as f64,
+                (r.cpu_s - r.cpu_s_before_first) * 1e6 / n as f64,
                 r.peak_rss_mb
             );
             runs.entry(s.clone()).or_default().push(r);
@@ -326,8 +391,9 @@ pub(crate) async fn peers(
         table.insert(
             s.clone(),
             json!({
-                "msgs_per_s": median(rs.iter().map(|r| r.msgs_per_s).collect()).round(),
-                "cpu_s_per_million": median(rs.iter().map(|r| r.cpu_s * 1e6 / n as f64).collect()),
+                "msgs_per_s": median(&rs.iter().map(|r| r.msgs_per_s).collect::<Vec<_>>()).round(),
+                "cpu_s_per_million": median(&rs.iter().map(|r| r.cpu_s * 1e6 / n as f64).collect::<Vec<_>>()),
+                "processing_cpu_s_per_million": median(&rs.iter().map(|r| (r.cpu_s - r.cpu_s_before_first) * 1e6 / n as f64).collect::<Vec<_>>()),
                 "peak_rss_mb": rs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max),
                 "rounds": rs.iter().map(|r| r.msgs_per_s.round()).collect::<Vec<_>>(),
             }),

@@ -1,0 +1,55 @@
+package weir.peers;
+
+import io.confluent.parallelconsumer.ParallelConsumerOptions;
+import io.confluent.parallelconsumer.ParallelConsumerOptions.CommitMode;
+import io.confluent.parallelconsumer.ParallelConsumerOptions.ProcessingOrder;
+import io.confluent.parallelconsumer.ParallelStreamProcessor;
+import java.time.Duration;
+import java.util.List;
+import java.util.Properties;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+
+/**
+ * Confluent Parallel Consumer 0.5.3.3 as a peer: per-key ordering
+ * ({@code ProcessingOrder.KEY}), {@code maxConcurrency} = WEIR_BENCH_CONCURRENCY
+ * (Weir's default in-flight limit), asynchronous periodic commits every 500 ms.
+ */
+public final class ParallelConsumerPeer {
+    public static void main(String[] args) throws Exception {
+        Protocol p = new Protocol();
+        Properties props = new Properties();
+        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, p.bootstrap);
+        props.put(ConsumerConfig.GROUP_ID_CONFIG, p.group);
+        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        // Parallel Consumer requires auto commit off; it commits itself.
+        props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        KafkaConsumer<byte[], byte[]> consumer =
+            new KafkaConsumer<>(props, new ByteArrayDeserializer(), new ByteArrayDeserializer());
+        int concurrency = Integer.parseInt(
+            System.getenv().getOrDefault("WEIR_BENCH_CONCURRENCY", "1024"));
+        var options = ParallelConsumerOptions.<byte[], byte[]>builder()
+            .consumer(consumer)
+            .ordering(ProcessingOrder.KEY)
+            .maxConcurrency(concurrency)
+            .commitMode(CommitMode.PERIODIC_CONSUMER_ASYNCHRONOUS)
+            .commitInterval(Duration.ofMillis(500))
+            .build();
+        ParallelStreamProcessor<byte[], byte[]> pc =
+            ParallelStreamProcessor.createEosStreamProcessor(options);
+        pc.subscribe(List.of(p.topic));
+        pc.poll(ctx -> {
+            ctx.forEach(r -> {
+                byte[] v = r.value();
+                if (v != null && v.length < 0) {
+                    throw new IllegalStateException();
+                }
+                p.processed();
+            });
+        });
+        p.reportWhenDone();
+        pc.closeDontDrainFirst();
+        System.exit(0);
+    }
+}
