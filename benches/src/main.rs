@@ -8,7 +8,7 @@
 //! cargo run --release -p weir-bench -- batch-sink [--broker mock|kafka] [--messages N] [--max-batch B] [--json]   (needs PostgreSQL)
 //! cargo run --release -p weir-bench -- transactions [--broker mock|kafka] [--messages N] [--commit-intervals 100,500,1000] [--json]
 //! cargo run --release -p weir-bench -- memory   [--broker mock|tansu] [--messages N] [--json]
-//! cargo run --release -p weir-bench -- peers    [--broker kafka] [--messages N] [--rounds R] [--peers raw,weir,arroyo] [--json]   (benches/peers/build first)
+//! cargo run --release -p weir-bench -- peers    [--broker kafka] [--messages N] [--rounds R] [--peers raw,weir,arroyo] [--peer-scenarios noop,keyed-5ms,slow-partition] [--time-box-s S] [--json]   (benches/peers/build first)
 //! cargo run --release -p weir-bench -- rebalance [--broker kafka] [--protocols classic-eager,classic-cooperative,consumer] [--events join,leave,kill] [--json]
 //! ```
 //! Prints a readable report and, with `--json`, a last line with one JSON object.
@@ -145,6 +145,14 @@ struct Args {
         default_value = "raw,raw-tuned,weir,arroyo,arroyo-tuned,parallel-consumer,spring-kafka"
     )]
     peers: String,
+    /// Scenarios of the peers scenario (comma-separated; `noop`,
+    /// `keyed-5ms`, `slow-partition`). `--messages` sets every one's count.
+    #[arg(long, default_value = "noop,keyed-5ms,slow-partition")]
+    peer_scenarios: String,
+    /// In the peers scenario, a system reports what it counted this many
+    /// seconds after its first message if it has not finished by then.
+    #[arg(long, default_value_t = 30)]
+    time_box_s: u64,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -283,7 +291,7 @@ async fn main() -> anyhow::Result<()> {
             Scenario::BatchSink => 20_000,
             Scenario::Transactions => 20_000,
             Scenario::Rebalance => 0,
-            Scenario::Peers => 1_000_000,
+            Scenario::Peers => 0,
         })),
     );
     obj.insert(

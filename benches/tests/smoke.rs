@@ -130,7 +130,17 @@ fn transactions_smoke() {
 fn peers_smoke() {
     // The peers are not built in CI: they are reported as skipped, with why.
     let v = run_with(
-        &["peers", "--messages", "3000", "--rounds", "1"],
+        &[
+            "peers",
+            "--messages",
+            "3000",
+            "--rounds",
+            "1",
+            "--peers",
+            "raw,weir,arroyo,arroyo-tuned,parallel-consumer,spring-kafka",
+            "--time-box-s",
+            "3",
+        ],
         &[
             ("WEIR_PEER_ARROYO", "/nonexistent/weir-peer-arroyo"),
             ("WEIR_PEERS_JAVA", "/nonexistent/java"),
@@ -160,4 +170,25 @@ fn peers_smoke() {
     }
     assert!(noop["weir_vs_raw"].as_f64().unwrap() > 0.0, "{v}");
     assert!(noop["weir_vs_best_peer"].is_null(), "no peer ran: {v}");
+
+    // keyed-5ms: the sequential loop manages about 200 msg/s (3000 would
+    // take 15 s), so it reports what it counted in the 3 s box; Weir runs
+    // 200 handlers at once and keeps each key's order.
+    let keyed = &v["keyed-5ms"];
+    let (weir, raw) = (&keyed["systems"]["weir"], &keyed["systems"]["raw"]);
+    assert_eq!(raw["time_boxed"], true, "{v}");
+    assert_eq!(weir["time_boxed"], false, "{v}");
+    assert_eq!(weir["order_violations"], 0, "{v}");
+    assert_eq!(raw["order_violations"], 0, "{v}");
+    assert!(weir["ratio_vs_ideal"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(keyed["weir_vs_raw"].as_f64().unwrap() > 5.0, "{v}");
+
+    // slow-partition: partition 0's 250 messages take 200 ms each (50 s one
+    // after another); Weir's other partitions finish within the 3 s box.
+    // (Whether the sequential loop meets partition 0 before the others
+    // depends on the order fetches return in: no assertion on it.)
+    let slow = &v["slow-partition"];
+    assert_eq!(slow["counted"], 2750, "{v}");
+    assert_eq!(slow["systems"]["weir"]["order_violations"], 0, "{v}");
+    assert_eq!(slow["systems"]["weir"]["time_boxed"], false, "{v}");
 }

@@ -10,12 +10,24 @@
 //! language is measured the same way. Weir and the raw librdkafka loop are
 //! this binary; the peers are built by `benches/peers/build`.
 //!
-//! Scenarios: `noop` (12 partitions, 100-byte records, a handler that does
-//! nothing, commits every 500 ms or the peer's default).
+//! Scenarios (`--peer-scenarios`), each on its own topic:
+//! - `noop`: 12 partitions, 100-byte records, a handler that does nothing,
+//!   commits every 500 ms or the peer's default.
+//! - `keyed-5ms`: 1 partition, 5,000 keys, a 5 ms wait per message,
+//!   concurrency 200: the rate against the ideal (200 / 5 ms) and per-key
+//!   order violations, checked by every system's handler the same way.
+//! - `slow-partition`: 12 partitions, partition 0's handler takes 200 ms,
+//!   the others' nothing: the rate of the other 11 partitions (head-of-line
+//!   isolation).
+//!
+//! A system far slower than the others (a sequential loop with a 5 ms
+//! handler) reports what it counted in `--time-box-s` after its first
+//! message instead of running for minutes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64};
 
 use super::overhead::median;
 use crate::*;
@@ -47,52 +59,260 @@ const JAVA_PEERS: [(&str, &str, &str); 2] = [
 /// Partitions of the `noop` topic.
 const PARTITIONS: i32 = 12;
 
+/// One scenario of `peers`: the topic, the data and what every system's
+/// handler does with it.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    name: &'static str,
+    partitions: i32,
+    /// Record `j` has key `key-{j % keys}` and goes to partition
+    /// `j % partitions`; with `keys % partitions == 0` a key stays in one
+    /// partition, as a key-hashing producer keeps it.
+    keys: u64,
+    /// Records produced when `--messages` does not say.
+    default_messages: u64,
+    /// Every message's handler waits this long (ms).
+    delay_ms: u64,
+    /// This partition's handler waits `slow_ms`; only the other partitions'
+    /// messages count towards the figure.
+    slow_partition: Option<i32>,
+    slow_ms: u64,
+    /// In-flight limit of a system that has one (Weir's `max_in_flight`,
+    /// Parallel Consumer's `maxConcurrency`, arroyo's `RunTaskInThreads`).
+    concurrency: usize,
+    /// Check per-key order in every system's handler the same way.
+    check_order: bool,
+}
+
+/// The scenarios `--peer-scenarios` may name.
+const SPECS: [Spec; 3] = [
+    Spec {
+        name: "noop",
+        partitions: PARTITIONS,
+        keys: 10_000,
+        default_messages: 1_000_000,
+        delay_ms: 0,
+        slow_partition: None,
+        slow_ms: 0,
+        concurrency: 1024,
+        check_order: false,
+    },
+    Spec {
+        name: "keyed-5ms",
+        partitions: 1,
+        keys: 5_000,
+        default_messages: 100_000,
+        delay_ms: 5,
+        slow_partition: None,
+        slow_ms: 0,
+        concurrency: 200,
+        check_order: true,
+    },
+    Spec {
+        name: "slow-partition",
+        partitions: PARTITIONS,
+        keys: 4_800,
+        default_messages: 120_000,
+        delay_ms: 0,
+        slow_partition: Some(0),
+        slow_ms: 200,
+        concurrency: 1024,
+        check_order: true,
+    },
+];
+
+impl Spec {
+    /// The messages a system counts of `n` produced: all but the slow partition's.
+    fn counted(&self, n: u64) -> u64 {
+        match self.slow_partition {
+            Some(p) => (0..n)
+                .filter(|j| (j % self.partitions as u64) as i32 != p)
+                .count() as u64,
+            None => n,
+        }
+    }
+
+    /// The rate if every handler ran at its nominal wait with the
+    /// concurrency allowed (None when nothing waits).
+    fn ideal_msgs_per_s(&self) -> Option<f64> {
+        (self.delay_ms > 0).then(|| self.concurrency as f64 * 1000.0 / self.delay_ms as f64)
+    }
+}
+
 /// In a child started by [`peers`]: runs the system it was asked for.
 pub(crate) async fn peer_if_asked() -> Option<anyhow::Result<()>> {
     let system = std::env::var(PEER_ENV).ok()?;
     Some(child(&system).await)
 }
 
-struct ChildArgs {
+fn env_var(k: &str) -> anyhow::Result<String> {
+    std::env::var(k).with_context(|| format!("{k} not set"))
+}
+
+/// A child's side of the protocol: what its handler does with each message
+/// (the scenario's wait, the per-key order check) and the count it reports.
+/// The arroyo and Java peers implement the same rules
+/// (`benches/peers/arroyo/src/main.rs`, `benches/peers/java/protocol`).
+pub(crate) struct Work {
     bootstrap: String,
     group: String,
     topic: String,
-    messages: u64,
+    /// Messages to count before reporting.
+    target: u64,
+    keys: u64,
+    delay: Duration,
+    slow_partition: i32,
+    slow: Duration,
+    check_order: bool,
+    concurrency: usize,
+    /// Report what was counted this long after the first message even if
+    /// `target` is not reached (a system far slower than the others).
+    time_box: Duration,
+    count: AtomicU64,
+    violations: AtomicU64,
+    /// Per key: the sequence number of the last message whose handler finished (-1: none).
+    done: Vec<AtomicI64>,
+    /// Set as the first message's handler starts (any partition: a system
+    /// that handles the slow partition's messages first pays for it).
+    started: AtomicBool,
+    first: Mutex<Option<(Instant, f64)>>,
+    last: Mutex<Option<Instant>>,
 }
 
-impl ChildArgs {
+impl Work {
     fn from_env() -> anyhow::Result<Self> {
-        let var = |k: &str| std::env::var(k).with_context(|| format!("{k} not set"));
-        Ok(ChildArgs {
-            bootstrap: var("WEIR_BENCH_BOOTSTRAP")?,
-            group: var("WEIR_BENCH_GROUP")?,
-            topic: var("WEIR_BENCH_TOPIC")?,
-            messages: var("WEIR_BENCH_MESSAGES")?.parse()?,
+        let num = |k: &str, default: u64| -> anyhow::Result<u64> {
+            match std::env::var(k) {
+                Ok(v) => v.parse().with_context(|| format!("{k}={v}: not a number")),
+                Err(_) => Ok(default),
+            }
+        };
+        let keys = num("WEIR_BENCH_KEYS", 1)?.max(1);
+        let check_order = num("WEIR_BENCH_CHECK_ORDER", 0)? == 1;
+        Ok(Work {
+            bootstrap: env_var("WEIR_BENCH_BOOTSTRAP")?,
+            group: env_var("WEIR_BENCH_GROUP")?,
+            topic: env_var("WEIR_BENCH_TOPIC")?,
+            target: env_var("WEIR_BENCH_MESSAGES")?.parse()?,
+            keys,
+            delay: Duration::from_millis(num("WEIR_BENCH_DELAY_MS", 0)?),
+            slow_partition: std::env::var("WEIR_BENCH_SLOW_PARTITION")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1),
+            slow: Duration::from_millis(num("WEIR_BENCH_SLOW_MS", 0)?),
+            check_order,
+            concurrency: num("WEIR_BENCH_CONCURRENCY", 1024)? as usize,
+            time_box: Duration::from_secs(num("WEIR_BENCH_TIME_BOX_S", 600)?),
+            count: AtomicU64::new(0),
+            violations: AtomicU64::new(0),
+            done: if check_order {
+                (0..keys).map(|_| AtomicI64::new(-1)).collect()
+            } else {
+                Vec::new()
+            },
+            started: AtomicBool::new(false),
+            first: Mutex::new(None),
+            last: Mutex::new(None),
+        })
+    }
+
+    /// How long the handler of a message on `partition` waits.
+    fn wait(&self, partition: i32) -> Duration {
+        if partition == self.slow_partition {
+            self.slow
+        } else {
+            self.delay
+        }
+    }
+
+    /// A handler starts on a message: with the order check on, the
+    /// previous message of its key (sequence number minus `keys`) must have
+    /// finished, and no later one. Returns the sequence number to pass to
+    /// [`Work::end`].
+    fn begin(&self, payload: Option<&[u8]>) -> Option<u64> {
+        if !self.started.load(SeqCst) && !self.started.swap(true, SeqCst) {
+            *self.first.lock() = Some((Instant::now(), self_cpu_s()));
+        }
+        if !self.check_order {
+            return None;
+        }
+        let seq: Option<u64> = payload
+            .and_then(|p| p.split(|&b| b == b' ').next())
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok());
+        let Some(seq) = seq else {
+            self.violations.fetch_add(1, SeqCst);
+            return None;
+        };
+        let expected = seq.checked_sub(self.keys).map_or(-1, |p| p as i64);
+        if self.done[(seq % self.keys) as usize].load(SeqCst) != expected {
+            self.violations.fetch_add(1, SeqCst);
+        }
+        Some(seq)
+    }
+
+    /// A handler finished a message on `partition`.
+    fn end(&self, partition: i32, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.done[(seq % self.keys) as usize].store(seq as i64, SeqCst);
+        }
+        if partition == self.slow_partition {
+            return;
+        }
+        let k = self.count.fetch_add(1, SeqCst) + 1;
+        if k == self.target {
+            *self.last.lock() = Some(Instant::now());
+        }
+    }
+
+    /// Waits until `target` messages are counted or the time box is over
+    /// (or fails after 600 s); then what to report.
+    async fn finished(&self) -> anyhow::Result<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let first = *self.first.lock();
+            if let (Some((f, cpu)), Some(l)) = (first, *self.last.lock()) {
+                return Ok(self.report((l - f).as_secs_f64(), cpu, false));
+            }
+            if let Some((f, cpu)) = first
+                && f.elapsed() >= self.time_box
+            {
+                return Ok(self.report(f.elapsed().as_secs_f64(), cpu, true));
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                bail!(
+                    "counted {} of {} messages in 600 s",
+                    self.count.load(SeqCst),
+                    self.target
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn report(&self, secs: f64, cpu_before: f64, time_boxed: bool) -> serde_json::Value {
+        json!({
+            "first_to_last_s": secs,
+            "cpu_s_before_first": cpu_before,
+            "processed": if time_boxed { self.count.load(SeqCst) } else { self.target },
+            "order_violations": self.violations.load(SeqCst),
+            "time_boxed": time_boxed,
         })
     }
 }
 
-/// What a child reports once done: seconds from the first message to the
-/// last, CPU seconds before the first, and what to do once the harness has
-/// read its usage (stop the consumer).
-type Finished = (f64, f64, Box<dyn FnOnce() + Send>);
-
 async fn child(system: &str) -> anyhow::Result<()> {
-    let a = ChildArgs::from_env()?;
-    let (secs, cpu_before, linger): Finished = match system {
-        "raw" => tokio::task::spawn_blocking(move || raw_child(&a, false)).await??,
-        "raw-tuned" => tokio::task::spawn_blocking(move || raw_child(&a, true)).await??,
-        "weir" => weir_child(&a).await?,
+    let work = Arc::new(Work::from_env()?);
+    let w = work.clone();
+    let linger: Box<dyn FnOnce() + Send> = match system {
+        "raw" => tokio::task::spawn_blocking(move || raw_child(w, false)).await??,
+        "raw-tuned" => tokio::task::spawn_blocking(move || raw_child(w, true)).await??,
+        "weir" => weir_child(w).await?,
         other => bail!("unknown peer {other}"),
     };
-    println!(
-        "{}",
-        json!({
-            "first_to_last_s": secs,
-            "cpu_s_before_first": cpu_before,
-            "processed": std::env::var("WEIR_BENCH_MESSAGES")?,
-        })
-    );
+    let report = work.finished().await?;
+    println!("{report}");
     std::io::stdout().flush()?;
     // Alive (and committing) until the harness has read /proc.
     tokio::task::spawn_blocking(|| {
@@ -104,16 +324,17 @@ async fn child(system: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The raw librdkafka loop: poll, count, commit the consumer's positions
-/// every 500 ms (asynchronously, like librdkafka's auto-commit). `tuned`:
-/// with the fetch settings Weir sets by default (`fetch.wait.max.ms` 100,
-/// `fetch.queue.backoff.ms` 20), so that a difference between Weir and the
-/// loop is not only librdkafka's defaults.
-fn raw_child(a: &ChildArgs, tuned: bool) -> anyhow::Result<Finished> {
+/// The raw librdkafka loop: poll, handle (the scenario's wait, one message
+/// at a time), commit the consumer's positions every 500 ms (asynchronously,
+/// like librdkafka's auto-commit). `tuned`: with the fetch settings Weir
+/// sets by default (`fetch.wait.max.ms` 100, `fetch.queue.backoff.ms` 20),
+/// so that a difference between Weir and the loop is not only librdkafka's
+/// defaults. It runs on its own thread until the harness lets it go.
+fn raw_child(w: Arc<Work>, tuned: bool) -> anyhow::Result<Box<dyn FnOnce() + Send>> {
     let mut config = rdkafka::ClientConfig::new();
     config
-        .set("bootstrap.servers", &a.bootstrap)
-        .set("group.id", &a.group)
+        .set("bootstrap.servers", &w.bootstrap)
+        .set("group.id", &w.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     if tuned {
@@ -122,69 +343,75 @@ fn raw_child(a: &ChildArgs, tuned: bool) -> anyhow::Result<Finished> {
             .set("fetch.queue.backoff.ms", "20");
     }
     let consumer: BaseConsumer = config.create()?;
-    consumer.subscribe(&[&a.topic])?;
-    let (mut seen, mut bytes, mut first) = (0u64, 0usize, None);
-    let mut cpu_before = 0.0;
-    let mut last_commit = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while seen < a.messages {
-        if Instant::now() > deadline {
-            bail!("raw consumer read {seen}/{}", a.messages);
-        }
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            if first.is_none() {
-                cpu_before = self_cpu_s();
-                first = Some(Instant::now());
+    consumer.subscribe(&[&w.topic])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut bytes = 0usize;
+        let mut last_commit = Instant::now();
+        while !s.load(SeqCst) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                bytes += m.payload().map_or(0, |p| p.len());
+                let seq = w.begin(m.payload());
+                let wait = w.wait(m.partition());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                w.end(m.partition(), seq);
             }
-            bytes += m.payload().map_or(0, |p| p.len());
-            seen += 1;
+            if last_commit.elapsed() >= Duration::from_millis(500) {
+                let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Async);
+                last_commit = Instant::now();
+            }
         }
-        if last_commit.elapsed() >= Duration::from_millis(500) {
-            let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Async);
-            last_commit = Instant::now();
-        }
-    }
-    let secs = first.context("no message")?.elapsed().as_secs_f64();
-    std::hint::black_box(bytes);
-    let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
-    Ok((secs, cpu_before, Box::new(move || drop(consumer))))
+        std::hint::black_box(bytes);
+    });
+    Ok(Box::new(move || {
+        stop.store(true, SeqCst);
+        let _ = thread.join();
+    }))
 }
 
-/// Weir with a no-op processor, its defaults and a 500 ms commit interval.
-async fn weir_child(a: &ChildArgs) -> anyhow::Result<Finished> {
-    let n = a.messages;
-    let count = Arc::new(AtomicU64::new(0));
-    let first: Arc<Mutex<Option<(Instant, f64)>>> = Default::default();
-    let last: Arc<Mutex<Option<Instant>>> = Default::default();
-    let (c, f, l) = (count.clone(), first.clone(), last.clone());
+/// Weir with the scenario's handler, its defaults (key ordering) and a
+/// 500 ms commit interval; `max_in_flight` = the scenario's concurrency.
+async fn weir_child(w: Arc<Work>) -> anyhow::Result<Box<dyn FnOnce() + Send>> {
+    use futures::future::Either;
+    let w2 = w.clone();
     let processor = processor_fn(move |m: Message<Option<bytes::Bytes>>| {
-        let k = c.fetch_add(1, SeqCst) + 1;
-        if k == 1 {
-            *f.lock() = Some((Instant::now(), self_cpu_s()));
+        let partition = m.partition();
+        let seq = w2.begin(m.value().as_deref());
+        let wait = w2.wait(partition);
+        if wait.is_zero() {
+            std::hint::black_box(m.value().as_ref().map(|p| p.len()));
+            w2.end(partition, seq);
+            Either::Left(futures::future::ready(Ok(())))
+        } else {
+            let w = w2.clone();
+            Either::Right(async move {
+                async_io::Timer::after(wait).await;
+                w.end(partition, seq);
+                Ok(())
+            })
         }
-        if k == n {
-            *l.lock() = Some(Instant::now());
-        }
-        std::hint::black_box(m.value().as_ref().map(|p| p.len()));
-        async { Ok(()) }
     });
-    let mut cfg = ConsumerConfig::new(&a.bootstrap, &a.group, &[a.topic.as_str()]);
+    let mut cfg = ConsumerConfig::new(&w.bootstrap, &w.group, &[w.topic.as_str()]);
     cfg.commit_interval = Duration::from_millis(500);
+    cfg.max_in_flight = w.concurrency;
+    if !w.delay.is_zero() {
+        // As `weir-bench keyed`: room
+        // for the messages waiting for their key, so that one busy key does
+        // not stop the partition's reads.
+        cfg.max_in_flight_per_partition = w.concurrency;
+        cfg.max_buffered_per_partition = cfg.max_buffered_per_partition.max(w.concurrency * 20);
+    }
     let cfg = cfg.with_env(std::env::vars())?;
     let consumer = Consumer::builder(cfg).build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
-    wait_for("peers (weir)", &count, n, Duration::from_secs(600), &handle).await?;
-    let (first, cpu_before) = first.lock().context("first")?;
-    let secs = (last.lock().context("last")? - first).as_secs_f64();
-    Ok((
-        secs,
-        cpu_before,
-        Box::new(move || {
-            handle.shutdown();
-            drop(run);
-        }),
-    ))
+    Ok(Box::new(move || {
+        handle.shutdown();
+        drop(run);
+    }))
 }
 
 /// What one run of one system measured.
@@ -197,6 +424,20 @@ struct Run {
     /// a JVM's class loading): `cpu_s` minus this is the processing's.
     cpu_s_before_first: f64,
     peak_rss_mb: f64,
+    /// Messages counted (all of them, or fewer when time-boxed).
+    processed: u64,
+    order_violations: u64,
+    time_boxed: bool,
+}
+
+impl Run {
+    fn cpu_s_per_million(&self) -> f64 {
+        self.cpu_s * 1e6 / self.processed.max(1) as f64
+    }
+
+    fn processing_cpu_s_per_million(&self) -> f64 {
+        (self.cpu_s - self.cpu_s_before_first) * 1e6 / self.processed.max(1) as f64
+    }
 }
 
 /// The command that runs `system`, or why it cannot run here.
@@ -259,23 +500,41 @@ fn command(system: &str) -> Result<Command, String> {
     }
 }
 
-/// Runs `system` once on `topic` with a fresh group.
+/// Runs `system` once on the scenario's topic with a fresh group.
 fn run_once(
     system: &str,
+    spec: &Spec,
     bootstrap: &str,
-    topic: &str,
     n: u64,
+    time_box_s: u64,
     round: usize,
 ) -> anyhow::Result<Run> {
     let mut cmd = command(system).map_err(anyhow::Error::msg)?;
-    let group = format!("peers-{system}-{}-{round}", std::process::id());
+    let group = format!(
+        "peers-{}-{system}-{}-{round}",
+        spec.name,
+        std::process::id()
+    );
+    let target = spec.counted(n);
     cmd.env("WEIR_BENCH_BOOTSTRAP", bootstrap)
         .env("WEIR_BENCH_GROUP", &group)
-        .env("WEIR_BENCH_TOPIC", topic)
-        .env("WEIR_BENCH_MESSAGES", n.to_string())
-        .env("WEIR_BENCH_PARTITIONS", PARTITIONS.to_string())
-        // The in-flight limit a peer with one gets: Weir's default `max_in_flight`.
-        .env("WEIR_BENCH_CONCURRENCY", "1024")
+        .env("WEIR_BENCH_TOPIC", topic_of(spec))
+        .env("WEIR_BENCH_SCENARIO", spec.name)
+        .env("WEIR_BENCH_MESSAGES", target.to_string())
+        .env("WEIR_BENCH_PARTITIONS", spec.partitions.to_string())
+        .env("WEIR_BENCH_KEYS", spec.keys.to_string())
+        .env("WEIR_BENCH_DELAY_MS", spec.delay_ms.to_string())
+        .env(
+            "WEIR_BENCH_SLOW_PARTITION",
+            spec.slow_partition.unwrap_or(-1).to_string(),
+        )
+        .env("WEIR_BENCH_SLOW_MS", spec.slow_ms.to_string())
+        .env(
+            "WEIR_BENCH_CHECK_ORDER",
+            u8::from(spec.check_order).to_string(),
+        )
+        .env("WEIR_BENCH_TIME_BOX_S", time_box_s.to_string())
+        .env("WEIR_BENCH_CONCURRENCY", spec.concurrency.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -306,12 +565,23 @@ fn run_once(
     let secs = reported["first_to_last_s"]
         .as_f64()
         .context("first_to_last_s")?;
+    let processed = reported["processed"]
+        .as_u64()
+        .or_else(|| reported["processed"].as_str()?.parse().ok())
+        .unwrap_or(target);
     Ok(Run {
-        msgs_per_s: (n - 1) as f64 / secs,
+        msgs_per_s: processed.saturating_sub(1) as f64 / secs.max(1e-9),
         cpu_s,
         cpu_s_before_first: reported["cpu_s_before_first"].as_f64().unwrap_or(0.0),
         peak_rss_mb,
+        processed,
+        order_violations: reported["order_violations"].as_u64().unwrap_or(0),
+        time_boxed: reported["time_boxed"].as_bool().unwrap_or(false),
     })
+}
+
+fn topic_of(spec: &Spec) -> String {
+    format!("peers-{}", spec.name)
 }
 
 /// This process's CPU seconds so far (0 if /proc cannot say).
@@ -346,58 +616,106 @@ pub(crate) async fn peers(
     args: &Args,
     cluster: &KafkaCluster,
 ) -> anyhow::Result<serde_json::Value> {
-    let n = args.messages.unwrap_or(1_000_000);
-    let partitions = PARTITIONS;
-    let topic = "peers-noop";
     let systems: Vec<String> = args
         .peers
         .split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    cluster.create_topic(topic, partitions).await?;
-    let started = Instant::now();
-    produce(cluster, topic, n, 10_000, partitions).await?;
-    println!(
-        "peers noop: {n} records of ~100 bytes on {partitions} partitions, produced in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let mut runs: HashMap<String, Vec<Run>> = HashMap::new();
+    let mut specs = Vec::new();
+    for name in args.peer_scenarios.split(',').map(str::trim) {
+        match SPECS.iter().find(|s| s.name == name) {
+            Some(s) => specs.push(*s),
+            None => bail!(
+                "unknown peers scenario {name} (known: {})",
+                SPECS.map(|s| s.name).join(", ")
+            ),
+        }
+    }
     let mut skipped: HashMap<String, String> = HashMap::new();
     for s in &systems {
         if let Err(why) = command(s) {
-            println!("peers noop: {s} skipped: {why}");
+            println!("peers: {s} skipped: {why}");
             skipped.insert(s.clone(), why);
         }
     }
+    let mut out = serde_json::Map::new();
+    for spec in &specs {
+        let r = scenario(args, cluster, spec, &systems, &skipped).await?;
+        out.insert(spec.name.to_string(), r);
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Runs one scenario: produces its data once, then every system in turn,
+/// `--rounds` times.
+async fn scenario(
+    args: &Args,
+    cluster: &KafkaCluster,
+    spec: &Spec,
+    systems: &[String],
+    skipped: &HashMap<String, String>,
+) -> anyhow::Result<serde_json::Value> {
+    let name = spec.name;
+    let n = args.messages.unwrap_or(spec.default_messages);
+    let topic = topic_of(spec);
+    cluster.create_topic(&topic, spec.partitions).await?;
+    let started = Instant::now();
+    produce(cluster, &topic, n, spec.keys, spec.partitions).await?;
+    println!(
+        "peers {name}: {n} records of ~100 bytes, {} keys on {} partitions, produced in {:.1} s",
+        spec.keys,
+        spec.partitions,
+        started.elapsed().as_secs_f64()
+    );
+    let mut runs: HashMap<String, Vec<Run>> = HashMap::new();
     let bootstrap = cluster.bootstrap_servers().to_string();
+    let time_box = args.time_box_s;
     for round in 0..args.rounds.max(1) {
         for s in systems.iter().filter(|s| !skipped.contains_key(*s)) {
-            let (s2, b, t) = (s.clone(), bootstrap.clone(), topic.to_string());
-            let r = tokio::task::spawn_blocking(move || run_once(&s2, &b, &t, n, round)).await??;
+            let (s2, b, sp) = (s.clone(), bootstrap.clone(), *spec);
+            let r = tokio::task::spawn_blocking(move || run_once(&s2, &sp, &b, n, time_box, round))
+                .await??;
             println!(
-                "peers noop round {}: {s:>17} {:>9.0} msg/s, CPU s per million {:>6.2} (processing {:>5.2}), peak RSS {:>6.1} MB",
+                "peers {name} round {}: {s:>17} {:>9.0} msg/s{}, CPU s per million {:>6.2} (processing {:>5.2}), peak RSS {:>6.1} MB{}",
                 round + 1,
                 r.msgs_per_s,
-                r.cpu_s * 1e6 / n as f64,
-                (r.cpu_s - r.cpu_s_before_first) * 1e6 / n as f64,
-                r.peak_rss_mb
+                if r.time_boxed {
+                    format!(" ({} in the {time_box} s box)", r.processed)
+                } else {
+                    String::new()
+                },
+                r.cpu_s_per_million(),
+                r.processing_cpu_s_per_million(),
+                r.peak_rss_mb,
+                if spec.check_order {
+                    format!(", order violations {}", r.order_violations)
+                } else {
+                    String::new()
+                },
             );
             runs.entry(s.clone()).or_default().push(r);
         }
     }
+    let ideal = spec.ideal_msgs_per_s();
     let mut table = serde_json::Map::new();
     for (s, rs) in &runs {
-        table.insert(
-            s.clone(),
-            json!({
-                "msgs_per_s": median(&rs.iter().map(|r| r.msgs_per_s).collect::<Vec<_>>()).round(),
-                "cpu_s_per_million": median(&rs.iter().map(|r| r.cpu_s * 1e6 / n as f64).collect::<Vec<_>>()),
-                "processing_cpu_s_per_million": median(&rs.iter().map(|r| (r.cpu_s - r.cpu_s_before_first) * 1e6 / n as f64).collect::<Vec<_>>()),
-                "peak_rss_mb": rs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max),
-                "rounds": rs.iter().map(|r| r.msgs_per_s.round()).collect::<Vec<_>>(),
-            }),
-        );
+        let rate = median(&rs.iter().map(|r| r.msgs_per_s).collect::<Vec<_>>());
+        let mut row = json!({
+            "msgs_per_s": rate.round(),
+            "cpu_s_per_million": median(&rs.iter().map(Run::cpu_s_per_million).collect::<Vec<_>>()),
+            "processing_cpu_s_per_million": median(&rs.iter().map(Run::processing_cpu_s_per_million).collect::<Vec<_>>()),
+            "peak_rss_mb": rs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max),
+            "rounds": rs.iter().map(|r| r.msgs_per_s.round()).collect::<Vec<_>>(),
+            "time_boxed": rs.iter().any(|r| r.time_boxed),
+        });
+        if spec.check_order {
+            row["order_violations"] = json!(rs.iter().map(|r| r.order_violations).sum::<u64>());
+        }
+        if let Some(ideal) = ideal {
+            row["ratio_vs_ideal"] = json!(rate / ideal);
+        }
+        table.insert(s.clone(), row);
     }
     let rate = |s: &str| table.get(s).and_then(|v| v["msgs_per_s"].as_f64());
     let best_peer = table
@@ -411,22 +729,30 @@ pub(crate) async fn peers(
     let vs_raw_tuned = weir.zip(rate("raw-tuned")).map(|(w, r)| w / r);
     let show = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}"));
     println!(
-        "peers noop (median of {} rounds): weir / best peer ({}) {}, weir / raw librdkafka loop {} (with Weir's fetch settings {})",
+        "peers {name} (median of {} rounds): weir / best peer ({}) {}, weir / raw librdkafka loop {} (with Weir's fetch settings {}){}",
         args.rounds.max(1),
         best_peer.as_ref().map_or("none", |(s, _)| s.as_str()),
         show(vs_peer),
         show(vs_raw),
         show(vs_raw_tuned),
+        ideal.map_or(String::new(), |i| format!(", ideal {i:.0} msg/s")),
     );
     Ok(json!({
-        "noop": {
-            "partitions": partitions,
-            "systems": table,
-            "skipped": skipped,
-            "best_peer": best_peer.map(|(s, _)| s),
-            "weir_vs_best_peer": vs_peer,
-            "weir_vs_raw": vs_raw,
-            "weir_vs_raw_tuned": vs_raw_tuned,
-        }
+        "partitions": spec.partitions,
+        "keys": spec.keys,
+        "messages": n,
+        "counted": spec.counted(n),
+        "handler_ms": spec.delay_ms,
+        "slow_partition": spec.slow_partition,
+        "slow_ms": spec.slow_ms,
+        "concurrency": spec.concurrency,
+        "ideal_msgs_per_s": ideal,
+        "time_box_s": time_box,
+        "systems": table,
+        "skipped": skipped,
+        "best_peer": best_peer.map(|(s, _)| s),
+        "weir_vs_best_peer": vs_peer,
+        "weir_vs_raw": vs_raw,
+        "weir_vs_raw_tuned": vs_raw_tuned,
     }))
 }

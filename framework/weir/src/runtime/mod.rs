@@ -295,13 +295,19 @@ fn create_consumer(
     events: tokio::sync::mpsc::UnboundedSender<poller::Event>,
     stats: &Arc<ConsumerStats>,
 ) -> Result<Arc<BaseConsumer<WeirContext>>, WeirError> {
-    let ctx = WeirContext::new(
+    let mut ctx = WeirContext::new(
         events,
         config.revoke_deadline,
         stats.clone(),
         config.group_id.clone(),
         config.partition_queues,
     );
+    if !config.partition_queues {
+        // What the dispatcher may have still to take from the poll thread
+        // (see `WeirContext::unclaimed`): two partitions' worth, and never
+        // so little that reading cannot keep pace with a quick dispatcher.
+        ctx.unclaimed_limit = (2 * config.max_buffered_per_partition as u64).max(64);
+    }
     if let Ok(Some(id)) = config.instance_id() {
         let _ = ctx.instance_id.set(id);
     }

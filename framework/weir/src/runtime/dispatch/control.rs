@@ -94,6 +94,10 @@ pub(crate) trait PartitionControl: Send + Sync + 'static {
     /// Whether librdkafka considers the assignment lost (the session timed
     /// out, the member was fenced): nothing of it may be committed.
     fn assignment_lost(&self) -> bool;
+    /// The dispatcher took `n` messages off the channel from the poll thread
+    /// (which, without partition queues, stops reading while too many wait
+    /// there: see `WeirContext::unclaimed`).
+    fn claimed(&self, _n: usize) {}
 }
 
 impl PartitionControl for BaseConsumer<WeirContext> {
@@ -130,6 +134,10 @@ impl PartitionControl for BaseConsumer<WeirContext> {
 
     fn rewind(&self, to: Vec<(TopicPartition, i64)>) {
         self.context().request_rewind(to);
+    }
+
+    fn claimed(&self, n: usize) {
+        self.context().claimed(n);
     }
 
     fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {

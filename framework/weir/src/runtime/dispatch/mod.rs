@@ -223,6 +223,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                 }
                 ev = events.recv() => match ev {
                     Some(Event::Batch(batch)) => {
+                        self.consumer.claimed(batch.len());
                         self.now_ms = crate::clock::now_ms();
                         for m in batch { self.admit(m); }
                     }

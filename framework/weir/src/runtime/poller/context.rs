@@ -1,7 +1,7 @@
 //! [`WeirContext`]: librdkafka's callbacks (rebalances, errors, statistics,
 //! logs) turned into events for the dispatcher.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -59,6 +59,18 @@ pub(crate) struct WeirContext {
     /// that [`Event::Rewound`] separates what it fetched before the seek
     /// from what it fetches after.
     pub(super) rewinds: Mutex<Vec<(TopicPartition, i64)>>,
+    /// Messages sent to the dispatcher and not yet taken off the channel by
+    /// it. Without partition queues a full partition is paused by the
+    /// dispatcher, which it can only do once it has seen the messages: while
+    /// it is slow to take them (its thread busy, the machine loaded) the
+    /// poll thread would go on moving whatever librdkafka fetches into the
+    /// unbounded channel. It stops taking from the consumer queue at
+    /// [`WeirContext::unclaimed_limit`] instead, so that what Weir holds
+    /// stays bounded by the configuration, not by the dispatcher's speed.
+    pub(super) unclaimed: AtomicU64,
+    /// See [`WeirContext::unclaimed`]; 0: no limit (partition queues bound
+    /// what is sent by credit).
+    pub(crate) unclaimed_limit: u64,
 }
 
 impl WeirContext {
@@ -87,7 +99,26 @@ impl WeirContext {
             assigned: Mutex::new(Default::default()),
             group_protocol: OnceLock::new(),
             rewinds: Mutex::new(Vec::new()),
+            unclaimed: AtomicU64::new(0),
+            unclaimed_limit: 0,
         }
+    }
+
+    /// The dispatcher took `n` messages off the channel; wakes the poll
+    /// thread if it stopped at the limit.
+    pub(crate) fn claimed(&self, n: usize) {
+        let before = self.unclaimed.fetch_sub(n as u64, Relaxed);
+        if self.unclaimed_limit > 0 && before >= self.unclaimed_limit {
+            self.waker.wake();
+        }
+    }
+
+    /// Whether the poll thread stops taking from the consumer queue: with
+    /// `taken` more messages not yet sent, the dispatcher would have too many
+    /// waiting for it (see [`WeirContext::unclaimed`]).
+    pub(super) fn unclaimed_full(&self, taken: usize) -> bool {
+        self.unclaimed_limit > 0
+            && self.unclaimed.load(Relaxed) + taken as u64 >= self.unclaimed_limit
     }
 
     /// Asks the poll thread to move `to`'s partitions back (see
@@ -370,6 +401,7 @@ impl WeirContext {
         let full = std::mem::replace(&mut *b, Vec::with_capacity(BATCH));
         drop(b);
         ConsumerStats::add(&self.stats.received, n);
+        self.unclaimed.fetch_add(n, Relaxed);
         let _ = self.events.send(Event::Batch(full));
     }
 

@@ -3,8 +3,9 @@
 //! One OS thread owns the polling: it keeps fetching (so group heartbeats and
 //! `max.poll.interval.ms` stay healthy while handlers run) and serves the
 //! rebalance callbacks. Messages go to the dispatcher in batches over an
-//! unbounded channel; memory is bounded by credit, never by blocking this
-//! thread.
+//! unbounded channel; memory is bounded by credit (with partition queues) or
+//! by a limit on what the dispatcher has still to take (without), never by
+//! blocking this thread on the channel.
 //!
 //! With `partition_queues` (the default) every assigned partition is split
 //! into its own librdkafka queue when it is assigned. The dispatcher grants
@@ -167,6 +168,15 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
         let mut served = 0;
         let mut backlog = false;
         ctx.serve_rewinds(&consumer);
+        // Without partition queues: while the dispatcher has too many of
+        // our messages still to take (`WeirContext::unclaimed`), wait for it
+        // (it wakes this thread) instead of reading more. Rebalance events
+        // wait meanwhile, as they would behind those messages anyway.
+        if ctx.unclaimed_full(0) {
+            std::thread::park_timeout(Duration::from_millis(10));
+            continue;
+        }
+        let mut taken = 0;
         loop {
             match consumer.poll(timeout) {
                 None => {
@@ -175,7 +185,13 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
                     }
                 }
                 Some(Err(e)) => ctx.on_poll_error(e),
-                Some(Ok(m)) => ctx.take(&mut topics, &m),
+                Some(Ok(m)) => {
+                    ctx.take(&mut topics, &m);
+                    taken += 1;
+                    if ctx.unclaimed_full(taken) {
+                        break;
+                    }
+                }
             }
             timeout = Duration::ZERO;
             served += 1;

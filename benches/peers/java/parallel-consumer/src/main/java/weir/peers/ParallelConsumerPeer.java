@@ -27,8 +27,7 @@ public final class ParallelConsumerPeer {
         props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         KafkaConsumer<byte[], byte[]> consumer =
             new KafkaConsumer<>(props, new ByteArrayDeserializer(), new ByteArrayDeserializer());
-        int concurrency = Integer.parseInt(
-            System.getenv().getOrDefault("WEIR_BENCH_CONCURRENCY", "1024"));
+        int concurrency = p.concurrency;
         var options = ParallelConsumerOptions.<byte[], byte[]>builder()
             .consumer(consumer)
             .ordering(ProcessingOrder.KEY)
@@ -41,11 +40,12 @@ public final class ParallelConsumerPeer {
         pc.subscribe(List.of(p.topic));
         pc.poll(ctx -> {
             ctx.forEach(r -> {
-                byte[] v = r.value();
-                if (v != null && v.length < 0) {
-                    throw new IllegalStateException();
+                try {
+                    p.handle(r.partition(), r.value());
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IllegalStateException(e);
                 }
-                p.processed();
             });
         });
         p.reportWhenDone();

@@ -42,18 +42,13 @@ public class SpringKafkaPeer {
             ConsumerFactory<byte[], byte[]> consumerFactory) {
         var factory = new ConcurrentKafkaListenerContainerFactory<byte[], byte[]>();
         factory.setConsumerFactory(consumerFactory);
-        factory.setConcurrency(Integer.parseInt(
-            System.getenv().getOrDefault("WEIR_BENCH_PARTITIONS", "12")));
+        factory.setConcurrency(P.partitions);
         return factory;
     }
 
     @KafkaListener(topics = "#{systemEnvironment['WEIR_BENCH_TOPIC']}")
-    public void listen(ConsumerRecord<byte[], byte[]> record) {
-        byte[] v = record.value();
-        if (v != null && v.length < 0) {
-            throw new IllegalStateException();
-        }
-        P.processed();
+    public void listen(ConsumerRecord<byte[], byte[]> record) throws InterruptedException {
+        P.handle(record.partition(), record.value());
     }
 
     public static void main(String[] args) throws Exception {
