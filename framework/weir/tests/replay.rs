@@ -233,14 +233,14 @@ async fn kafka_a_range_ending_on_a_transaction_marker_finishes() -> R {
     // written to the partition after that, and the read_committed end (the
     // last stable offset, which `watermarks` and Replay's `End` read) moves
     // only then: a CI run read (0, 0) right after the commit.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let (low, high) = loop {
-        let w = cluster.watermarks("txn-ledger", 0).await?;
-        if w.1 >= 6 || std::time::Instant::now() > deadline {
-            break w;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    common::wait_until_async("the commit marker", Duration::from_secs(30), || async {
+        cluster
+            .watermarks("txn-ledger", 0)
+            .await
+            .is_ok_and(|(_, high)| high >= 6)
+    })
+    .await;
+    let (low, high) = cluster.watermarks("txn-ledger", 0).await?;
     assert_eq!((low, high), (0, 6), "5 records and the commit marker");
     let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let s = seen.clone();
