@@ -9,6 +9,7 @@
 //! weir groups list | describe GROUP [--topic T]
 //! weir inspect HOST:PORT [--json] [--watch 2s]
 //! weir offsets reset --group G --topic T (--to-earliest|--to-latest|--to-datetime D|--to-offset N|--shift-by N) [--execute]
+//! weir console --config weir.toml [--listen 127.0.0.1:9600] [--no-auth]
 //! ```
 //!
 //! Exit codes: 0 success; 2 bad usage; 3 unknown topic, group, partition or
@@ -16,7 +17,6 @@
 //! unsafe (offset reset while the group has members); 1 anything else.
 
 mod cmd;
-mod groups;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -28,6 +28,7 @@ use weir::dlq::{
     DlqFilter, DlqMessage, ReplayOptions, counts_by_class, earlier_copies, read_dlq, replay,
     replay_record,
 };
+use weir::groups;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -86,6 +87,20 @@ enum Cmd {
     Offsets {
         #[command(subcommand)]
         cmd: OffsetsCmd,
+    },
+    /// A web console for the people on call: groups and their lag over time,
+    /// Weir consumers' health, retry tiers and DLQs; DLQ replay and offset
+    /// resets (dry run first) when `[console] actions = true`. Settings come
+    /// from the `[console]` section of `--config` and `WEIR_CONSOLE_*`.
+    Console {
+        #[command(flatten)]
+        conn: Conn,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9600")]
+        listen: std::net::SocketAddr,
+        /// Start without authentication (only on a loopback address).
+        #[arg(long)]
+        no_auth: bool,
     },
 }
 
@@ -439,5 +454,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => cmd::outbox::relay(conn, database_url, batch_size, poll_interval.into(), delete).await,
         Cmd::Dlq { cmd } => cmd::dlq::run(cmd).await,
+        Cmd::Console {
+            conn,
+            listen,
+            no_auth,
+        } => cmd::console::run(conn, listen, no_auth).await,
     }
 }

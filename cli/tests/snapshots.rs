@@ -39,6 +39,7 @@ fn help_texts() {
         vec!["offsets", "reset", "--help"],
         vec!["replay", "--help"],
         vec!["inspect", "--help"],
+        vec!["console", "--help"],
     ] {
         let name = format!("help_{}", args[..args.len() - 1].join("_"));
         let name = if name == "help_" {

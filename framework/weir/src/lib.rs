@@ -100,6 +100,8 @@ pub mod error;
 pub mod failure;
 #[cfg(test)]
 mod fuzz;
+#[cfg(feature = "ops")]
+pub mod groups;
 pub mod id;
 pub mod inspect;
 mod kafka;

@@ -464,11 +464,31 @@ impl ConsumerConfig {
     }
 
     /// Parses TOML text (unset keys keep their defaults). Does not validate.
+    /// A `[console]` section (`weir console`'s settings, which may share the
+    /// file) is left out; any other unknown key is an error.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::File {
-            path: "<string>".into(),
-            message: e.to_string(),
-        })
+        Self::parse_toml(text, "<string>")
+    }
+
+    fn parse_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError::File {
+            path: path.to_string(),
+            message,
+        };
+        // Parsed from the text (line and column in errors) unless a
+        // `[console]` section has to be taken out first.
+        let has_console = toml::from_str::<toml::Table>(text)
+            .map(|t| t.contains_key("console"))
+            .unwrap_or(false);
+        if has_console {
+            let mut table: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+            table.remove("console");
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| err(e.to_string()))
+        } else {
+            toml::from_str(text).map_err(|e| err(e.to_string()))
+        }
     }
 
     /// Reads a TOML file (unset keys keep their defaults). Does not validate.
@@ -478,10 +498,7 @@ impl ConsumerConfig {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+        Self::parse_toml(&text, &path.display().to_string())
     }
 
     /// File (if given), then the process environment, then validation.

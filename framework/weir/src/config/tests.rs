@@ -81,6 +81,24 @@ fn safety_valves_load_from_toml_and_env_and_are_off_by_default() {
 }
 
 #[test]
+fn a_console_section_is_left_to_the_console() {
+    let c = ConsumerConfig::from_toml_str(
+        "brokers = \"k:9092\"\ngroup_id = \"g\"\n[kafka]\n\"security.protocol\" = \"SSL\"\n[console]\ntoken = \"t\"\nactions = true\n",
+    )
+    .unwrap();
+    assert_eq!(c.brokers, "k:9092");
+    assert_eq!(
+        c.kafka.get("security.protocol").map(String::as_str),
+        Some("SSL")
+    );
+    // Other unknown keys are still errors, with or without the section.
+    let e = ConsumerConfig::from_toml_str("no_such_key = 1\n[console]\ntoken = \"t\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no_such_key"), "{e}");
+}
+
+#[test]
 fn errors_name_the_key() {
     let e = ConsumerConfig::from_toml_str("max_in_flight = \"lots\"")
         .unwrap_err()

@@ -1,12 +1,33 @@
-//! `weir groups …` and `weir offsets reset`: group state, lag, and safe offset resets.
+//! Consumer groups as operators see them (the library behind `weir groups`,
+//! `weir offsets reset` and `weir console`): state, members and assignment,
+//! lag and the oldest unconsumed message's age per partition, and offset
+//! resets that plan first and refuse while the group has members.
+//!
+//! Every function blocks (librdkafka admin calls): call them from
+//! `tokio::task::spawn_blocking` in async code.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), weir::WeirError> {
+//! use weir::groups::{describe_lag, list_groups};
+//! let client = weir::dlq::client_config("kafka:9092");
+//! for g in list_groups(&client, None)? {
+//!     println!("{} {} ({} members)", g.name, g.state, g.members.len());
+//! }
+//! let lag: i64 = describe_lag(&client, "billing", &["orders".into()])?
+//!     .iter()
+//!     .map(|p| p.lag)
+//!     .sum();
+//! println!("billing is {lag} behind");
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::WeirError;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use weir::WeirError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -18,7 +39,9 @@ fn kafka(context: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) 
 /// A group as the broker describes it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupInfo {
+    /// The group ID.
     pub name: String,
+    /// The broker's state: `Stable`, `Empty`, `PreparingRebalance`, `Dead`…
     pub state: String,
     /// `classic` or `consumer` (KIP-848); `unknown` when the broker does not say.
     #[serde(rename = "type")]
@@ -26,13 +49,18 @@ pub struct GroupInfo {
     /// The assignor: classic, the protocol the members agreed on
     /// (`cooperative-sticky`, `range`, …); consumer, the broker's (`uniform`, `range`).
     pub protocol: String,
+    /// Its members now (none: no consumer runs in it).
     pub members: Vec<MemberInfo>,
 }
 
+/// A member of a group.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MemberInfo {
+    /// The member ID the coordinator gave it.
     pub id: String,
+    /// Its `client.id`.
     pub client_id: String,
+    /// The host it connects from.
     pub host: String,
     /// Static membership: the member's `group.instance.id`.
     pub instance_id: Option<String>,
@@ -200,12 +228,19 @@ fn classic_groups(
 /// One partition of a group: position, end, lag, and the oldest unconsumed message's age.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PartitionLag {
+    /// Topic.
     pub topic: String,
+    /// Partition.
     pub partition: i32,
+    /// The group's committed offset (`None`: it never committed here).
     pub committed: Option<i64>,
+    /// The low watermark (earliest retained offset).
     pub low: i64,
+    /// The high watermark (log end).
     pub high: i64,
+    /// Messages between the committed offset (or the low watermark) and the end.
     pub lag: i64,
+    /// Age of the first unconsumed message (ms since its timestamp), when there is one.
     pub oldest_unconsumed_age_ms: Option<i64>,
 }
 
@@ -249,17 +284,42 @@ fn committed(
         .collect())
 }
 
-use weir::clock::now_ms;
+use crate::clock::now_ms;
 
-/// Lag of `group` on `topics`.
+/// Lag of `group` on `topics`, with the age of each partition's oldest
+/// unconsumed message (read from the partition: up to 3 s per lagging
+/// partition).
 pub fn describe_lag(
     cfg: &ClientConfig,
     group: &str,
     topics: &[String],
 ) -> Result<Vec<PartitionLag>, WeirError> {
+    lag_of(cfg, group, topics, true)
+}
+
+/// Lag of `group` on `topics` without the oldest message's age (no message
+/// is read): cheap enough to sample every group often.
+pub fn lag(
+    cfg: &ClientConfig,
+    group: &str,
+    topics: &[String],
+) -> Result<Vec<PartitionLag>, WeirError> {
+    lag_of(cfg, group, topics, false)
+}
+
+fn lag_of(
+    cfg: &ClientConfig,
+    group: &str,
+    topics: &[String],
+    with_age: bool,
+) -> Result<Vec<PartitionLag>, WeirError> {
     let brokers = cfg.get("bootstrap.servers").unwrap_or_default().to_string();
     let c = client(cfg, Some(group))?;
-    let reader = client(cfg, None)?;
+    let reader = if with_age {
+        Some(client(cfg, None)?)
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for t in topics {
         let parts = partitions_of(&c, t, &brokers)?;
@@ -272,7 +332,9 @@ pub fn describe_lag(
             let from = pos.unwrap_or(low).clamp(low, high);
             let lag = high - from;
             let mut age = None;
-            if lag > 0 {
+            if lag > 0
+                && let Some(reader) = &reader
+            {
                 let mut tpl = TopicPartitionList::new();
                 let _ = tpl.add_partition_offset(t, p, Offset::Offset(from));
                 if reader.assign(&tpl).is_ok() {
@@ -299,21 +361,63 @@ pub fn describe_lag(
     Ok(out)
 }
 
+/// The topics on which `group` has committed offsets (internal topics left
+/// out): what an empty group (no members, so no assignment) consumed.
+pub fn committed_topics(cfg: &ClientConfig, group: &str) -> Result<Vec<String>, WeirError> {
+    let c = client(cfg, Some(group))?;
+    let md = c
+        .fetch_metadata(None, TIMEOUT)
+        .map_err(kafka("fetching the cluster's topics"))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        if t.name().starts_with("__") || t.error().is_some() {
+            continue;
+        }
+        for p in t.partitions() {
+            tpl.add_partition(t.name(), p.id());
+        }
+    }
+    if tpl.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let got = c.committed_offsets(tpl, TIMEOUT).map_err(kafka(format!(
+        "fetching the committed offsets of `{group}`"
+    )))?;
+    let mut topics: Vec<String> = got
+        .elements()
+        .iter()
+        .filter(|e| matches!(e.offset(), Offset::Offset(_)))
+        .map(|e| e.topic().to_string())
+        .collect();
+    topics.dedup();
+    topics.sort();
+    topics.dedup();
+    Ok(topics)
+}
+
 /// Where to move a group's offsets.
 #[derive(Debug, Clone)]
 pub enum ResetTo {
+    /// The earliest retained offset.
     Earliest,
+    /// The log end (skip everything not yet consumed).
     Latest,
+    /// The first message at or after this time (epoch ms).
     Datetime(i64),
+    /// This offset, clamped to the retained range.
     Offset(i64),
+    /// Move by this many messages (negative: process again).
     ShiftBy(i64),
 }
 
 /// One partition of a reset plan.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ResetLine {
+    /// Partition.
     pub partition: i32,
+    /// The committed offset before (`None`: nothing committed).
     pub old: Option<i64>,
+    /// The offset the reset commits.
     pub new: i64,
     /// Messages processed again (new below old).
     pub reprocessed: i64,
@@ -324,6 +428,10 @@ pub struct ResetLine {
 }
 
 /// Computes the plan (and commits it when `execute`; refusing while the group has members).
+///
+/// The outer error is a Kafka failure; the inner `Err` is a refusal with its
+/// reason (an unknown partition, active members, membership that cannot be
+/// checked without `force`).
 pub fn reset_offsets(
     cfg: &ClientConfig,
     group: &str,
