@@ -468,6 +468,52 @@ mod tests {
         assert!(e.message.contains("RFC 3339"), "{}", e.message);
     }
 
+    fn app(show_payloads: bool, dir: &std::path::Path) -> App {
+        let settings = crate::Settings {
+            show_payloads,
+            audit_log: dir.join("audit.jsonl"),
+            ..crate::Settings::default()
+        };
+        App {
+            sessions: crate::auth::Sessions::new(settings.session_ttl),
+            audit: crate::audit::AuditLog::open(settings.audit_log.clone()),
+            history: Default::default(),
+            no_auth: true,
+            client: weir::dlq::client_config("127.0.0.1:1"),
+            http: reqwest::Client::new(),
+            settings,
+        }
+    }
+
+    #[test]
+    fn payloads_show_only_when_allowed_and_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = weir::message::RawMessage {
+            topic: "orders.dlq".into(),
+            partition: 0,
+            offset: 7,
+            timestamp_ms: Some(0),
+            key: Some(bytes::Bytes::from_static(b"acct-1")),
+            payload: Some(bytes::Bytes::from_static(b"<script>card 4111</script>")),
+            headers: weir::message::Headers(vec![weir::message::Header {
+                key: "weir-error-class".into(),
+                value: Some(bytes::Bytes::from_static(b"bad<class>")),
+            }]),
+        };
+        let m = DlqMessage::from_raw(raw);
+        let s = Session::bearer();
+        let hidden = message_page(&app(false, dir.path()), &s, "orders.dlq", &m).into_string();
+        assert!(!hidden.contains("4111"), "payload hidden by default");
+        assert!(hidden.contains("26 bytes, hidden"), "{hidden}");
+        assert!(hidden.contains("bad&lt;class&gt;"), "headers escaped");
+        let shown = message_page(&app(true, dir.path()), &s, "orders.dlq", &m).into_string();
+        assert!(
+            shown.contains("&lt;script&gt;card 4111"),
+            "shown, escaped: {shown}"
+        );
+        assert!(!shown.contains("<script>"));
+    }
+
     #[test]
     fn selections_parse() {
         assert_eq!(

@@ -2,7 +2,8 @@
 //! `chromium`, driven through `chromedriver` with fantoccini) against a
 //! console on Apache Kafka. Log in (a wrong token is refused), see the
 //! groups and a group's lag and chart, see a halted partition on the
-//! consumers page, open the DLQ, filter by class, dry-run a replay, replay,
+//! consumers page, open the DLQ, filter by class, dry-run a replay, replay
+//! (by filter, then one ticked message),
 //! see the messages consumed again, reset a group's offsets by time (refused
 //! while the group has a member, a dry run first), read the audit log; an
 //! action without the CSRF token is refused; bad input and a cluster that is
@@ -457,6 +458,21 @@ async fn journey(
     assert_eq!(text(c, "#sent").await?, "4");
     assert_eq!(total(cluster, "orders").await, 34);
 
+    // A replay of one selected message (ticked, not the whole filter).
+    c.goto(&format!("{base}/dlq/orders.dlq?class=invalid_price"))
+        .await?;
+    assert!(text(c, "#count").await?.starts_with("2 "), "o7 and o14");
+    c.find(Locator::Css("#messages input[name=sel]"))
+        .await?
+        .click()
+        .await?;
+    click(c, "#replay-dry-run").await?;
+    let plan = text(c, "#plan").await?;
+    assert!(plan.contains("would send 1 to orders"), "{plan}");
+    click(c, "#confirm-replay").await?;
+    assert_eq!(text(c, "#sent").await?, "1");
+    assert_eq!(total(cluster, "orders").await, 35);
+
     // Fixed and restarted: the replayed orders are consumed again.
     fixed.store(true, SeqCst);
     let (h1, run1) = common::start(shop(
@@ -472,6 +488,7 @@ async fn journey(
             ["o0", "o5", "o10", "o15", "o29"]
                 .iter()
                 .all(|o| s.iter().any(|x| x == o))
+                && s.iter().any(|x| x == "o7" || x == "o14")
         },
     )
     .await;
@@ -515,15 +532,15 @@ async fn journey(
     click(c, "#reset-dry-run").await?;
     let result = text(c, "#result").await?;
     assert!(
-        result.contains("14 processed again"),
-        "10 late + 4 replayed: {result}"
+        result.contains("15 processed again"),
+        "10 late + 5 replayed: {result}"
     );
     assert_eq!(
         common::committed(cluster, "shop", "orders")
             .await
             .iter()
             .sum::<i64>(),
-        34,
+        35,
         "a dry run commits nothing"
     );
     screenshot(c, "reset-dry-run").await?;
@@ -537,7 +554,7 @@ async fn journey(
         20
     );
     reload_until(c, &group_url, "#total-lag", Duration::from_secs(30), |t| {
-        t == "14"
+        t == "15"
     })
     .await?;
 
@@ -609,7 +626,7 @@ async fn http_checks(base: &str, cluster: &KafkaCluster) -> R {
         let page = r.text().await?;
         assert!(page.contains("CSRF"), "{page}");
     }
-    assert_eq!(total(cluster, "orders").await, 34, "nothing was replayed");
+    assert_eq!(total(cluster, "orders").await, 35, "nothing was replayed");
     let r = browserish
         .get(format!("{base}/dlq/orders.dlq?until=soon"))
         .send()
