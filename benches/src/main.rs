@@ -146,8 +146,9 @@ struct Args {
     )]
     peers: String,
     /// Scenarios of the peers scenario (comma-separated; `noop`,
-    /// `keyed-5ms`, `slow-partition`). `--messages` sets every one's count.
-    #[arg(long, default_value = "noop,keyed-5ms,slow-partition")]
+    /// `keyed-5ms`, `slow-partition`, `retry`). `--messages` sets every
+    /// one's count.
+    #[arg(long, default_value = "noop,keyed-5ms,slow-partition,retry")]
     peer_scenarios: String,
     /// In the peers scenario, a system reports what it counted this many
     /// seconds after its first message if it has not finished by then.

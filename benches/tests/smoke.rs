@@ -191,4 +191,24 @@ fn peers_smoke() {
     assert_eq!(slow["counted"], 2750, "{v}");
     assert_eq!(slow["systems"]["weir"]["order_violations"], 0, "{v}");
     assert_eq!(slow["systems"]["weir"]["time_boxed"], false, "{v}");
+
+    // retry: every tenth of the 3000 records fails once and comes back
+    // through Weir's 1 s tier, never before it is due, while the healthy
+    // 2700 are counted; the raw loop is reported as unable.
+    let retry = &v["retry"];
+    assert_eq!(retry["counted"], 2700, "{v}");
+    assert_eq!(retry["retried"], 300, "{v}");
+    let w = &retry["systems"]["weir"];
+    assert_eq!(w["time_boxed"], false, "{v}");
+    assert_eq!(w["retried"], 300, "{v}");
+    let p50 = w["retry_delay_ms_p50"].as_f64().unwrap();
+    assert!((1000.0..3000.0).contains(&p50), "due after 1 s: {p50} {v}");
+    assert!(
+        retry["unable"]["raw"]
+            .as_str()
+            .unwrap()
+            .contains("non-blocking"),
+        "{v}"
+    );
+    assert!(retry["systems"]["raw"].is_null(), "{v}");
 }

@@ -19,6 +19,12 @@
 //! - `slow-partition`: 12 partitions, partition 0's handler takes 200 ms,
 //!   the others' nothing: the rate of the other 11 partitions (head-of-line
 //!   isolation).
+//! - `retry`: 12 partitions, every tenth record fails its first attempt and
+//!   is retried after 1 s without blocking the others (Weir's retry tier,
+//!   Spring Kafka's retry topic, Parallel Consumer's retry delay): the rate
+//!   of the healthy 90% while the retries are pending, and the retries'
+//!   delay p50/p99 from the failure to the second attempt. The raw loop and
+//!   arroyo have no non-blocking retry and are reported as unable.
 //!
 //! A system far slower than the others (a sequential loop with a 5 ms
 //! handler) reports what it counted in `--time-box-s` after its first
@@ -82,10 +88,15 @@ struct Spec {
     concurrency: usize,
     /// Check per-key order in every system's handler the same way.
     check_order: bool,
+    /// Record `j` with `j % fail_every == 0` fails its first attempt and is
+    /// retried after `retry_ms` (0: nothing fails). Those records are counted
+    /// apart: the figure is the rate of the others.
+    fail_every: u64,
+    retry_ms: u64,
 }
 
 /// The scenarios `--peer-scenarios` may name.
-const SPECS: [Spec; 3] = [
+const SPECS: [Spec; 4] = [
     Spec {
         name: "noop",
         partitions: PARTITIONS,
@@ -96,6 +107,8 @@ const SPECS: [Spec; 3] = [
         slow_ms: 0,
         concurrency: 1024,
         check_order: false,
+        fail_every: 0,
+        retry_ms: 0,
     },
     Spec {
         name: "keyed-5ms",
@@ -107,6 +120,8 @@ const SPECS: [Spec; 3] = [
         slow_ms: 0,
         concurrency: 200,
         check_order: true,
+        fail_every: 0,
+        retry_ms: 0,
     },
     Spec {
         name: "slow-partition",
@@ -118,17 +133,60 @@ const SPECS: [Spec; 3] = [
         slow_ms: 200,
         concurrency: 1024,
         check_order: true,
+        fail_every: 0,
+        retry_ms: 0,
+    },
+    Spec {
+        name: "retry",
+        partitions: PARTITIONS,
+        keys: 10_000,
+        default_messages: 100_000,
+        delay_ms: 0,
+        slow_partition: None,
+        slow_ms: 0,
+        concurrency: 1024,
+        check_order: false,
+        fail_every: 10,
+        retry_ms: 1000,
     },
 ];
 
 impl Spec {
-    /// The messages a system counts of `n` produced: all but the slow partition's.
+    /// Whether record `j` fails its first attempt.
+    fn fails(&self, j: u64) -> bool {
+        self.fail_every > 0 && j.is_multiple_of(self.fail_every)
+    }
+
+    /// The messages a system counts of `n` produced: all but the slow
+    /// partition's and those that fail once.
     fn counted(&self, n: u64) -> u64 {
-        match self.slow_partition {
-            Some(p) => (0..n)
-                .filter(|j| (j % self.partitions as u64) as i32 != p)
-                .count() as u64,
-            None => n,
+        (0..n)
+            .filter(|j| {
+                self.slow_partition
+                    .is_none_or(|p| (j % self.partitions as u64) as i32 != p)
+            })
+            .filter(|j| !self.fails(*j))
+            .count() as u64
+    }
+
+    /// The messages that fail once and are retried.
+    fn retried(&self, n: u64) -> u64 {
+        (0..n).filter(|j| self.fails(*j)).count() as u64
+    }
+
+    /// Why `system` cannot run this scenario, if it cannot.
+    fn unable(&self, system: &str) -> Option<&'static str> {
+        if self.fail_every == 0 {
+            return None;
+        }
+        match system {
+            "raw" | "raw-tuned" => Some(
+                "a poll loop has no non-blocking retry: a failed message is retried in place, holding its partition",
+            ),
+            "arroyo" | "arroyo-tuned" => Some(
+                "sentry_arroyo has no retry topic or delayed redelivery: a failed message is retried in place (holding its partition) or sent to its DLQ",
+            ),
+            _ => None,
         }
     }
 
@@ -177,6 +235,15 @@ pub(crate) struct Work {
     started: AtomicBool,
     first: Mutex<Option<(Instant, f64)>>,
     last: Mutex<Option<Instant>>,
+    /// Records with `seq % fail_every == 0` fail their first attempt (0: none).
+    fail_every: u64,
+    /// How many of those to wait for before reporting.
+    retried_target: u64,
+    /// When each failed record's first attempt failed.
+    failed_at: Mutex<HashMap<u64, Instant>>,
+    /// From each first failure to the second attempt (ms).
+    retry_delays_ms: Mutex<Vec<f64>>,
+    retried: AtomicU64,
 }
 
 impl Work {
@@ -214,7 +281,40 @@ impl Work {
             started: AtomicBool::new(false),
             first: Mutex::new(None),
             last: Mutex::new(None),
+            fail_every: num("WEIR_BENCH_FAIL_EVERY", 0)?,
+            retried_target: num("WEIR_BENCH_RETRIED", 0)?,
+            failed_at: Mutex::new(HashMap::new()),
+            retry_delays_ms: Mutex::new(Vec::new()),
+            retried: AtomicU64::new(0),
         })
+    }
+
+    /// For a record that fails once: `true` on its first attempt (the
+    /// handler fails it), `false` on the retry, whose delay is recorded.
+    fn first_attempt_fails(&self, seq: Option<u64>) -> bool {
+        let Some(seq) = seq.filter(|s| self.fail_every > 0 && s.is_multiple_of(self.fail_every))
+        else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut failed = self.failed_at.lock();
+        match failed.get(&seq) {
+            None => {
+                failed.insert(seq, now);
+                true
+            }
+            Some(t) => {
+                self.retry_delays_ms
+                    .lock()
+                    .push((now - *t).as_secs_f64() * 1000.0);
+                false
+            }
+        }
+    }
+
+    /// True for a record that fails once (counted apart from the others).
+    fn is_retried(&self, seq: Option<u64>) -> bool {
+        seq.is_some_and(|s| self.fail_every > 0 && s.is_multiple_of(self.fail_every))
     }
 
     /// How long the handler of a message on `partition` waits.
@@ -234,7 +334,7 @@ impl Work {
         if !self.started.load(SeqCst) && !self.started.swap(true, SeqCst) {
             *self.first.lock() = Some((Instant::now(), self_cpu_s()));
         }
-        if !self.check_order {
+        if !self.check_order && self.fail_every == 0 {
             return None;
         }
         let seq: Option<u64> = payload
@@ -245,6 +345,9 @@ impl Work {
             self.violations.fetch_add(1, SeqCst);
             return None;
         };
+        if !self.check_order {
+            return Some(seq);
+        }
         let expected = seq.checked_sub(self.keys).map_or(-1, |p| p as i64);
         if self.done[(seq % self.keys) as usize].load(SeqCst) != expected {
             self.violations.fetch_add(1, SeqCst);
@@ -254,8 +357,14 @@ impl Work {
 
     /// A handler finished a message on `partition`.
     fn end(&self, partition: i32, seq: Option<u64>) {
-        if let Some(seq) = seq {
+        if let Some(seq) = seq
+            && self.check_order
+        {
             self.done[(seq % self.keys) as usize].store(seq as i64, SeqCst);
+        }
+        if self.is_retried(seq) {
+            self.retried.fetch_add(1, SeqCst);
+            return;
         }
         if partition == self.slow_partition {
             return;
@@ -272,7 +381,9 @@ impl Work {
         let start = Instant::now();
         loop {
             let first = *self.first.lock();
-            if let (Some((f, cpu)), Some(l)) = (first, *self.last.lock()) {
+            if let (Some((f, cpu)), Some(l)) = (first, *self.last.lock())
+                && self.retried.load(SeqCst) >= self.retried_target
+            {
                 return Ok(self.report((l - f).as_secs_f64(), cpu, false));
             }
             if let Some((f, cpu)) = first
@@ -292,12 +403,23 @@ impl Work {
     }
 
     fn report(&self, secs: f64, cpu_before: f64, time_boxed: bool) -> serde_json::Value {
+        let mut delays = self.retry_delays_ms.lock().clone();
+        delays.sort_by(f64::total_cmp);
+        let q = |q: f64| {
+            delays
+                .get(((q * delays.len() as f64) as usize).min(delays.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
         json!({
             "first_to_last_s": secs,
             "cpu_s_before_first": cpu_before,
             "processed": if time_boxed { self.count.load(SeqCst) } else { self.target },
             "order_violations": self.violations.load(SeqCst),
             "time_boxed": time_boxed,
+            "retried": delays.len(),
+            "retry_delay_ms_p50": q(0.5),
+            "retry_delay_ms_p99": q(0.99),
         })
     }
 }
@@ -380,6 +502,11 @@ async fn weir_child(w: Arc<Work>) -> anyhow::Result<Box<dyn FnOnce() + Send>> {
     let processor = processor_fn(move |m: Message<Option<bytes::Bytes>>| {
         let partition = m.partition();
         let seq = w2.begin(m.value().as_deref());
+        if w2.first_attempt_fails(seq) {
+            return Either::Left(futures::future::ready(Err(weir::ProcessError::retryable(
+                std::io::Error::other("first attempt fails (weir-bench retry scenario)"),
+            ))));
+        }
         let wait = w2.wait(partition);
         if wait.is_zero() {
             std::hint::black_box(m.value().as_ref().map(|p| p.len()));
@@ -405,7 +532,22 @@ async fn weir_child(w: Arc<Work>) -> anyhow::Result<Box<dyn FnOnce() + Send>> {
         cfg.max_buffered_per_partition = cfg.max_buffered_per_partition.max(w.concurrency * 20);
     }
     let cfg = cfg.with_env(std::env::vars())?;
-    let consumer = Consumer::builder(cfg).build(processor)?;
+    let retry_ms = std::env::var("WEIR_BENCH_RETRY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut builder = Consumer::builder(cfg);
+    if w.fail_every > 0 {
+        // One retry tier: a retryable failure goes to `<topic>.retry.1s`
+        // at once (no in-process attempt) and comes back when due.
+        // Without Weir's default jitter (up to +10% of the delay, against
+        // retry storms): the peers have none, and the figure is the
+        // mechanism's lateness.
+        builder = builder.retry_topics(
+            weir::retry::RetryTopics::tiers([Duration::from_millis(retry_ms)]).jitter(0.0),
+        );
+    }
+    let consumer = builder.build(processor)?;
     let handle = consumer.handle();
     let run = tokio::spawn(consumer.run());
     Ok(Box::new(move || {
@@ -428,6 +570,11 @@ struct Run {
     processed: u64,
     order_violations: u64,
     time_boxed: bool,
+    /// Retry scenario: records retried, and their delay from the first
+    /// failure to the second attempt (ms).
+    retried: u64,
+    retry_p50_ms: f64,
+    retry_p99_ms: f64,
 }
 
 impl Run {
@@ -535,6 +682,9 @@ fn run_once(
         )
         .env("WEIR_BENCH_TIME_BOX_S", time_box_s.to_string())
         .env("WEIR_BENCH_CONCURRENCY", spec.concurrency.to_string())
+        .env("WEIR_BENCH_FAIL_EVERY", spec.fail_every.to_string())
+        .env("WEIR_BENCH_RETRY_MS", spec.retry_ms.to_string())
+        .env("WEIR_BENCH_RETRIED", spec.retried(n).to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -577,6 +727,9 @@ fn run_once(
         processed,
         order_violations: reported["order_violations"].as_u64().unwrap_or(0),
         time_boxed: reported["time_boxed"].as_bool().unwrap_or(false),
+        retried: reported["retried"].as_u64().unwrap_or(0),
+        retry_p50_ms: reported["retry_delay_ms_p50"].as_f64().unwrap_or(0.0),
+        retry_p99_ms: reported["retry_delay_ms_p99"].as_f64().unwrap_or(0.0),
     })
 }
 
@@ -660,6 +813,17 @@ async fn scenario(
     let n = args.messages.unwrap_or(spec.default_messages);
     let topic = topic_of(spec);
     cluster.create_topic(&topic, spec.partitions).await?;
+    if spec.fail_every > 0 && cluster.kind() == weir_testkit::BrokerKind::Mock {
+        // The mock cluster has no CreateTopics: Weir's tier and DLQ up front
+        // (on Kafka Weir creates them).
+        let rt = weir::retry::RetryTopics::tiers([Duration::from_millis(spec.retry_ms)]);
+        for t in rt.retry_topics_of(&topic) {
+            cluster.create_topic(&t, spec.partitions).await?;
+        }
+        cluster
+            .create_topic(&rt.dlq_topic(&topic), spec.partitions)
+            .await?;
+    }
     let started = Instant::now();
     produce(cluster, &topic, n, spec.keys, spec.partitions).await?;
     println!(
@@ -671,8 +835,18 @@ async fn scenario(
     let mut runs: HashMap<String, Vec<Run>> = HashMap::new();
     let bootstrap = cluster.bootstrap_servers().to_string();
     let time_box = args.time_box_s;
+    let unable: HashMap<String, &str> = systems
+        .iter()
+        .filter_map(|s| spec.unable(s).map(|why| (s.clone(), why)))
+        .collect();
+    for (s, why) in &unable {
+        println!("peers {name}: {s} cannot run it: {why}");
+    }
     for round in 0..args.rounds.max(1) {
-        for s in systems.iter().filter(|s| !skipped.contains_key(*s)) {
+        for s in systems
+            .iter()
+            .filter(|s| !skipped.contains_key(*s) && !unable.contains_key(*s))
+        {
             let (s2, b, sp) = (s.clone(), bootstrap.clone(), *spec);
             let r = tokio::task::spawn_blocking(move || run_once(&s2, &sp, &b, n, time_box, round))
                 .await??;
@@ -694,6 +868,16 @@ async fn scenario(
                     String::new()
                 },
             );
+            if spec.fail_every > 0 {
+                println!(
+                    "peers {name} round {}: {s:>17} retried {} after p50 {:.0} ms, p99 {:.0} ms (asked: {} ms)",
+                    round + 1,
+                    r.retried,
+                    r.retry_p50_ms,
+                    r.retry_p99_ms,
+                    spec.retry_ms
+                );
+            }
             runs.entry(s.clone()).or_default().push(r);
         }
     }
@@ -714,6 +898,15 @@ async fn scenario(
         }
         if let Some(ideal) = ideal {
             row["ratio_vs_ideal"] = json!(rate / ideal);
+        }
+        if spec.fail_every > 0 {
+            row["retried"] = json!(rs.iter().map(|r| r.retried).min().unwrap_or(0));
+            row["retry_delay_ms_p50"] = json!(median(
+                &rs.iter().map(|r| r.retry_p50_ms).collect::<Vec<_>>()
+            ));
+            row["retry_delay_ms_p99"] = json!(median(
+                &rs.iter().map(|r| r.retry_p99_ms).collect::<Vec<_>>()
+            ));
         }
         table.insert(s.clone(), row);
     }
@@ -748,8 +941,12 @@ async fn scenario(
         "concurrency": spec.concurrency,
         "ideal_msgs_per_s": ideal,
         "time_box_s": time_box,
+        "fail_every": spec.fail_every,
+        "retry_ms": spec.retry_ms,
+        "retried": spec.retried(n),
         "systems": table,
         "skipped": skipped,
+        "unable": unable,
         "best_peer": best_peer.map(|(s, _)| s),
         "weir_vs_best_peer": vs_peer,
         "weir_vs_raw": vs_raw,

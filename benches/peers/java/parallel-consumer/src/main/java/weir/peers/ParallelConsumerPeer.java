@@ -1,5 +1,6 @@
 package weir.peers;
 
+import io.confluent.parallelconsumer.PCRetriableException;
 import io.confluent.parallelconsumer.ParallelConsumerOptions;
 import io.confluent.parallelconsumer.ParallelConsumerOptions.CommitMode;
 import io.confluent.parallelconsumer.ParallelConsumerOptions.ProcessingOrder;
@@ -15,6 +16,11 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * Confluent Parallel Consumer 0.5.3.3 as a peer: per-key ordering
  * ({@code ProcessingOrder.KEY}), {@code maxConcurrency} = WEIR_BENCH_CONCURRENCY
  * (Weir's default in-flight limit), asynchronous periodic commits every 500 ms.
+ * In the retry scenario a failed first attempt is retried by Parallel
+ * Consumer itself after {@code defaultMessageRetryDelay} = WEIR_BENCH_RETRY_MS
+ * (in memory, non-blocking: other keys go on; it throws
+ * {@code PCRetriableException}, which Parallel Consumer does not log as an
+ * error).
  */
 public final class ParallelConsumerPeer {
     public static void main(String[] args) throws Exception {
@@ -34,6 +40,7 @@ public final class ParallelConsumerPeer {
             .maxConcurrency(concurrency)
             .commitMode(CommitMode.PERIODIC_CONSUMER_ASYNCHRONOUS)
             .commitInterval(Duration.ofMillis(500))
+            .defaultMessageRetryDelay(Duration.ofMillis(p.retryMs))
             .build();
         ParallelStreamProcessor<byte[], byte[]> pc =
             ParallelStreamProcessor.createEosStreamProcessor(options);
@@ -42,6 +49,8 @@ public final class ParallelConsumerPeer {
             ctx.forEach(r -> {
                 try {
                     p.handle(r.partition(), r.value());
+                } catch (Protocol.RetryMe e) {
+                    throw new PCRetriableException(e.getMessage());
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                     throw new IllegalStateException(e);

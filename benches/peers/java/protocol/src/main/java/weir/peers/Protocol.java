@@ -20,7 +20,12 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * not counted, any other waits {@code WEIR_BENCH_DELAY_MS}; with
  * {@code WEIR_BENCH_CHECK_ORDER=1}, record {@code j} (its payload starts with
  * {@code j}) has key {@code j % keys} and must start only after record
- * {@code j - keys} of the same key has finished, and no later one.
+ * {@code j - keys} of the same key has finished, and no later one. With
+ * {@code WEIR_BENCH_FAIL_EVERY=k}, record {@code j} with {@code j % k == 0}
+ * fails its first attempt ({@link #handle} throws {@link RetryMe}) and is
+ * counted apart: the time from its failure to its second attempt is its
+ * retry delay, reported as p50/p99 once all {@code WEIR_BENCH_RETRIED} have
+ * come back.
  */
 public final class Protocol {
     public final String bootstrap = env("WEIR_BENCH_BOOTSTRAP");
@@ -36,6 +41,24 @@ public final class Protocol {
     private final long slowMs = num("WEIR_BENCH_SLOW_MS", 0);
     private final boolean checkOrder = num("WEIR_BENCH_CHECK_ORDER", 0) == 1;
     private final long timeBoxNanos = num("WEIR_BENCH_TIME_BOX_S", 600) * 1_000_000_000L;
+    private final long failEvery = num("WEIR_BENCH_FAIL_EVERY", 0);
+    /** The retry delay the scenario asks for (ms). */
+    public final long retryMs = num("WEIR_BENCH_RETRY_MS", 1000);
+    private final long retriedTarget = num("WEIR_BENCH_RETRIED", 0);
+    private final java.util.concurrent.ConcurrentHashMap<Long, Long> firstFailure =
+        new java.util.concurrent.ConcurrentHashMap<>();
+    private final java.util.concurrent.ConcurrentLinkedQueue<Double> retryDelaysMs =
+        new java.util.concurrent.ConcurrentLinkedQueue<>();
+    private final AtomicLong retryDone = new AtomicLong();
+    /** Whether this scenario fails messages for a retry. */
+    public final boolean retries = failEvery > 0;
+
+    /** A first attempt's failure: the framework should retry it after {@link #retryMs}. */
+    public static final class RetryMe extends RuntimeException {
+        RetryMe() {
+            super("first attempt fails (weir-bench retry scenario)", null, false, false);
+        }
+    }
 
     private final AtomicLong count = new AtomicLong();
     /** Set as the first message's handler starts (any partition). */
@@ -79,6 +102,16 @@ public final class Protocol {
      */
     public void handle(int partition, byte[] payload) throws InterruptedException {
         long seq = begin(payload);
+        if (failEvery > 0 && seq >= 0 && seq % failEvery == 0) {
+            long now = System.nanoTime();
+            Long failed = firstFailure.putIfAbsent(seq, now);
+            if (failed == null) {
+                throw new RetryMe();
+            }
+            retryDelaysMs.add((now - failed) / 1e6);
+            retryDone.incrementAndGet();
+            return;
+        }
         long wait = partition == slowPartition ? slowMs : delayMs;
         if (wait > 0) {
             Thread.sleep(wait);
@@ -91,7 +124,7 @@ public final class Protocol {
             cpuBeforeFirst = processCpuSeconds();
             firstNanos = System.nanoTime();
         }
-        if (!checkOrder) {
+        if (!checkOrder && failEvery == 0) {
             return -1;
         }
         long seq = -1;
@@ -110,6 +143,9 @@ public final class Protocol {
             violations.incrementAndGet();
             return -1;
         }
+        if (!checkOrder) {
+            return seq;
+        }
         long expected = seq >= keys ? seq - keys : -1;
         if (done.get((int) (seq % keys)) != expected) {
             violations.incrementAndGet();
@@ -118,7 +154,7 @@ public final class Protocol {
     }
 
     private void end(int partition, long seq) {
-        if (seq >= 0) {
+        if (seq >= 0 && checkOrder) {
             done.set((int) (seq % keys), seq);
         }
         if (partition == slowPartition) {
@@ -130,6 +166,14 @@ public final class Protocol {
         }
     }
 
+    private static double quantile(double[] sorted, double q) {
+        if (sorted.length == 0) {
+            return 0;
+        }
+        int i = (int) Math.min(sorted.length - 1, Math.floor(q * sorted.length));
+        return sorted[i];
+    }
+
     /** Waits until every message is counted or the time box is over, reports, and waits for stdin to close. */
     public void reportWhenDone() throws InterruptedException, IOException {
         long deadline = System.nanoTime() + 600_000_000_000L;
@@ -137,7 +181,7 @@ public final class Protocol {
         long processed;
         boolean boxed;
         while (true) {
-            if (lastNanos != 0) {
+            if (lastNanos != 0 && retryDone.get() >= retriedTarget) {
                 secs = (lastNanos - firstNanos) / 1e9;
                 processed = messages;
                 boxed = false;
@@ -155,10 +199,13 @@ public final class Protocol {
             }
             Thread.sleep(5);
         }
+        double[] d = retryDelaysMs.stream().mapToDouble(Double::doubleValue).sorted().toArray();
         System.out.printf(
             "{\"first_to_last_s\": %.6f, \"cpu_s_before_first\": %.3f, \"processed\": %d,"
-                + " \"order_violations\": %d, \"time_boxed\": %b}%n",
-            secs, cpuBeforeFirst, processed, violations.get(), boxed);
+                + " \"order_violations\": %d, \"time_boxed\": %b, \"retried\": %d,"
+                + " \"retry_delay_ms_p50\": %.3f, \"retry_delay_ms_p99\": %.3f}%n",
+            secs, cpuBeforeFirst, processed, violations.get(), boxed, d.length,
+            quantile(d, 0.5), quantile(d, 0.99));
         System.out.flush();
         while (System.in.read() != -1) {
             // until the harness closes stdin
