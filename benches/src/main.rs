@@ -138,11 +138,12 @@ struct Args {
     #[arg(long, default_value = "100,500,1000")]
     commit_intervals: String,
     /// Systems of the peers scenario (comma-separated; `raw`, `raw-tuned`,
-    /// `weir`, `arroyo`, `arroyo-tuned`, `parallel-consumer`, `spring-kafka`;
-    /// `-tuned`: with Weir's fetch settings).
+    /// `weir`, `arroyo`, `arroyo-tuned`, `parallel-consumer`, `spring-kafka`,
+    /// `consumer-perf` (Kafka's ConsumerPerformance, noop only); `-tuned`:
+    /// with Weir's fetch settings).
     #[arg(
         long,
-        default_value = "raw,raw-tuned,weir,arroyo,arroyo-tuned,parallel-consumer,spring-kafka"
+        default_value = "raw,raw-tuned,weir,arroyo,arroyo-tuned,parallel-consumer,spring-kafka,consumer-perf"
     )]
     peers: String,
     /// Scenarios of the peers scenario (comma-separated; `noop`,

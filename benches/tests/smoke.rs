@@ -137,7 +137,7 @@ fn peers_smoke() {
             "--rounds",
             "1",
             "--peers",
-            "raw,weir,arroyo,arroyo-tuned,parallel-consumer,spring-kafka",
+            "raw,weir,arroyo,arroyo-tuned,parallel-consumer,spring-kafka,consumer-perf",
             "--time-box-s",
             "3",
         ],
@@ -159,6 +159,7 @@ fn peers_smoke() {
         "arroyo-tuned",
         "parallel-consumer",
         "spring-kafka",
+        "consumer-perf",
     ] {
         assert!(
             noop["skipped"][peer]

@@ -42,7 +42,7 @@ use crate::*;
 const PEER_ENV: &str = "WEIR_BENCH_PEER";
 
 /// The systems `--peers` may name.
-const SYSTEMS: [&str; 7] = [
+const SYSTEMS: [&str; 8] = [
     "raw",
     "raw-tuned",
     "weir",
@@ -50,16 +50,26 @@ const SYSTEMS: [&str; 7] = [
     "arroyo-tuned",
     "parallel-consumer",
     "spring-kafka",
+    "consumer-perf",
 ];
 
-/// The Java peers: (system, Maven module, main class).
-const JAVA_PEERS: [(&str, &str, &str); 2] = [
+/// Baselines, not peers: a Weir / best-peer ratio leaves them out.
+const BASELINES: [&str; 3] = ["raw", "raw-tuned", "consumer-perf"];
+
+/// The Java peers and baseline: (system, Maven module, main class).
+const JAVA_PEERS: [(&str, &str, &str); 3] = [
     (
         "parallel-consumer",
         "parallel-consumer",
         "weir.peers.ParallelConsumerPeer",
     ),
     ("spring-kafka", "spring-kafka", "weir.peers.SpringKafkaPeer"),
+    // Apache Kafka's own consumer benchmark (kafka-consumer-perf-test).
+    (
+        "consumer-perf",
+        "consumer-perf",
+        "weir.peers.ConsumerPerfPeer",
+    ),
 ];
 
 /// Partitions of the `noop` topic.
@@ -176,6 +186,11 @@ impl Spec {
 
     /// Why `system` cannot run this scenario, if it cannot.
     fn unable(&self, system: &str) -> Option<&'static str> {
+        if system == "consumer-perf" && self.name != "noop" {
+            return Some(
+                "Kafka's ConsumerPerformance measures consumption only: it has no handler to wait, check order or fail",
+            );
+        }
         if self.fail_every == 0 {
             return None;
         }
@@ -913,21 +928,23 @@ async fn scenario(
     let rate = |s: &str| table.get(s).and_then(|v| v["msgs_per_s"].as_f64());
     let best_peer = table
         .keys()
-        .filter(|s| !matches!(s.as_str(), "weir" | "raw" | "raw-tuned"))
+        .filter(|s| s.as_str() != "weir" && !BASELINES.contains(&s.as_str()))
         .filter_map(|s| rate(s).map(|r| (s.clone(), r)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let weir = rate("weir");
     let vs_peer = weir.zip(best_peer.as_ref()).map(|(w, (_, p))| w / p);
     let vs_raw = weir.zip(rate("raw")).map(|(w, r)| w / r);
     let vs_raw_tuned = weir.zip(rate("raw-tuned")).map(|(w, r)| w / r);
+    let vs_consumer_perf = weir.zip(rate("consumer-perf")).map(|(w, r)| w / r);
     let show = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.3}"));
     println!(
-        "peers {name} (median of {} rounds): weir / best peer ({}) {}, weir / raw librdkafka loop {} (with Weir's fetch settings {}){}",
+        "peers {name} (median of {} rounds): weir / best peer ({}) {}, weir / raw librdkafka loop {} (with Weir's fetch settings {}), weir / Kafka's ConsumerPerformance {}{}",
         args.rounds.max(1),
         best_peer.as_ref().map_or("none", |(s, _)| s.as_str()),
         show(vs_peer),
         show(vs_raw),
         show(vs_raw_tuned),
+        show(vs_consumer_perf),
         ideal.map_or(String::new(), |i| format!(", ideal {i:.0} msg/s")),
     );
     Ok(json!({
@@ -951,5 +968,6 @@ async fn scenario(
         "weir_vs_best_peer": vs_peer,
         "weir_vs_raw": vs_raw,
         "weir_vs_raw_tuned": vs_raw_tuned,
+        "weir_vs_consumer_performance": vs_consumer_perf,
     }))
 }
