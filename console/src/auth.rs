@@ -40,6 +40,9 @@ impl Session {
     }
 }
 
+/// At most this many live sessions.
+const MAX_SESSIONS: usize = 10_000;
+
 /// Sessions by cookie value.
 pub(crate) struct Sessions {
     map: Mutex<HashMap<String, Session>>,
@@ -75,6 +78,19 @@ impl Sessions {
         let mut map = self.map.lock();
         let now = Instant::now();
         map.retain(|_, s| s.expires > now);
+        // Bounded: clients that never send their cookie back (scripts on a
+        // `--no-auth` console) cannot grow the map without end; the
+        // sessions closest to expiry make room.
+        while map.len() >= MAX_SESSIONS {
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            map.remove(&oldest);
+        }
         map.insert(id.clone(), s.clone());
         (id, s)
     }
@@ -189,6 +205,17 @@ mod tests {
         let (id, _) = ss.open("token");
         ss.close(&id);
         assert!(ss.get(&id).is_none());
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_the_oldest_make_room() {
+        let ss = Sessions::new(Duration::from_secs(60));
+        let (first, _) = ss.open("a");
+        for _ in 0..MAX_SESSIONS {
+            ss.open("a");
+        }
+        assert_eq!(ss.map.lock().len(), MAX_SESSIONS);
+        assert!(ss.get(&first).is_none(), "the oldest made room");
     }
 
     #[test]
