@@ -49,6 +49,7 @@ impl ConsumerConfig {
             "handler_timeout" => self.handler_timeout = parse_duration(key, &v)?,
             "max_header_bytes" => self.max_header_bytes = parse_num(key, &v)?,
             "inline_first_poll" => self.inline_first_poll = parse_num(key, &v)?,
+            "inline_first_poll_limit" => self.inline_first_poll_limit = parse_duration(key, &v)?,
             "partition_queues" => self.partition_queues = parse_num(key, &v)?,
             "commit_interval" => self.commit_interval = parse_duration(key, &v)?,
             "shutdown_deadline" => self.shutdown_deadline = parse_duration(key, &v)?,

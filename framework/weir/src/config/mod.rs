@@ -236,6 +236,12 @@ pub struct ConsumerConfig {
     /// spawn every message (for handlers that block the thread, which they
     /// should not do in any case).
     pub inline_first_poll: bool,
+    /// With `inline_first_poll`: first polls that take longer than this on
+    /// average (sampled) mark the handler CPU-heavy, and its messages are
+    /// spawned. Raise it under a profiler or an emulator, where every poll
+    /// is many times slower than on the machine it will run on.
+    #[serde(with = "humantime_serde")]
+    pub inline_first_poll_limit: Duration,
     /// Read each assigned partition from its own librdkafka queue and take
     /// messages from it only while the partition has room
     /// (`max_buffered_per_partition`). Backpressure then never pauses the
@@ -301,6 +307,7 @@ impl Default for ConsumerConfig {
             handler_timeout: Duration::from_secs(30),
             max_header_bytes: 256 * 1024,
             inline_first_poll: true,
+            inline_first_poll_limit: Duration::from_micros(50),
             partition_queues: true,
             commit_interval: Duration::from_secs(1),
             shutdown_deadline: Duration::from_secs(30),
@@ -404,6 +411,7 @@ impl fmt::Debug for ConsumerConfig {
             .field("handler_timeout", &self.handler_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("inline_first_poll", &self.inline_first_poll)
+            .field("inline_first_poll_limit", &self.inline_first_poll_limit)
             .field("partition_queues", &self.partition_queues)
             .field("commit_interval", &self.commit_interval)
             .field("shutdown_deadline", &self.shutdown_deadline)

@@ -137,6 +137,12 @@ impl ConsumerConfig {
 
     /// Timeouts, intervals and deadlines, and where a new group starts.
     fn validate_timing(&self) -> Result<(), ConfigError> {
+        if self.inline_first_poll_limit.is_zero() {
+            return Err(ConfigError::invalid(
+                "inline_first_poll_limit",
+                "must be above zero (set inline_first_poll = false to spawn every message)",
+            ));
+        }
         if self.handler_timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "handler_timeout",

@@ -13,10 +13,13 @@ use super::{Completion, DISPATCH_BUDGET, Dispatcher, PartitionControl, RunMessag
 use crate::error::WeirError;
 
 /// Decides whether to poll a message's run inline before spawning it: yes
-/// while first polls are cheap (a moving average under `LIMIT`); when they are
+/// while first polls are cheap (a moving average under
+/// `inline_first_poll_limit`); when they are
 /// not (CPU-heavy handlers), every `PROBE`-th message is still tried so the
 /// average follows the handler when it becomes cheap again.
 pub(super) struct InlinePolicy {
+    /// `inline_first_poll_limit`, in ns.
+    limit_ns: u64,
     avg_ns: u64,
     skipped: u32,
     /// Counts tried first polls, so that one in `SAMPLE` is timed.
@@ -24,14 +27,14 @@ pub(super) struct InlinePolicy {
 }
 
 impl InlinePolicy {
-    const LIMIT_NS: u64 = 50_000;
     const PROBE: u32 = 64;
     /// One first poll in this many is timed (two clock reads per timed poll);
     /// while first polls are slow (spawning most), every probe is timed.
     const SAMPLE: u32 = 8;
 
-    pub(super) fn new() -> Self {
+    pub(super) fn new(limit: Duration) -> Self {
         InlinePolicy {
+            limit_ns: (limit.as_nanos().min(u128::from(u64::MAX / 2)) as u64).max(1),
             avg_ns: 0,
             skipped: 0,
             tried: 0,
@@ -40,7 +43,7 @@ impl InlinePolicy {
 
     /// Whether to time this first poll.
     fn sample(&mut self) -> bool {
-        if self.avg_ns >= Self::LIMIT_NS {
+        if self.avg_ns >= self.limit_ns {
             return true;
         }
         self.tried = self.tried.wrapping_add(1);
@@ -48,7 +51,7 @@ impl InlinePolicy {
     }
 
     fn should_try(&mut self) -> bool {
-        if self.avg_ns < Self::LIMIT_NS {
+        if self.avg_ns < self.limit_ns {
             return true;
         }
         self.skipped += 1;
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn inline_policy_times_one_cheap_first_poll_in_eight_and_every_probe() {
-        let mut p = InlinePolicy::new();
+        let mut p = InlinePolicy::new(Duration::from_micros(50));
         let timed = (0..800).filter(|_| p.sample()).count();
         assert_eq!(timed, 100, "cheap first polls: one in SAMPLE is timed");
         // One slow timed poll is enough to leave inline mode, so a CPU-heavy
@@ -222,8 +225,23 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_is_the_configured_one() {
+        // Under a profiler a no-op's first poll takes far longer than 50 µs:
+        // a raised limit keeps such handlers inline.
+        let mut p = InlinePolicy::new(Duration::from_millis(10));
+        for _ in 0..100 {
+            assert!(p.should_try());
+            p.record(Duration::from_millis(2));
+        }
+        assert!(p.should_try(), "2 ms first polls stay under a 10 ms limit");
+        let mut strict = InlinePolicy::new(Duration::from_micros(50));
+        strict.record(Duration::from_millis(2));
+        assert!(!strict.should_try(), "and over the default 50 µs");
+    }
+
+    #[test]
     fn inline_policy_backs_off_for_slow_first_polls_and_probes() {
-        let mut p = InlinePolicy::new();
+        let mut p = InlinePolicy::new(Duration::from_micros(50));
         for _ in 0..100 {
             assert!(p.should_try(), "cheap first polls stay inline");
             p.record(Duration::from_micros(1));

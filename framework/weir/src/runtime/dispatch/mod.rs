@@ -78,6 +78,7 @@ pub(crate) struct Limits {
     pub(crate) max_in_flight_per_partition: usize,
     pub(crate) max_buffered_per_partition: usize,
     pub(crate) inline_first_poll: bool,
+    pub(crate) inline_first_poll_limit: Duration,
     pub(crate) commit_interval: Duration,
     pub(crate) shutdown_deadline: Duration,
     /// Decides at admission whether a message waits before it runs (the
@@ -98,6 +99,7 @@ impl Limits {
             max_in_flight_per_partition: config.max_in_flight_per_partition,
             max_buffered_per_partition: config.max_buffered_per_partition,
             inline_first_poll: config.inline_first_poll,
+            inline_first_poll_limit: config.inline_first_poll_limit,
             commit_interval: config.commit_interval,
             shutdown_deadline: config.shutdown_deadline,
             admission: None,
@@ -170,6 +172,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         group_id: Arc<str>,
     ) -> Self {
         let budget = limits.retry_budget.clone().map(crate::valves::Budget::new);
+        let inline = InlinePolicy::new(limits.inline_first_poll_limit);
         Dispatcher {
             consumer,
             runner,
@@ -191,7 +194,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             commit_pending: None,
             delayed_total: 0,
             next_due: None,
-            inline: InlinePolicy::new(),
+            inline,
             inline_done: Vec::new(),
             tx: None,
         }

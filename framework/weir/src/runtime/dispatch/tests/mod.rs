@@ -172,6 +172,7 @@ fn limits(max_buffered: usize, shutdown_deadline: Duration) -> Limits {
         max_in_flight_per_partition: 100,
         max_buffered_per_partition: max_buffered,
         inline_first_poll: true,
+        inline_first_poll_limit: Duration::from_micros(50),
         commit_interval: Duration::from_millis(20),
         shutdown_deadline,
         admission: None,
