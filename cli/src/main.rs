@@ -26,7 +26,6 @@ use clap::{Args, Parser, Subcommand};
 use weir::WeirError;
 use weir::dlq::{
     DlqFilter, DlqMessage, ReplayOptions, counts_by_class, earlier_copies, read_dlq, replay,
-    replay_record,
 };
 use weir::groups;
 

@@ -1,6 +1,6 @@
 //! Retry tiers and DLQs: depths, a DLQ's messages, one message, replays.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Extension;
@@ -267,19 +267,16 @@ pub(crate) async fn replay(
         "selected": selection.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>(),
         "to": to,
     });
-    let mut plan: BTreeMap<String, usize> = BTreeMap::new();
-    let mut nowhere = Vec::new();
-    let mut copies = Vec::new();
-    for (m, e) in msgs.iter().zip(earlier_copies(&msgs)) {
-        if e.is_some() {
-            copies.push(m.coordinates());
-            continue;
-        }
-        match weir::dlq::replay_record(m, to.as_deref()) {
-            Some(r) => *plan.entry(r.topic).or_default() += 1,
-            None => nowhere.push(m.coordinates()),
-        }
-    }
+    let opts = ReplayOptions {
+        to_topic: to.clone(),
+        rate_per_s: None,
+        keep_duplicates: false,
+    };
+    let weir::dlq::ReplayPlan {
+        per_topic: plan,
+        no_destination: nowhere,
+        duplicates: copies,
+    } = weir::dlq::plan_replay(&msgs, &opts);
     let back = html! { p { a href=(format!("/dlq/{}", enc(&topic))) { "Back to " (topic) } } };
     if !execute {
         let summary = plan
@@ -339,17 +336,7 @@ pub(crate) async fn replay(
             format!("creating the replay producer: {e}"),
         )
     })?;
-    let report = weir::dlq::replay(
-        &producer,
-        &msgs,
-        &ReplayOptions {
-            to_topic: to.clone(),
-            rate_per_s: None,
-            keep_duplicates: false,
-        },
-        |_, _| {},
-    )
-    .await;
+    let report = weir::dlq::replay(&producer, &msgs, &opts, |_, _| {}).await;
     let result = match &report.stopped {
         None => format!("sent {}", report.sent),
         Some(stop) => format!(

@@ -140,6 +140,7 @@ impl Console {
         let a = &self.app;
         let sampler = sampler::spawn(
             a.client.clone(),
+            a.http.clone(),
             a.settings.endpoints.clone(),
             a.settings.sample_interval,
             a.settings.history,

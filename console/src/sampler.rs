@@ -139,15 +139,12 @@ pub(crate) fn topics_of(
 /// Samples until the returned handle is dropped or aborted.
 pub(crate) fn spawn(
     client: ClientConfig,
+    http: reqwest::Client,
     endpoints: Vec<String>,
     every: Duration,
     keep: Duration,
     history: Arc<History>,
 ) -> tokio::task::JoinHandle<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap_or_default();
     tokio::spawn(async move {
         let keep_ms = keep.as_millis() as i64;
         loop {

@@ -432,10 +432,9 @@ async fn logout(
         app.sessions.close(id);
     }
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("weir_console_session=; Path=/; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}=; Path=/; Max-Age=0")) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
 }
 

@@ -129,19 +129,16 @@ async fn replay_cmd(
 ) -> anyhow::Result<()> {
     let (client, _) = client_config(&conn)?;
     let msgs = read_dlq(&client, &filter.topic, &dlq_filter(&filter)?, filter.limit).await?;
-    let mut plan: BTreeMap<String, usize> = BTreeMap::new();
-    let mut nowhere = Vec::new();
-    let mut copies = Vec::new();
-    for (m, e) in msgs.iter().zip(earlier_copies(&msgs)) {
-        if e.is_some() && !keep_duplicates {
-            copies.push(m.coordinates());
-            continue;
-        }
-        match replay_record(m, to.as_deref()) {
-            Some(r) => *plan.entry(r.topic).or_default() += 1,
-            None => nowhere.push(m.coordinates()),
-        }
-    }
+    let opts = ReplayOptions {
+        to_topic: to.clone(),
+        rate_per_s: rate,
+        keep_duplicates,
+    };
+    let weir::dlq::ReplayPlan {
+        per_topic: plan,
+        no_destination: nowhere,
+        duplicates: copies,
+    } = weir::dlq::plan_replay(&msgs, &opts);
     if !execute {
         if json {
             println!(
@@ -181,16 +178,9 @@ async fn replay_cmd(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = replay(
-        &producer,
-        &msgs,
-        &ReplayOptions {
-            to_topic: to.clone(),
-            rate_per_s: rate,
-            keep_duplicates,
-        },
-        |done, _| bar.set_position(done as u64),
-    )
+    let report = replay(&producer, &msgs, &opts, |done, _| {
+        bar.set_position(done as u64)
+    })
     .await;
     bar.finish_and_clear();
     if json {

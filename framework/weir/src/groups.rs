@@ -389,7 +389,6 @@ pub fn committed_topics(cfg: &ClientConfig, group: &str) -> Result<Vec<String>, 
         .filter(|e| matches!(e.offset(), Offset::Offset(_)))
         .map(|e| e.topic().to_string())
         .collect();
-    topics.dedup();
     topics.sort();
     topics.dedup();
     Ok(topics)

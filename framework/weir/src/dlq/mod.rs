@@ -29,7 +29,9 @@ mod replay;
 
 pub use formats::DlqFormat;
 pub use read::{DLQ_STREAM_AHEAD, DlqStream, read_dlq, stream_dlq};
-pub use replay::{ReplayOptions, ReplayReport, ReplayStop, replay, replay_record};
+pub use replay::{
+    ReplayOptions, ReplayPlan, ReplayReport, ReplayStop, plan_replay, replay, replay_record,
+};
 
 /// A message in a DLQ, with its failure headers parsed: Weir's, or those of
 /// the framework that wrote it ([`DlqFormat`]), mapped to the same fields.

@@ -22,6 +22,36 @@ pub struct ReplayOptions {
     pub keep_duplicates: bool,
 }
 
+/// What a replay of some messages would send, before sending anything (the
+/// dry run of `weir dlq replay` and of the console).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayPlan {
+    /// Messages per destination topic.
+    pub per_topic: std::collections::BTreeMap<String, usize>,
+    /// DLQ coordinates of messages with nowhere to go (no original topic
+    /// and no target topic).
+    pub no_destination: Vec<String>,
+    /// DLQ coordinates of later copies of a message planned already, not
+    /// sent unless [`ReplayOptions::keep_duplicates`].
+    pub duplicates: Vec<String>,
+}
+
+/// What [`replay`] would send for `msgs` with `opts` (see [`ReplayPlan`]).
+pub fn plan_replay(msgs: &[DlqMessage], opts: &ReplayOptions) -> ReplayPlan {
+    let mut plan = ReplayPlan::default();
+    for (m, e) in msgs.iter().zip(earlier_copies(msgs)) {
+        if e.is_some() && !opts.keep_duplicates {
+            plan.duplicates.push(m.coordinates());
+            continue;
+        }
+        match replay_record(m, opts.to_topic.as_deref()) {
+            Some(r) => *plan.per_topic.entry(r.topic).or_default() += 1,
+            None => plan.no_destination.push(m.coordinates()),
+        }
+    }
+    plan
+}
+
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplayReport {
