@@ -21,6 +21,12 @@
 //!   from "served one, more queued". Weir's poll thread drains the queue by
 //!   its length: a burst of debug logs once held rebalance events queued
 //!   behind it for seconds, with every partition paused meanwhile.
+//! - [`PartitionReader`]: batch consumption from a partition's own queue
+//!   (`rd_kafka_consume_batch_queue`), each message lent to a closure as a
+//!   [`Fetched`] view whose headers are parsed only when asked for.
+//!   rust-rdkafka's `PartitionQueue::poll` pops one event per call and
+//!   wraps it in an `Arc`; the poll thread spent about 1,076 instructions
+//!   per message there (callgrind, `benches/README.md`).
 //!
 //! Everything from the broker is copied into owned Rust values before the
 //! librdkafka objects are freed; strings that are not UTF-8 are converted
@@ -46,6 +52,10 @@
 
 use std::ffi::{CStr, CString, c_char};
 use std::time::Duration;
+
+mod fetch;
+
+pub use fetch::{Fetched, PartitionReader};
 
 use rdkafka::client::{Client, ClientContext};
 use rdkafka_sys as rd;

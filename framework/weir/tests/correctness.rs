@@ -46,6 +46,7 @@ use weir_testkit::{BrokerKind, RawRecord, TestRecord, produce_raw};
 use common::{R, committed, config, wait_until, wait_until_async};
 
 broker_tests!(
+    both_read_paths_hand_over_the_same_messages,
     a_header_name_that_is_not_utf8_reaches_the_sink_and_the_partition_goes_on,
     a_panicking_codec_fails_only_that_message,
     dropping_the_run_future_stops_the_poll_thread,
@@ -138,6 +139,135 @@ async fn a_header_name_that_is_not_utf8_reaches_the_sink_and_the_partition_goes_
     h.shutdown();
     let report = run.await??;
     assert!(report.halted.is_empty(), "{report:?}");
+    Ok(())
+}
+
+/// What a processor sees of a raw message, comparable.
+type Seen = (
+    i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
+
+fn seen(m: &RawMessage) -> Seen {
+    (
+        m.offset,
+        m.timestamp_ms,
+        m.key.as_deref().map(<[u8]>::to_vec),
+        m.payload.as_deref().map(<[u8]>::to_vec),
+        m.headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.as_deref().map(<[u8]>::to_vec)))
+            .collect(),
+    )
+}
+
+/// `batch_consume` (partition queues read in batches through weir-ffi, the
+/// default) and the rust-rdkafka path hand the processor the same
+/// messages, field for field, and send the same hostile one (a header name
+/// that is not UTF-8) to the failure sink.
+async fn both_read_paths_hand_over_the_same_messages(kind: BrokerKind) -> R {
+    let cluster = common::cluster(kind).await?;
+    cluster.create_topic("paths", 1).await?;
+    let addr = cluster
+        .bootstrap_servers()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let t = 1_700_000_000_000;
+    let records = vec![
+        RawRecord {
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: vec![
+                (b"a".to_vec(), Some(b"1".to_vec())),
+                (b"n".to_vec(), None),
+                (b"a".to_vec(), Some(Vec::new())),
+            ],
+            timestamp_ms: t,
+        },
+        RawRecord {
+            key: None,
+            value: None,
+            headers: vec![],
+            timestamp_ms: t + 1,
+        },
+        RawRecord {
+            key: Some(Vec::new()),
+            value: Some(vec![7u8; 5000]),
+            headers: vec![],
+            timestamp_ms: t + 2,
+        },
+        RawRecord {
+            key: Some(b"bad".to_vec()),
+            value: Some(b"x".to_vec()),
+            headers: vec![(vec![0xff, 0xfe], Some(b"y".to_vec()))],
+            timestamp_ms: t + 3,
+        },
+        RawRecord {
+            key: Some(b"last".to_vec()),
+            value: Some(b"z".to_vec()),
+            headers: vec![("ünï".as_bytes().to_vec(), Some(vec![0xff]))],
+            timestamp_ms: t + 4,
+        },
+    ];
+    produce_raw(&addr, "paths", 0, &records).await?;
+    let want: Vec<Seen> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(i, r)| {
+            (
+                i as i64,
+                Some(r.timestamp_ms),
+                r.key.clone(),
+                r.value.clone(),
+                r.headers
+                    .iter()
+                    .map(|(k, v)| (String::from_utf8(k.clone()).expect("UTF-8"), v.clone()))
+                    .collect(),
+            )
+        })
+        .collect();
+    for batch in [true, false] {
+        let group = format!("paths-{batch}");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        let processor = processor_fn(move |msg: Message<Option<bytes::Bytes>>| {
+            let g = g.clone();
+            async move {
+                g.lock().push(seen(msg.raw()));
+                Ok(())
+            }
+        });
+        let sink = Recording::default();
+        let mut cfg = config(&cluster, &group, &["paths"]);
+        cfg.batch_consume = batch;
+        let (h, run) = common::start(
+            Consumer::builder(cfg)
+                .codec(weir::BytesCodec)
+                .failure_sink(sink.clone())
+                .build(processor)?,
+        );
+        wait_until("all five settled", Duration::from_secs(30), || {
+            got.lock().len() + sink.0.lock().len() >= 5 || run.is_finished()
+        })
+        .await;
+        h.shutdown();
+        let report = run.await??;
+        assert!(report.halted.is_empty(), "{report:?}");
+        let mut got = got.lock().clone();
+        got.sort();
+        assert_eq!(got, want, "batch_consume = {batch}");
+        assert_eq!(
+            sink.0.lock().clone(),
+            vec![(3, "invalid_header_name".to_string())],
+            "batch_consume = {batch}"
+        );
+    }
     Ok(())
 }
 

@@ -51,6 +51,7 @@ impl ConsumerConfig {
             "inline_first_poll" => self.inline_first_poll = parse_num(key, &v)?,
             "inline_first_poll_limit" => self.inline_first_poll_limit = parse_duration(key, &v)?,
             "partition_queues" => self.partition_queues = parse_num(key, &v)?,
+            "batch_consume" => self.batch_consume = parse_num(key, &v)?,
             "commit_interval" => self.commit_interval = parse_duration(key, &v)?,
             "shutdown_deadline" => self.shutdown_deadline = parse_duration(key, &v)?,
             "revoke_deadline" => self.revoke_deadline = parse_duration(key, &v)?,

@@ -302,6 +302,7 @@ fn create_consumer(
         config.group_id.clone(),
         config.partition_queues,
     );
+    ctx.batch_consume = config.batch_consume;
     if !config.partition_queues {
         // What the dispatcher may have still to take from the poll thread
         // (see `WeirContext::unclaimed`): two partitions' worth, and never

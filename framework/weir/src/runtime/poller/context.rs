@@ -41,6 +41,10 @@ pub(crate) struct WeirContext {
     /// The consumer, for splitting partition queues in the assign callback.
     pub(super) consumer: OnceLock<Weak<BaseConsumer<WeirContext>>>,
     pub(super) partition_queues: bool,
+    /// Partition queues are read in batches through
+    /// [`weir_ffi::PartitionReader`] (`batch_consume`); otherwise one
+    /// message per rust-rdkafka poll.
+    pub(crate) batch_consume: bool,
     pub(super) splits: Mutex<Vec<Split>>,
     pub(super) waker: Arc<PollWaker>,
     /// Topics whose partitions start at their beginning when the group has
@@ -93,6 +97,7 @@ impl WeirContext {
             fatal: Mutex::new(None),
             consumer: OnceLock::new(),
             partition_queues,
+            batch_consume: true,
             splits: Mutex::new(Vec::new()),
             waker,
             from_beginning: OnceLock::new(),
@@ -219,6 +224,13 @@ impl WeirContext {
                 let mut queue = consumer.split_partition_queue(&tp.topic, tp.partition)?;
                 let waker = self.waker.clone();
                 queue.set_nonempty_callback(move || waker.wake());
+                // A second handle on the queue just split, for batch reads;
+                // without one the partition is read message by message.
+                let reader = if self.batch_consume {
+                    weir_ffi::PartitionReader::new(&consumer, &tp.topic, tp.partition)
+                } else {
+                    None
+                };
                 let gate = Arc::new(Gate {
                     room: AtomicI64::new(0),
                     waker: self.waker.clone(),
@@ -226,6 +238,7 @@ impl WeirContext {
                 splits.push(Split {
                     tp: tp.clone(),
                     queue,
+                    reader,
                     gate: gate.clone(),
                 });
                 Some(gate)
@@ -243,31 +256,52 @@ impl WeirContext {
     /// whether any partition has its own queue, and whether there may be more
     /// to take right away.
     pub(super) fn poll_partitions(&self) -> (bool, bool) {
-        let splits = self.splits.lock();
+        let mut splits = self.splits.lock();
         let mut more = false;
-        for s in splits.iter() {
+        let mut taken = Vec::new();
+        for s in splits.iter_mut() {
             let room = s.gate.room.load(Relaxed);
             if room <= 0 {
                 continue;
             }
             let want = (room as usize).min(BATCH);
             let mut took = 0;
-            while took < want {
-                match s.queue.poll(Duration::ZERO) {
-                    Some(Ok(m)) => {
-                        took += 1;
-                        // The queue is the partition's own: its topic is known.
-                        self.push(convert_with(s.tp.topic.clone(), s.tp.partition, &m));
-                    }
-                    Some(Err(e)) => {
+            match &mut s.reader {
+                Some(reader) => {
+                    let topic = &s.tp.topic;
+                    let mut errors = Vec::new();
+                    let n = reader.consume(want, |m| match m {
+                        Ok(m) => {
+                            took += 1;
+                            taken.push(convert_fetched(topic.clone(), &m));
+                        }
+                        Err(e) => errors.push(e),
+                    });
+                    for e in errors {
                         self.on_poll_error(e);
-                        break;
                     }
-                    None => break,
+                    more |= n == want;
+                }
+                None => {
+                    while took < want {
+                        match s.queue.poll(Duration::ZERO) {
+                            Some(Ok(m)) => {
+                                took += 1;
+                                // The queue is the partition's own: its topic is known.
+                                taken.push(convert_with(s.tp.topic.clone(), s.tp.partition, &m));
+                            }
+                            Some(Err(e)) => {
+                                self.on_poll_error(e);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
                 }
             }
             if took > 0 {
                 s.gate.room.fetch_sub(took as i64, Relaxed);
+                self.push_all(&mut taken);
             }
             more |= took == want;
         }
@@ -383,6 +417,18 @@ impl WeirContext {
     pub(super) fn push(&self, m: RawMessage) {
         let mut b = self.batch.lock();
         b.push(m);
+        let full = b.len() >= BATCH;
+        drop(b);
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Adds messages to the batch (emptying `ms`), under one lock; sends the
+    /// batch when full.
+    pub(super) fn push_all(&self, ms: &mut Vec<RawMessage>) {
+        let mut b = self.batch.lock();
+        b.append(ms);
         let full = b.len() >= BATCH;
         drop(b);
         if full {

@@ -93,3 +93,41 @@ pub(super) fn convert_with(topic: Arc<str>, partition: i32, m: &BorrowedMessage<
         headers,
     }
 }
+
+/// Copies a message lent by [`weir_ffi::PartitionReader`]; the same
+/// [`RawMessage`] as [`convert_with`] makes of the same message. Header
+/// names arrive as bytes, so one that is not UTF-8 needs no panic to catch.
+pub(super) fn convert_fetched(topic: Arc<str>, m: &weir_ffi::Fetched<'_>) -> RawMessage {
+    let mut headers = Vec::new();
+    m.headers(|i, name, value| {
+        let key = match std::str::from_utf8(name) {
+            Ok(k) => k.to_string(),
+            Err(_) => {
+                tracing::warn!(
+                    topic = &*topic,
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    index = i,
+                    "a header name is not valid UTF-8; the message goes to the failure sink"
+                );
+                return headers.push(Header {
+                    key: UNREADABLE_HEADER_NAME.to_string(),
+                    value: Some(Bytes::from(i.to_string())),
+                });
+            }
+        };
+        headers.push(Header {
+            key,
+            value: value.map(Bytes::copy_from_slice),
+        });
+    });
+    RawMessage {
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp_ms(),
+        key: m.key().map(Bytes::copy_from_slice),
+        payload: m.payload().map(Bytes::copy_from_slice),
+        headers: Headers(headers),
+        topic,
+    }
+}

@@ -17,6 +17,12 @@
 //! and nothing has to be fetched again when room frees up. Without partition queues, full
 //! partitions are paused instead (see the dispatcher).
 //!
+//! A partition's queue is read in batches (`batch_consume`, the default:
+//! `weir_ffi::PartitionReader`, one `rd_kafka_consume_batch_queue` call for
+//! up to the partition's credit), or one message per rust-rdkafka poll.
+//! Either way each message is copied into a [`RawMessage`] on this thread
+//! and librdkafka's message is destroyed here.
+//!
 //! The thread sleeps in `park` and is woken by librdkafka (a queue became
 //! non-empty) or by the dispatcher (a partition got credit).
 //!
@@ -38,10 +44,10 @@ mod context;
 mod convert;
 
 pub(crate) use context::WeirContext;
-use convert::convert_with;
 #[cfg(feature = "ops")]
 pub(crate) use convert::read_headers;
 pub(crate) use convert::{Topics, convert};
+use convert::{convert_fetched, convert_with};
 
 /// Most messages moved to the dispatcher in one batch.
 const BATCH: usize = 1024;
@@ -94,6 +100,9 @@ impl Gate {
 struct Split {
     tp: TopicPartition,
     queue: PartitionQueue<WeirContext>,
+    /// Batch reads of the same queue (`batch_consume`); `queue` still
+    /// carries the wake-up callback.
+    reader: Option<weir_ffi::PartitionReader<WeirContext>>,
     gate: Arc<Gate>,
 }
 
