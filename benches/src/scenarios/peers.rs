@@ -857,14 +857,32 @@ async fn scenario(
     for (s, why) in &unable {
         println!("peers {name}: {s} cannot run it: {why}");
     }
+    // A peer that fails (it crashed, or ended without reporting) is
+    // reported with why and left out of the later rounds; the others still
+    // run. Weir failing fails the command.
+    let mut failed: HashMap<String, String> = HashMap::new();
     for round in 0..args.rounds.max(1) {
         for s in systems
             .iter()
             .filter(|s| !skipped.contains_key(*s) && !unable.contains_key(*s))
         {
+            if failed.contains_key(s) {
+                continue;
+            }
             let (s2, b, sp) = (s.clone(), bootstrap.clone(), *spec);
-            let r = tokio::task::spawn_blocking(move || run_once(&s2, &sp, &b, n, time_box, round))
-                .await??;
+            let r = match tokio::task::spawn_blocking(move || {
+                run_once(&s2, &sp, &b, n, time_box, round)
+            })
+            .await?
+            {
+                Ok(r) => r,
+                Err(e) if s != "weir" => {
+                    println!("peers {name} round {}: {s} failed: {e:#}", round + 1);
+                    failed.insert(s.clone(), format!("round {}: {e:#}", round + 1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             println!(
                 "peers {name} round {}: {s:>17} {:>9.0} msg/s{}, CPU s per million {:>6.2} (processing {:>5.2}), peak RSS {:>6.1} MB{}",
                 round + 1,
@@ -964,6 +982,7 @@ async fn scenario(
         "systems": table,
         "skipped": skipped,
         "unable": unable,
+        "failed": failed,
         "best_peer": best_peer.map(|(s, _)| s),
         "weir_vs_best_peer": vs_peer,
         "weir_vs_raw": vs_raw,

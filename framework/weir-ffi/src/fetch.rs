@@ -8,6 +8,12 @@
 //! hands each message to a closure as a [`Fetched`] view, which borrows
 //! librdkafka's memory; the message is destroyed when the closure returns.
 //! Nothing outlives the call, so no librdkafka object crosses a thread.
+//!
+//! librdkafka 2.0 listed the batch calls as unsafe to run in parallel with
+//! a seek, pause, resume or rebalance (messages lost or returned wrongly);
+//! 2.1.0 fixed that. Weir is on 2.12 and still keeps them apart: its poll
+//! thread serves rebalances and seeks itself, between batch calls, and
+//! never pauses a partition it reads this way (it withholds credit instead).
 
 use std::ffi::{CStr, CString, c_void};
 use std::marker::PhantomData;
