@@ -83,12 +83,7 @@ async fn a_header_name_that_is_not_utf8_reaches_the_sink_and_the_partition_goes_
 ) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("hostile", 1).await?;
-    let addr = cluster
-        .bootstrap_servers()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = common::first_broker(&cluster);
     produce_raw(
         &addr,
         "hostile",
@@ -171,12 +166,7 @@ fn seen(m: &RawMessage) -> Seen {
 async fn both_read_paths_hand_over_the_same_messages(kind: BrokerKind) -> R {
     let cluster = common::cluster(kind).await?;
     cluster.create_topic("paths", 1).await?;
-    let addr = cluster
-        .bootstrap_servers()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+    let addr = common::first_broker(&cluster);
     let t = 1_700_000_000_000;
     let records = vec![
         RawRecord {

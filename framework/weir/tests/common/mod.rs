@@ -52,6 +52,17 @@ pub async fn cluster(kind: BrokerKind) -> Result<KafkaCluster, weir_testkit::Tes
     }
 }
 
+/// The first broker's `host:port`, for raw protocol requests
+/// (`weir_testkit::produce_raw`).
+pub fn first_broker(cluster: &KafkaCluster) -> String {
+    cluster
+        .bootstrap_servers()
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A consumer config with test-friendly timings.
 pub fn config(cluster: &KafkaCluster, group: &str, topics: &[&str]) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(cluster.bootstrap_servers(), group, topics)

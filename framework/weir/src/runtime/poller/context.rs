@@ -415,20 +415,18 @@ impl WeirContext {
 
     /// Adds a message to the batch; sends the batch when full.
     pub(super) fn push(&self, m: RawMessage) {
-        let mut b = self.batch.lock();
-        b.push(m);
-        let full = b.len() >= BATCH;
-        drop(b);
-        if full {
-            self.flush();
-        }
+        self.add(|b| b.push(m));
     }
 
     /// Adds messages to the batch (emptying `ms`), under one lock; sends the
     /// batch when full.
     pub(super) fn push_all(&self, ms: &mut Vec<RawMessage>) {
+        self.add(|b| b.append(ms));
+    }
+
+    fn add(&self, f: impl FnOnce(&mut Vec<RawMessage>)) {
         let mut b = self.batch.lock();
-        b.append(ms);
+        f(&mut b);
         let full = b.len() >= BATCH;
         drop(b);
         if full {
