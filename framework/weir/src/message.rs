@@ -103,6 +103,12 @@ impl Headers {
 }
 
 /// A message exactly as fetched: coordinates, key, payload and headers, undecoded.
+///
+/// The consumer copies keys, payloads and header values shorter than 2 KiB
+/// into buffers of 16 KiB that consecutive messages share (one allocation
+/// for many messages). A [`Bytes`] of a message keeps its whole buffer
+/// alive: to keep a small part of a message for long (a cache), copy it
+/// (`Bytes::copy_from_slice`) rather than cloning it.
 #[derive(Debug, Clone)]
 pub struct RawMessage {
     /// Topic.

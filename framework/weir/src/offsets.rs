@@ -71,7 +71,20 @@ impl OffsetTracker {
 
     /// Marks `offset` finished. Returns false if it was not in flight.
     pub fn finish(&mut self, offset: i64) -> bool {
-        let Ok(i) = self.window.binary_search_by_key(&offset, |(o, _)| *o) else {
+        // Offsets are usually consecutive (gaps come from compaction and
+        // transaction markers): then `offset`'s place is its distance from
+        // the front, and the search is needed only when that guess misses.
+        let guess = self
+            .window
+            .front()
+            .and_then(|(front, _)| usize::try_from(offset.checked_sub(*front)?).ok())
+            .filter(|&i| self.window.get(i).is_some_and(|(o, _)| *o == offset));
+        let found = guess.ok_or(()).or_else(|()| {
+            self.window
+                .binary_search_by_key(&offset, |(o, _)| *o)
+                .map_err(|_| ())
+        });
+        let Ok(i) = found else {
             return false;
         };
         if self.window[i].1 {
@@ -167,6 +180,10 @@ mod tests {
             let mut last = t.committable().unwrap();
             for &i in order.iter().take(finish_count.min(offsets.len())) {
                 prop_assert!(t.finish(offsets[i]));
+                prop_assert!(!t.finish(offsets[i]), "a second finish is refused");
+                if i > 0 && offsets[i - 1] != offsets[i] - 1 {
+                    prop_assert!(!t.finish(offsets[i] - 1), "an offset never tracked is refused");
+                }
                 finished[i] = true;
                 let c = t.committable().unwrap();
                 // Monotonic.

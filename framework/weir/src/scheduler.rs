@@ -1,5 +1,6 @@
 //! [`KeyScheduler`]: at most one message per key in flight, in offset order.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -113,14 +114,16 @@ impl<T> KeyScheduler<T> {
     pub fn admit(&mut self, lane: Lane, item: T) -> Option<T> {
         match lane {
             Lane::Free => Some(item),
-            Lane::Ordered(id) => match self.busy.get_mut(&id) {
-                Some(q) => {
-                    q.push_back(item);
+            // One lookup: the lane's entry either queues the item or is
+            // made busy by it.
+            Lane::Ordered(id) => match self.busy.entry(id) {
+                Entry::Occupied(mut q) => {
+                    q.get_mut().push_back(item);
                     self.queued += 1;
                     None
                 }
-                None => {
-                    self.busy.insert(id, VecDeque::new());
+                Entry::Vacant(v) => {
+                    v.insert(VecDeque::new());
                     Some(item)
                 }
             },
@@ -139,14 +142,16 @@ impl<T> KeyScheduler<T> {
     /// The running item of `lane` finished: returns the lane's next item to run.
     pub fn complete(&mut self, lane: Lane) -> Option<T> {
         let Lane::Ordered(id) = lane else { return None };
-        let q = self.busy.get_mut(&id)?;
-        match q.pop_front() {
+        let Entry::Occupied(mut q) = self.busy.entry(id) else {
+            return None;
+        };
+        match q.get_mut().pop_front() {
             Some(next) => {
                 self.queued -= 1;
                 Some(next)
             }
             None => {
-                self.busy.remove(&id);
+                q.remove();
                 None
             }
         }

@@ -28,7 +28,9 @@
 //! wrappers. The consumer processes a message exactly like a processor; a
 //! layered processor *is* a processor.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -129,17 +131,46 @@ pub struct Timeout<P> {
 
 impl<T: Send + 'static, P: Processor<T>> Processor<T> for Timeout<P> {
     async fn process(&self, msg: Message<T>) -> Result<(), ProcessError> {
-        match tokio::time::timeout(self.deadline, self.inner.process(msg)).await {
-            Ok(r) => r,
-            Err(_) => {
-                Err(ProcessError::retryable(HandlerTimeout(self.deadline)).with_class("timeout"))
-            }
-        }
+        let deadline = tokio::time::Instant::now().checked_add(self.deadline);
+        within(deadline, self.deadline, self.inner.process(msg)).await
     }
 
     fn wants_in_flight(&self) -> usize {
         self.inner.wants_in_flight()
     }
+}
+
+/// `attempt`'s result, or a retryable [`HandlerTimeout`] for `limit` (class
+/// `timeout`) once `deadline` has passed (`None`: no deadline). As
+/// `tokio::time::timeout`, but its timer is made only when the attempt has
+/// to wait: an attempt that finishes on its first poll (most do) registers
+/// no timer and drops none.
+pub(crate) async fn within(
+    deadline: Option<tokio::time::Instant>,
+    limit: Duration,
+    attempt: impl Future<Output = Result<(), ProcessError>>,
+) -> Result<(), ProcessError> {
+    let Some(deadline) = deadline else {
+        return attempt.await;
+    };
+    let mut attempt = std::pin::pin!(attempt);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = attempt.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(ProcessError::retryable(HandlerTimeout(
+                limit,
+            ))
+            .with_class("timeout"))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Turns a panic of the inner processor into a terminal [`HandlerPanic`]
@@ -303,6 +334,40 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.class(), "timeout");
         assert_eq!(e.kind(), ErrorKind::Retryable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_counts_from_the_call_and_lets_a_waiting_attempt_finish_in_time() {
+        let started = tokio::time::Instant::now();
+        // 30 ms pass before the attempt first waits: a deadline counted from
+        // its first wait (not from the call) would let it wait 20 ms more.
+        let late = processor_fn(|_m: Message<String>| async {
+            tokio::time::advance(Duration::from_millis(30)).await;
+            std::future::pending::<()>().await;
+            Ok::<_, ProcessError>(())
+        })
+        .with(TimeoutLayer::new(Duration::from_millis(20)));
+        let e = late
+            .process(msg(CancellationToken::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), "timeout");
+        assert_eq!(started.elapsed(), Duration::from_millis(30));
+        // Waits, and finishes before its deadline: its own result.
+        let waits = processor_fn(|_m: Message<String>| async {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            Err::<(), _>(ProcessError::terminal(std::io::Error::other("own")))
+        })
+        .with(TimeoutLayer::new(Duration::from_millis(20)));
+        let e = waits
+            .process(msg(CancellationToken::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Terminal);
+        // Finishes at once: its result, with a deadline too large to add.
+        let huge = processor_fn(|_m: Message<String>| async { Ok::<_, ProcessError>(()) })
+            .with(TimeoutLayer::new(Duration::MAX));
+        huge.process(msg(CancellationToken::new())).await.unwrap();
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod layer;
 
+pub(crate) use layer::within;
 pub use layer::{
     CatchPanic, CatchPanicLayer, Identity, Layer, ProcessorExt, Retry, RetryLayer, Stack, Timeout,
     TimeoutLayer,

@@ -144,6 +144,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                     let generation = st.generation;
                     // Boxed before the first poll (a polled future cannot move);
                     // wrapped into a task only if it has to wait.
+                    let message = m.clone();
                     let run = self.runner.clone().run_message(m, st.cancel.clone());
                     let mut fut = match spare.take() {
                         Some(mut b) => {
@@ -161,6 +162,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                                     offset,
                                     lane,
                                     outcome,
+                                    message,
                                 });
                                 spare = Some(fut);
                                 continue;
@@ -181,6 +183,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                             offset,
                             lane,
                             outcome: fut.await,
+                            message,
                         }
                     });
                 }
@@ -195,8 +198,19 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             if done.is_empty() {
                 break;
             }
+            let mut touched = None;
             for c in done.drain(..) {
+                let epoch = c.epoch;
                 self.on_completion(c);
+                if let Some(before) = touched
+                    && before != epoch
+                {
+                    self.check_pause(before);
+                }
+                touched = Some(epoch);
+            }
+            if let Some(epoch) = touched {
+                self.check_pause(epoch);
             }
             if budget == 0 {
                 break;

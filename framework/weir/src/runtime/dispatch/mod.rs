@@ -113,6 +113,9 @@ impl Limits {
 /// other inputs (fetched batches, commits, revokes) again.
 const DISPATCH_BUDGET: usize = 4096;
 
+/// Most emptied message allocations kept for later messages.
+const SPARE_MESSAGES: usize = 1024;
+
 struct PendingRevoke {
     /// The revoked partitions with the assignment epoch each had when the
     /// revoke arrived: answering it releases those epochs only, never a
@@ -156,6 +159,11 @@ pub(crate) struct Dispatcher<R, K = BaseConsumer<WeirContext>> {
     budget: Option<crate::valves::Budget>,
     /// Kafka transactions, when the consumer runs in them.
     tx: Option<transaction::TxMode>,
+    /// Allocations of finished messages that nothing else held, emptied,
+    /// for the next admitted messages: admitting a message then allocates
+    /// nothing (a batch's worth of allocations and frees in a row is the
+    /// slow path of the system allocator).
+    spare_messages: Vec<Arc<RawMessage>>,
 }
 
 type CommitResult = (Vec<(u64, NextOffset)>, Result<(), control::CommitError>);
@@ -197,6 +205,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             inline,
             inline_done: Vec::new(),
             tx: None,
+            spare_messages: Vec::new(),
         }
     }
 
@@ -228,7 +237,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
                     Some(Event::Batch(batch)) => {
                         self.consumer.claimed(batch.len());
                         self.now_ms = crate::clock::now_ms();
-                        for m in batch { self.admit(m); }
+                        self.admit_batch(batch);
                     }
                     Some(Event::Assigned(tps)) => self.assign(tps),
                     Some(Event::Revoked { partitions, reply, deadline }) => self.begin_revoke(partitions, reply, deadline),
@@ -294,30 +303,51 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         Some(e)
     }
 
-    fn admit(&mut self, m: RawMessage) {
+    /// Admits a fetched batch. Each partition's credit and pause state is
+    /// looked at once per run of its messages (a batch is mostly one
+    /// partition's), not once per message.
+    fn admit_batch(&mut self, batch: Vec<RawMessage>) {
+        let mut touched: Option<u64> = None;
+        for m in batch {
+            let Some(epoch) = self.admit(m) else { continue };
+            if let Some(before) = touched
+                && before != epoch
+            {
+                self.check_pause(before);
+            }
+            touched = Some(epoch);
+        }
+        if let Some(epoch) = touched {
+            self.check_pause(epoch);
+        }
+    }
+
+    /// Admits one message; the partition it counted against, whose credit
+    /// and pause state the caller looks at ([`Self::check_pause`]).
+    fn admit(&mut self, m: RawMessage) -> Option<u64> {
         let tx_mode = self.tx.is_some();
         let Some(epoch) = self.lookup(&m.topic, m.partition) else {
             // Fetched before a revoke took effect: the next owner gets it.
             ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
-            return;
+            return None;
         };
         let st = self.parts.get_mut(&epoch).expect("by_tp and parts agree");
         st.received += 1;
         if st.revoking {
             ConsumerStats::add(&self.stats.dropped_on_revoke, 1);
-            return;
+            return Some(epoch);
         }
         if st.rewinding {
             // Fetched before the seek back (an aborted transaction): it
             // comes again from the new position.
             ConsumerStats::add(&self.stats.refetched_duplicates, 1);
-            return;
+            return Some(epoch);
         }
         if let Err(e) = st.tracker.track(m.offset) {
             if st.refetch_from.is_some_and(|from| m.offset >= from) {
                 // Fetched again after Weir's seek on resume: already ours.
                 ConsumerStats::add(&self.stats.refetched_duplicates, 1);
-                return;
+                return Some(epoch);
             }
             // Not a copy of anything tracked: the log moved backwards.
             let dropped = Self::resync(st, &self.stats, e.highest, m.offset);
@@ -334,7 +364,7 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             .admission
             .as_ref()
             .and_then(|a| a.hold_until(&m));
-        let m = Arc::new(m);
+        let m = Self::share(&mut self.spare_messages, m);
         st.admitted.push_back(partition::Admitted {
             offset: m.offset,
             timestamp_ms: m.timestamp_ms,
@@ -352,7 +382,35 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         } else {
             Self::enqueue(self.limits.ordering, &mut self.runnable, epoch, st, m);
         }
-        self.check_pause(epoch);
+        Some(epoch)
+    }
+
+    /// `m`, shared, in a spare allocation when there is one.
+    fn share(spare: &mut Vec<Arc<RawMessage>>, m: RawMessage) -> Arc<RawMessage> {
+        match spare.pop() {
+            Some(mut a) => match Arc::get_mut(&mut a) {
+                Some(slot) => {
+                    *slot = m;
+                    a
+                }
+                None => Arc::new(m),
+            },
+            None => Arc::new(m),
+        }
+    }
+
+    /// Keeps `m`'s allocation for a later message if nothing else holds
+    /// it (a processor may keep a clone, the holder view a weak reference),
+    /// emptied at once: its bytes are freed now, not when it is used again.
+    fn recycle(&mut self, mut m: Arc<RawMessage>) {
+        if self.spare_messages.len() < SPARE_MESSAGES
+            && let Some(raw) = Arc::get_mut(&mut m)
+        {
+            raw.key = None;
+            raw.payload = None;
+            raw.headers = crate::message::Headers::default();
+            self.spare_messages.push(m);
+        }
     }
 
     /// Moves delayed messages whose due time has come to their lanes, and
@@ -408,7 +466,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     ) -> Result<(), WeirError> {
         match done {
             Ok(c) => {
+                let epoch = c.epoch;
                 self.on_completion(c);
+                self.check_pause(epoch);
                 Ok(())
             }
             Err(e) if e.is_cancelled() => Ok(()),
@@ -418,11 +478,15 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
         }
     }
 
+    /// Records a finished run. The caller then looks at the partition's
+    /// credit and pause state ([`Self::check_pause`]), once for a run of
+    /// completions of the same partition.
     fn on_completion(&mut self, c: Completion) {
         self.in_flight -= 1;
         let Some(st) = self.parts.get_mut(&c.epoch) else {
             return; // partition already released
         };
+        let message = c.message;
         st.in_flight -= 1;
         match c.outcome {
             Outcome::Finished(fate) => {
@@ -469,6 +533,6 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             st.in_runnable = true;
             self.runnable.push_back(c.epoch);
         }
-        self.check_pause(c.epoch);
+        self.recycle(message);
     }
 }

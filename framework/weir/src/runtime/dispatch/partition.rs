@@ -27,6 +27,10 @@ pub(super) struct Completion {
     pub(super) offset: i64,
     pub(super) lane: Lane,
     pub(super) outcome: Outcome,
+    /// The message, back from its run: when nothing else holds it any more,
+    /// its allocation is used again for a later message
+    /// ([`Dispatcher::share`](super::Dispatcher)).
+    pub(super) message: Arc<RawMessage>,
 }
 
 pub(super) struct PartitionState {

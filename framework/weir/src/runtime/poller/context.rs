@@ -29,6 +29,10 @@ const FETCHER_WAKE_WAIT: Duration = Duration::from_millis(20);
 pub(crate) struct WeirContext {
     pub(super) events: UnboundedSender<Event>,
     pub(super) batch: Mutex<Vec<RawMessage>>,
+    /// The poll thread's copying room: where keys, payloads and header
+    /// values are copied to, and the partition batch being taken. Only the
+    /// poll thread locks it (never while holding `batch`).
+    pub(super) copies: Mutex<Copies>,
     pub(super) revoke_wait: Duration,
     pub(crate) closing: AtomicBool,
     pub(super) stats: Arc<ConsumerStats>,
@@ -89,6 +93,7 @@ impl WeirContext {
         WeirContext {
             events,
             batch: Mutex::new(Vec::with_capacity(BATCH)),
+            copies: Mutex::new(Copies::default()),
             revoke_wait,
             closing: AtomicBool::new(false),
             stats,
@@ -258,7 +263,8 @@ impl WeirContext {
     pub(super) fn poll_partitions(&self) -> (bool, bool) {
         let mut splits = self.splits.lock();
         let mut more = false;
-        let mut taken = Vec::new();
+        let mut copies = self.copies.lock();
+        let Copies { arena, taken } = &mut *copies;
         for s in splits.iter_mut() {
             let room = s.gate.room.load(Relaxed);
             if room <= 0 {
@@ -269,17 +275,14 @@ impl WeirContext {
             match &mut s.reader {
                 Some(reader) => {
                     let topic = &s.tp.topic;
-                    let mut errors = Vec::new();
+                    // (`on_poll_error` takes no lock held here.)
                     let n = reader.consume(want, |m| match m {
                         Ok(m) => {
                             took += 1;
-                            taken.push(convert_fetched(topic.clone(), &m));
+                            taken.push(convert_fetched(topic.clone(), arena, &m));
                         }
-                        Err(e) => errors.push(e),
+                        Err(e) => self.on_poll_error(e),
                     });
-                    for e in errors {
-                        self.on_poll_error(e);
-                    }
                     more |= n == want;
                 }
                 None => {
@@ -288,7 +291,12 @@ impl WeirContext {
                             Some(Ok(m)) => {
                                 took += 1;
                                 // The queue is the partition's own: its topic is known.
-                                taken.push(convert_with(s.tp.topic.clone(), s.tp.partition, &m));
+                                taken.push(convert_with(
+                                    s.tp.topic.clone(),
+                                    s.tp.partition,
+                                    arena,
+                                    &m,
+                                ));
                             }
                             Some(Err(e)) => {
                                 self.on_poll_error(e);
@@ -301,7 +309,7 @@ impl WeirContext {
             }
             if took > 0 {
                 s.gate.room.fetch_sub(took as i64, Relaxed);
-                self.push_all(&mut taken);
+                self.push_all(taken);
             }
             more |= took == want;
         }
@@ -410,7 +418,8 @@ impl WeirContext {
 
     /// Copies a fetched message into the batch; sends the batch when full.
     pub(super) fn take(&self, topics: &mut Topics, m: &BorrowedMessage<'_>) {
-        self.push(convert(topics, m));
+        let m = convert(topics, &mut self.copies.lock().arena, m);
+        self.push(m);
     }
 
     /// Adds a message to the batch; sends the batch when full.

@@ -45,9 +45,12 @@ mod convert;
 
 pub(crate) use context::WeirContext;
 #[cfg(feature = "ops")]
+pub(crate) use convert::Arena;
+#[cfg(feature = "ops")]
+#[cfg(feature = "ops")]
 pub(crate) use convert::read_headers;
+use convert::{Copies, convert_fetched, convert_with};
 pub(crate) use convert::{Topics, convert};
-use convert::{convert_fetched, convert_with};
 
 /// Most messages moved to the dispatcher in one batch.
 const BATCH: usize = 1024;

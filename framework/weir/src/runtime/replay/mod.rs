@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::poller::{Topics, convert};
+use super::poller::{Arena, Topics, convert};
 use super::run::{Outcome, Runner};
 use crate::codec::Codec;
 use crate::config::ConsumerConfig;
@@ -439,6 +439,7 @@ fn replay_poll(
     stop: &AtomicBool,
 ) -> std::collections::BTreeSet<i32> {
     let mut topics = Topics::default();
+    let mut arena = Arena::default();
     let mut open: BTreeMap<i32, i64> = ranges.iter().map(|(p, (_, e))| (*p, *e)).collect();
     let mut finished = std::collections::BTreeSet::new();
     let mut close =
@@ -461,7 +462,7 @@ fn replay_poll(
             None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "replay fetch error (retried)"),
             Some(Ok(m)) => {
-                let raw = convert(&mut topics, &m);
+                let raw = convert(&mut topics, &mut arena, &m);
                 let p = raw.partition;
                 let Some(&end) = open.get(&p) else { continue };
                 if raw.offset >= end {

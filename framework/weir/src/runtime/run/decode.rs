@@ -1,7 +1,8 @@
 //! One attempt at a raw message: the header limits, the codec (a panic in it
 //! fails this message, not the consumer), then the processor stack
-//! (`Timeout<CatchPanic<P>>`, your layers inside `P`), timed for
-//! `weir_processing_seconds`. What [`InPlace`](super::attempts::InPlace) repeats.
+//! (`CatchPanic<P>`, your layers inside `P`) within `handler_timeout`, timed
+//! for `weir_processing_seconds` (one clock read serves the deadline and the
+//! timing). What [`InPlace`](super::attempts::InPlace) repeats.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use crate::stats::ConsumerStats;
 pub(crate) struct Decode<C, P> {
     pub(crate) codec: C,
     pub(crate) processor: P,
+    /// Each attempt's deadline (`handler_timeout`).
+    pub(crate) handler_timeout: std::time::Duration,
     pub(crate) max_header_bytes: usize,
     pub(crate) stats: Arc<ConsumerStats>,
     /// Processing time of each attempt (`weir_processing_seconds{group}`).
@@ -84,7 +87,10 @@ impl<C: Codec, P: Processor<C::Value>> Attempt for Decode<C, P> {
         let value = self.decode(raw).await?;
         let msg = Message::with_shared_cancel(value, raw.clone(), attempt, cancel.clone());
         let started = tokio::time::Instant::now();
-        let result = self.processor.process(msg).await;
+        let deadline = started.checked_add(self.handler_timeout);
+        let result =
+            crate::processor::within(deadline, self.handler_timeout, self.processor.process(msg))
+                .await;
         self.latency.record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             let cause = e.source_error();

@@ -6,7 +6,8 @@
 //! 3. [`attempts`]: in-place attempts as the [`AttemptPlan`] says, outage
 //!    waits, held failures;
 //! 4. [`decode`]: header limits and the codec, then the processor stack
-//!    [`RuntimeStack`] (`Timeout<CatchPanic<P>>`; your layers are inside `P`);
+//!    [`RuntimeStack`] (`CatchPanic<P>`, your layers inside `P`) within
+//!    `handler_timeout`;
 //! 5. the failure sink, for what failed for good ([`Runner::give_up`]).
 //!
 //! Steps 1 to 3 are not [`Layer`](crate::processor::Layer)s on purpose: a
@@ -22,7 +23,9 @@ mod decode;
 mod tests;
 mod trace;
 
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +33,7 @@ use super::plugin::{AttemptPlan, PolicyPlan};
 use crate::codec::Codec;
 use crate::failure::{Disposition, Failure, FailureSink};
 use crate::message::RawMessage;
-use crate::processor::{CatchPanic, CatchPanicLayer, Layer as _, Processor, Timeout, TimeoutLayer};
+use crate::processor::{CatchPanic, CatchPanicLayer, Layer as _, Processor};
 use crate::stats::ConsumerStats;
 use attempts::{GaveUp, InPlace};
 use decode::Decode;
@@ -60,10 +63,11 @@ pub(crate) enum Outcome {
     Cancelled,
 }
 
-/// The layers the runtime puts around every processor, innermost first: a
-/// panic becomes a terminal `panic` failure, an attempt over
-/// `handler_timeout` a retryable `timeout` one. Assembled in [`Runner::new`].
-pub(crate) type RuntimeStack<P> = Timeout<CatchPanic<P>>;
+/// The layer the runtime puts around every processor: a panic becomes a
+/// terminal `panic` failure. Around it, [`decode`] fails an attempt over
+/// `handler_timeout` as a retryable `timeout` (the same clock read serves
+/// the deadline and `weir_processing_seconds`). Assembled in [`Runner::new`].
+pub(crate) type RuntimeStack<P> = CatchPanic<P>;
 
 pub(crate) struct Runner<C, P> {
     attempts: InPlace<Decode<C, RuntimeStack<P>>>,
@@ -93,8 +97,8 @@ where
     ) -> Self {
         let decode = Decode {
             codec,
-            processor: TimeoutLayer::new(config.handler_timeout)
-                .layer(CatchPanicLayer.layer(processor)),
+            processor: CatchPanicLayer.layer(processor),
+            handler_timeout: config.handler_timeout,
             max_header_bytes: config.max_header_bytes,
             stats: stats.clone(),
             latency,
@@ -126,12 +130,24 @@ where
         let span = self.spans.span(&raw, &self.group_id);
         // The work is polled first, so a handler waiting on its cancellation
         // signal runs its clean-up before the runtime stops waiting for it.
+        // The wait for the signal is made only once the work has to wait: a
+        // run that finishes on its first poll (most do) makes and drops none.
         let work = async {
-            tokio::select! {
-                biased;
-                o = self.run_inside(&raw, &cancel) => o,
-                _ = cancel.cancelled() => Outcome::Cancelled,
-            }
+            let mut run = std::pin::pin!(self.run_inside(&raw, &cancel));
+            let mut cancelled = std::pin::pin!(None);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(o) = run.as_mut().poll(cx) {
+                    return Poll::Ready(o);
+                }
+                if cancelled.is_none() {
+                    cancelled.set(Some(cancel.cancelled()));
+                }
+                match cancelled.as_mut().as_pin_mut().map(|c| c.poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Outcome::Cancelled),
+                    _ => Poll::Pending,
+                }
+            })
+            .await
         };
         tracing::Instrument::instrument(work, span).await
     }

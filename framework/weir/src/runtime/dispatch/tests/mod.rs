@@ -99,6 +99,9 @@ struct Script {
     cancelled: Arc<std::sync::atomic::AtomicUsize>,
     /// Offsets whose runs started, in order.
     started: Arc<Mutex<Vec<i64>>>,
+    /// Messages with payload `keep`, kept past their run (as a processor
+    /// may keep a message it was given).
+    kept: Arc<Mutex<Vec<Arc<RawMessage>>>>,
 }
 
 impl RunMessage for Script {
@@ -108,6 +111,9 @@ impl RunMessage for Script {
         cancel: Arc<CancellationToken>,
     ) -> Outcome {
         self.started.lock().unwrap().push(raw.offset);
+        if raw.payload.as_deref() == Some(b"keep") {
+            self.kept.lock().unwrap().push(raw.clone());
+        }
         match raw.payload.as_deref() {
             Some(b"slow") => tokio::select! {
                 p = self.release.acquire() => { p.unwrap().forget(); Outcome::Finished(Fate::Processed) }
@@ -162,6 +168,7 @@ struct Harness {
     shutdown: CancellationToken,
     stats: Arc<ConsumerStats>,
     started: Arc<Mutex<Vec<i64>>>,
+    kept: Arc<Mutex<Vec<Arc<RawMessage>>>>,
     run: tokio::task::JoinHandle<Result<RunReport, WeirError>>,
 }
 
@@ -194,10 +201,12 @@ fn start_with(
     let release = Arc::new(Semaphore::new(0));
     let cancelled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::new(Mutex::new(Vec::new()));
     let runner = Arc::new(Script {
         release: release.clone(),
         cancelled: cancelled.clone(),
         started: started.clone(),
+        kept: kept.clone(),
     });
     let stats = Arc::new(ConsumerStats::default());
     let shutdown = CancellationToken::new();
@@ -224,6 +233,7 @@ fn start_with(
         shutdown,
         stats,
         started,
+        kept,
         run: tokio::spawn(d.run(rx)),
     }
 }
@@ -245,6 +255,74 @@ async fn answer_within(
     tokio::task::spawn_blocking(move || answer.recv_timeout(limit).ok())
         .await
         .unwrap()
+}
+
+#[test]
+fn a_finished_message_allocation_is_used_again_only_when_nothing_holds_it() {
+    let d = Dispatcher::new(
+        Arc::new(FakeControl::default()),
+        Arc::new(Script {
+            release: Arc::new(Semaphore::new(0)),
+            cancelled: Default::default(),
+            started: Default::default(),
+            kept: Default::default(),
+        }),
+        limits(10, Duration::from_secs(1)),
+        Arc::new(ConsumerStats::default()),
+        CancellationToken::new(),
+        Arc::new(AtomicBool::new(false)),
+        "g".into(),
+    );
+    let mut d = d;
+    type D = Dispatcher<Script, FakeControl>;
+    // Nothing else holds it: emptied at once, and the next message goes in it.
+    let first = D::share(&mut d.spare_messages, msg(1, "a"));
+    let at = Arc::as_ptr(&first);
+    d.recycle(first);
+    assert_eq!(d.spare_messages.len(), 1);
+    assert_eq!(d.spare_messages[0].payload, None, "its bytes are freed now");
+    let second = D::share(&mut d.spare_messages, msg(2, "b"));
+    assert_eq!(Arc::as_ptr(&second), at, "the allocation is used again");
+    assert_eq!(
+        (second.offset, second.payload.as_deref()),
+        (2, Some(&b"b"[..]))
+    );
+    // A processor keeps a clone, or the holder view a weak reference: not reused.
+    let kept = second.clone();
+    d.recycle(second);
+    let weak_only = D::share(&mut d.spare_messages, msg(3, "c"));
+    let weak = Arc::downgrade(&weak_only);
+    d.recycle(weak_only);
+    assert!(d.spare_messages.is_empty());
+    assert_eq!((kept.offset, kept.payload.as_deref()), (2, Some(&b"b"[..])));
+    assert_eq!(weak.upgrade().map(|m| m.offset), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_a_processor_keeps_is_never_overwritten_by_a_later_one() {
+    let mut h = start(limits(1000, Duration::from_secs(5)), FakeControl::default());
+    for round in 0..4i64 {
+        let batch = (0..100)
+            .map(|i| {
+                let o = round * 100 + i;
+                msg(o, if o % 3 == 0 { "keep" } else { "x" })
+            })
+            .collect();
+        h.events.send(Event::Batch(batch)).unwrap();
+    }
+    until("all 400 started", || h.started.lock().unwrap().len() == 400).await;
+    until("committed to 400", || {
+        h.control.committed(&tp()) == Some(400)
+    })
+    .await;
+    let kept = h.kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 134);
+    for m in &kept {
+        assert_eq!(m.payload.as_deref(), Some(&b"keep"[..]), "{}", m.offset);
+        assert_eq!(m.key, Some(bytes::Bytes::from(format!("k{}", m.offset))));
+        assert_eq!(m.offset % 3, 0);
+    }
+    assert!(h.stop().await.drained);
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
