@@ -202,16 +202,9 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
             for c in done.drain(..) {
                 let epoch = c.epoch;
                 self.on_completion(c);
-                if let Some(before) = touched
-                    && before != epoch
-                {
-                    self.check_pause(before);
-                }
-                touched = Some(epoch);
+                self.touch(&mut touched, Some(epoch));
             }
-            if let Some(epoch) = touched {
-                self.check_pause(epoch);
-            }
+            self.touch(&mut touched, None);
             if budget == 0 {
                 break;
             }

@@ -307,18 +307,23 @@ impl<R: RunMessage, K: PartitionControl> Dispatcher<R, K> {
     /// looked at once per run of its messages (a batch is mostly one
     /// partition's), not once per message.
     fn admit_batch(&mut self, batch: Vec<RawMessage>) {
-        let mut touched: Option<u64> = None;
+        let mut touched = None;
         for m in batch {
-            let Some(epoch) = self.admit(m) else { continue };
-            if let Some(before) = touched
-                && before != epoch
-            {
-                self.check_pause(before);
+            if let Some(epoch) = self.admit(m) {
+                self.touch(&mut touched, Some(epoch));
             }
-            touched = Some(epoch);
         }
-        if let Some(epoch) = touched {
-            self.check_pause(epoch);
+        self.touch(&mut touched, None);
+    }
+
+    /// For a run of messages of one partition at a time: looks at the
+    /// credit and pause state of the partition in `touched` when the run
+    /// moves on to `next` (another partition, or `None`: the end).
+    fn touch(&mut self, touched: &mut Option<u64>, next: Option<u64>) {
+        if let Some(before) = std::mem::replace(touched, next)
+            && Some(before) != next
+        {
+            self.check_pause(before);
         }
     }
 
