@@ -79,12 +79,8 @@ impl OffsetTracker {
             .front()
             .and_then(|(front, _)| usize::try_from(offset.checked_sub(*front)?).ok())
             .filter(|&i| self.window.get(i).is_some_and(|(o, _)| *o == offset));
-        let found = guess.ok_or(()).or_else(|()| {
-            self.window
-                .binary_search_by_key(&offset, |(o, _)| *o)
-                .map_err(|_| ())
-        });
-        let Ok(i) = found else {
+        let Some(i) = guess.or_else(|| self.window.binary_search_by_key(&offset, |(o, _)| *o).ok())
+        else {
             return false;
         };
         if self.window[i].1 {

@@ -29,10 +29,6 @@ const FETCHER_WAKE_WAIT: Duration = Duration::from_millis(20);
 pub(crate) struct WeirContext {
     pub(super) events: UnboundedSender<Event>,
     pub(super) batch: Mutex<Vec<RawMessage>>,
-    /// The poll thread's copying room: where keys, payloads and header
-    /// values are copied to, and the partition batch being taken. Only the
-    /// poll thread locks it (never while holding `batch`).
-    pub(super) copies: Mutex<Copies>,
     pub(super) revoke_wait: Duration,
     pub(crate) closing: AtomicBool,
     pub(super) stats: Arc<ConsumerStats>,
@@ -93,7 +89,6 @@ impl WeirContext {
         WeirContext {
             events,
             batch: Mutex::new(Vec::with_capacity(BATCH)),
-            copies: Mutex::new(Copies::default()),
             revoke_wait,
             closing: AtomicBool::new(false),
             stats,
@@ -260,11 +255,10 @@ impl WeirContext {
     /// Takes messages from the partition queues that have credit. Returns
     /// whether any partition has its own queue, and whether there may be more
     /// to take right away.
-    pub(super) fn poll_partitions(&self) -> (bool, bool) {
+    pub(super) fn poll_partitions(&self, copies: &mut Copies) -> (bool, bool) {
         let mut splits = self.splits.lock();
         let mut more = false;
-        let mut copies = self.copies.lock();
-        let Copies { arena, taken } = &mut *copies;
+        let Copies { arena, taken } = copies;
         for s in splits.iter_mut() {
             let room = s.gate.room.load(Relaxed);
             if room <= 0 {
@@ -417,9 +411,8 @@ impl WeirContext {
     }
 
     /// Copies a fetched message into the batch; sends the batch when full.
-    pub(super) fn take(&self, topics: &mut Topics, m: &BorrowedMessage<'_>) {
-        let m = convert(topics, &mut self.copies.lock().arena, m);
-        self.push(m);
+    pub(super) fn take(&self, topics: &mut Topics, arena: &mut Arena, m: &BorrowedMessage<'_>) {
+        self.push(convert(topics, arena, m));
     }
 
     /// Adds a message to the batch; sends the batch when full.

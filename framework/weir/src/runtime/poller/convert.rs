@@ -85,7 +85,7 @@ impl Arena {
     }
 }
 
-/// The poll thread's copying room (see [`WeirContext::copies`](super::WeirContext)).
+/// The poll thread's copying room, owned by its loop (`poll_loop`).
 pub(crate) struct Copies {
     pub(crate) arena: Arena,
     /// One partition's messages while they are taken, sent on as one batch;

@@ -45,12 +45,9 @@ mod convert;
 
 pub(crate) use context::WeirContext;
 #[cfg(feature = "ops")]
-pub(crate) use convert::Arena;
-#[cfg(feature = "ops")]
-#[cfg(feature = "ops")]
 pub(crate) use convert::read_headers;
+pub(crate) use convert::{Arena, Topics, convert};
 use convert::{Copies, convert_fetched, convert_with};
-pub(crate) use convert::{Topics, convert};
 
 /// Most messages moved to the dispatcher in one batch.
 const BATCH: usize = 1024;
@@ -153,6 +150,9 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
     let ctx = consumer.context().clone();
     let _ = ctx.waker.0.set(std::thread::current());
     let mut topics = Topics::default();
+    // The poll thread's copying room: where keys, payloads and header values
+    // are copied to, and the partition batch being taken.
+    let mut copies = Copies::default();
     // No partition has its own queue before the first assignment.
     let mut splits = false;
     while !stop.load(Relaxed) {
@@ -198,7 +198,7 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
                 }
                 Some(Err(e)) => ctx.on_poll_error(e),
                 Some(Ok(m)) => {
-                    ctx.take(&mut topics, &m);
+                    ctx.take(&mut topics, &mut copies.arena, &m);
                     taken += 1;
                     if ctx.unclaimed_full(taken) {
                         break;
@@ -212,7 +212,7 @@ pub(crate) fn poll_loop(consumer: Arc<BaseConsumer<WeirContext>>, stop: Arc<Atom
                 break;
             }
         }
-        let (has_splits, more) = ctx.poll_partitions();
+        let (has_splits, more) = ctx.poll_partitions(&mut copies);
         splits = has_splits;
         ctx.flush();
         if !more && !blocking && !backlog {
