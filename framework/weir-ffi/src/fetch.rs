@@ -223,6 +223,14 @@ impl<'a> Fetched<'a> {
         unsafe { bytes(r.payload, r.len) }
     }
 
+    /// `true` when the message surely has no headers (see
+    /// [`crate::surely_headerless`]); [`Self::headers`] then returns 0
+    /// without asking librdkafka to parse anything.
+    pub fn surely_headerless(&self) -> bool {
+        // SAFETY: live for 'a (see `new`).
+        unsafe { crate::peek::headerless_raw(self.m) }
+    }
+
     /// Calls `f` with each header's name and value, in wire order; returns
     /// how many there were. Only this call parses the headers (librdkafka
     /// builds its header list on first access).
@@ -231,6 +239,9 @@ impl<'a> Fetched<'a> {
     /// header section librdkafka cannot parse (a hostile or broken
     /// producer) reads as no headers, as it does in rust-rdkafka.
     pub fn headers(&self, mut f: impl FnMut(usize, &'a [u8], Option<&'a [u8]>)) -> usize {
+        if self.surely_headerless() {
+            return 0;
+        }
         let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
         // SAFETY: live message; `hdrs` is a valid out-pointer. The list is
         // owned by the message and freed with it.

@@ -27,6 +27,14 @@
 //!   rust-rdkafka's `PartitionQueue::poll` pops one event per call and
 //!   wraps it in an `Arc`; the poll thread spent about 1,076 instructions
 //!   per message there (callgrind, `benches/README.md`).
+//! - [`surely_headerless`]: whether a consumed message has no headers,
+//!   without `rd_kafka_message_headers`, which allocates and frees a shadow
+//!   buffer even for a record without headers (about 1,100 instructions
+//!   per message). A small C function (`src/peek.c`), compiled against the
+//!   private headers of the librdkafka tree rdkafka-sys built, reads the
+//!   unparsed header section's first byte; with a system librdkafka it is
+//!   not built and the answer is always "read them"
+//!   ([`header_peek_active`]). [`Fetched::headers`] uses it too.
 //!
 //! Everything from the broker is copied into owned Rust values before the
 //! librdkafka objects are freed; strings that are not UTF-8 are converted
@@ -54,8 +62,10 @@ use std::ffi::{CStr, CString, c_char};
 use std::time::Duration;
 
 mod fetch;
+mod peek;
 
 pub use fetch::{Fetched, PartitionReader};
+pub use peek::{SWITCH as HEADER_PEEK_SWITCH, header_peek_active, surely_headerless};
 
 use rdkafka::client::{Client, ClientContext};
 use rdkafka_sys as rd;

@@ -8,14 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message as _};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use weir_ffi::PartitionReader;
-use weir_testkit::{BrokerKind, KafkaCluster, RawRecord, produce_raw};
+use weir_testkit::{BrokerKind, KafkaCluster, RawRecord};
 
-type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+mod common;
+use common::{R, cluster_with, consumer, read_each};
 
 /// What both paths read of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,44 +83,11 @@ fn want() -> Vec<Seen> {
 
 /// A consumer that owns `topic`/0 from its start, with the partition's
 /// queue split off as Weir's poll thread does.
-fn consumer(
-    bootstrap: &str,
-    topic: &str,
-    eof: bool,
-) -> (
-    Arc<BaseConsumer>,
-    rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>,
-) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("fetch-{topic}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", if eof { "true" } else { "false" })
-        .create()
-        .expect("consumer");
-    let c = Arc::new(c);
-    let q = c.split_partition_queue(topic, 0).expect("split");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    c.assign(&tpl).expect("assign");
-    (c, q)
-}
-
 async fn produce(
     kind: BrokerKind,
     topic: &str,
 ) -> Result<KafkaCluster, Box<dyn std::error::Error + Send + Sync>> {
-    let cluster = KafkaCluster::start(kind).await?;
-    cluster.create_topic(topic, 1).await?;
-    let addr = cluster
-        .bootstrap_servers()
-        .split(',')
-        .next()
-        .expect("an address")
-        .to_string();
-    produce_raw(&addr, topic, 0, &records()).await?;
-    Ok(cluster)
+    cluster_with(kind, topic, &records()).await
 }
 
 /// Reads `n` messages with `PartitionReader`, `max` at a time.
@@ -310,4 +278,136 @@ fn a_topic_name_with_a_nul_byte_gives_no_reader() {
     // A partition librdkafka does not know yet: a reader with nothing to read.
     let mut r = PartitionReader::new(&c, "unknown", 3).expect("a reader");
     assert_eq!(r.consume(8, |_| panic!("nothing to read")), 0);
+}
+
+/// Records for the header peek: with and without headers, and 64 headers,
+/// whose count (zigzag 128) takes a two-byte varint.
+fn peek_records() -> Vec<RawRecord> {
+    let many = (0..64)
+        .map(|i| (format!("h{i}").into_bytes(), Some(vec![i as u8])))
+        .collect();
+    let mut out = records();
+    out.push(RawRecord {
+        key: Some(b"k4".to_vec()),
+        value: Some(b"p4".to_vec()),
+        headers: many,
+        timestamp_ms: 1_700_000_000_004,
+    });
+    out.push(RawRecord {
+        key: Some(b"k5".to_vec()),
+        value: Some(b"p5".to_vec()),
+        headers: vec![],
+        timestamp_ms: 1_700_000_000_005,
+    });
+    out
+}
+
+/// `surely_headerless` says "no headers" exactly for the records without
+/// any, on both read paths, and `Fetched::headers` still reads every header
+/// of the others. A peek that always said "no headers" loses headers here;
+/// one that never did (or was not built) fails the first assertions.
+async fn the_header_peek_agrees_with_librdkafka(kind: BrokerKind) -> R {
+    assert!(
+        weir_ffi::header_peek_active(),
+        "built against rdkafka-sys's own librdkafka, the peek must be on"
+    );
+    let topic = "ffi-peek";
+    let recs = peek_records();
+    let cluster = cluster_with(kind, topic, &recs).await?;
+
+    let (c, q) = consumer(cluster.bootstrap_servers(), topic, false);
+    let seen = read_each(&c, topic, recs.len(), |m| {
+        let r = &recs[m.offset() as usize];
+        let peek = m.surely_headerless();
+        let count = m.headers(|_, _, _| {});
+        assert_eq!(peek, r.headers.is_empty(), "offset {}", m.offset());
+        assert_eq!(count, r.headers.len(), "offset {}", m.offset());
+        (m.offset(), peek, count)
+    });
+    assert_eq!(
+        seen.iter().filter(|(_, peek, _)| *peek).count(),
+        2,
+        "the tombstone and the last record have no headers: {seen:?}"
+    );
+
+    // rust-rdkafka's poll path: the same answer, and after its parse too.
+    let (c, q2) = {
+        drop(q);
+        consumer(cluster.bootstrap_servers(), topic, false)
+    };
+    let mut n = 0;
+    let t0 = Instant::now();
+    while n < recs.len() {
+        let _ = c.poll(Duration::from_millis(10));
+        while let Some(m) = q2.poll(Duration::from_millis(10)) {
+            let m = m.expect("a message");
+            let none = recs[m.offset() as usize].headers.is_empty();
+            assert_eq!(
+                weir_ffi::surely_headerless(&m),
+                none,
+                "offset {}",
+                m.offset()
+            );
+            assert_eq!(m.headers().is_none(), none);
+            // The same answer once librdkafka has parsed the headers.
+            assert_eq!(weir_ffi::surely_headerless(&m), none);
+            n += 1;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "read {n}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_the_header_peek_agrees_with_librdkafka() -> R {
+    the_header_peek_agrees_with_librdkafka(BrokerKind::Mock).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_the_header_peek_agrees_with_librdkafka() -> R {
+    the_header_peek_agrees_with_librdkafka(BrokerKind::Kafka).await
+}
+
+/// A producer's message is never taken for a headerless consumed one (its
+/// struct holds producer fields where a consumer's holds the header
+/// section): the peek answers "read them" in a delivery report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_a_producer_message_is_never_peeked() -> R {
+    use rdkafka::producer::{
+        BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+    };
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<bool>>);
+    impl rdkafka::ClientContext for Seen {}
+    impl ProducerContext for Seen {
+        type DeliveryOpaque = ();
+        fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+            let m = r.as_ref().expect("delivered");
+            self.0
+                .lock()
+                .expect("lock")
+                .push(weir_ffi::surely_headerless(m));
+        }
+    }
+
+    let topic = "ffi-peek-producer";
+    let cluster = KafkaCluster::start(BrokerKind::Mock).await?;
+    cluster.create_topic(topic, 1).await?;
+    let p: ThreadedProducer<Seen> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create_with_context(Seen::default())?;
+    for i in 0..3u8 {
+        p.send(
+            BaseRecord::<[u8], [u8]>::to(topic)
+                .payload(&[i][..])
+                .key(&[i][..]),
+        )
+        .map_err(|(e, _)| e)?;
+    }
+    p.flush(Duration::from_secs(10))?;
+    let seen = p.context().0.lock().expect("lock").clone();
+    assert_eq!(seen, vec![false; 3], "a producer's message is never peeked");
+    Ok(())
 }
