@@ -6,7 +6,7 @@
  * other than rd_kafka_message_headers(), which for a record without headers
  * still allocates a shadow buffer (calloc + a buffer segment), reads the
  * header count (0) and frees both: about 1,100 instructions per message,
- * 40% of Weir's poll thread (benches/README.md).
+ * 45% of Weir's poll thread (benches/README.md).
  *
  * How it stays correct:
  *  - It is compiled by build.rs against the private headers and config.h

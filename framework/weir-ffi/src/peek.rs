@@ -3,7 +3,7 @@
 //!
 //! `rd_kafka_message_headers` is the only public way to learn whether a
 //! message has headers, and for a record without any it still allocates and
-//! frees a shadow buffer: about 1,100 instructions per message, 40% of
+//! frees a shadow buffer: about 1,100 instructions per message, 45% of
 //! Weir's poll thread (callgrind, `benches/README.md`). `src/peek.c` reads
 //! the unparsed header section's first byte instead; see that file for the
 //! conditions. It is compiled by `build.rs` against the private headers of
@@ -29,12 +29,16 @@ mod shim {
 
     /// The shim matches the library linked into this process, and
     /// `WEIR_HEADER_PEEK` does not turn it off.
-    pub(super) static ACTIVE: LazyLock<bool> = LazyLock::new(|| {
+    static ACTIVE: LazyLock<bool> = LazyLock::new(|| {
         // SAFETY: neither function takes an argument; both return a
         // constant (the first is `peek.c`'s, the second librdkafka's).
         let same = unsafe { weir_peek_version() == rd::rd_kafka_version() };
         same && super::allowed(std::env::var_os(super::SWITCH).as_deref())
     });
+
+    pub(super) fn active() -> bool {
+        *ACTIVE
+    }
 
     /// # Safety
     /// `m` is a live message, not destroyed during the call.
@@ -48,13 +52,31 @@ mod shim {
     }
 }
 
+/// Without `peek.c` (no librdkafka tree to compile it against): every
+/// answer is "ask librdkafka".
+#[cfg(not(weir_peek))]
+mod shim {
+    use super::rd;
+
+    pub(super) fn active() -> bool {
+        false
+    }
+
+    /// # Safety
+    /// None needed; the signature matches the real shim's.
+    pub(super) unsafe fn headerless(_: *const rd::rd_kafka_message_t) -> bool {
+        false
+    }
+}
+
 /// The environment variable that turns the peek off for a process:
-/// `WEIR_HEADER_PEEK=off` (or `0`, `false`). Read once, at the first
+/// `WEIR_HEADER_PEEK=off` (or `0`, `false`, `no`). Read once, at the first
 /// message. Every message's headers are then read with
 /// `rd_kafka_message_headers`: the same headers, at librdkafka's cost.
 pub const SWITCH: &str = "WEIR_HEADER_PEEK";
 
 /// Whether the value of [`SWITCH`] leaves the peek on.
+#[cfg_attr(not(weir_peek), allow(dead_code))]
 fn allowed(v: Option<&std::ffi::OsStr>) -> bool {
     !v.and_then(|v| v.to_str()).is_some_and(|v| {
         matches!(
@@ -70,29 +92,14 @@ fn allowed(v: Option<&std::ffi::OsStr>) -> bool {
 /// Otherwise this is `false` and every message's headers are read with
 /// `rd_kafka_message_headers`, the same result at its usual cost.
 pub fn header_peek_active() -> bool {
-    #[cfg(weir_peek)]
-    {
-        *shim::ACTIVE
-    }
-    #[cfg(not(weir_peek))]
-    {
-        false
-    }
+    shim::active()
 }
 
 /// # Safety
 /// `m` is a live message, not destroyed during the call.
 pub(crate) unsafe fn headerless_raw(m: *const rd::rd_kafka_message_t) -> bool {
-    #[cfg(weir_peek)]
-    {
-        // SAFETY: the caller's guarantee.
-        unsafe { shim::headerless(m) }
-    }
-    #[cfg(not(weir_peek))]
-    {
-        let _ = m;
-        false
-    }
+    // SAFETY: the caller's guarantee.
+    unsafe { shim::headerless(m) }
 }
 
 /// `true` when `m` surely has no headers, so that reading them (rust-rdkafka's
