@@ -262,7 +262,9 @@ pub async fn join_and_leave(kind: BrokerKind, protocol: GroupProtocol, debug: De
         // Both protocols pause every partition of the member while an
         // incremental rebalance event waits for its callback; Weir wakes the
         // fetchers when it has run (without that, 0.5-1.0 s here in about one
-        // join in three: librdkafka's broker thread slept through the resume).
+        // join in three: librdkafka's broker thread slept through the resume),
+        // once librdkafka has resumed them (a wake before that: 1.006 s once
+        // on a loaded CI machine).
         let bound = COMMIT;
         for (p, pause) in &pauses {
             assert!(

@@ -384,6 +384,14 @@ impl WeirContext {
     /// wakes their broker threads at once, which then see the resume: a
     /// ListOffsets for the latest offsets, sent and not waited for beyond a
     /// few milliseconds (its answer is not needed).
+    ///
+    /// The resume itself is not done by the time `incremental_(un)assign`
+    /// returns: librdkafka's main thread queues one op per partition on its
+    /// own queue while it handles the assign call, and serves them after
+    /// replying. A broker thread woken before then still saw the partitions
+    /// paused and slept on (a CI run: 1.006 s). `rd_kafka_assignment` goes
+    /// through the same queue (first in, first out), so once it returns the
+    /// partitions are resumed, and only then is the request sent.
     pub(super) fn wake_fetchers(&self, consumer: &BaseConsumer<Self>) {
         if self.closing.load(Relaxed) {
             return;
@@ -396,6 +404,8 @@ impl WeirContext {
             return;
         }
         let started = std::time::Instant::now();
+        // A round trip through librdkafka's main queue, behind the resumes.
+        let _ = consumer.assignment();
         let _ = consumer.offsets_for_times(tpl, FETCHER_WAKE_WAIT);
         tracing::trace!(group = %self.group_id, took = ?started.elapsed(), "fetchers woken after a rebalance");
     }
