@@ -152,7 +152,15 @@ where
             })
             .await
         };
-        tracing::Instrument::instrument(work, span).await
+        // A span no subscriber wants (or none at all) is not entered and
+        // left at every poll. (Pinned here, so that neither arm moves the
+        // large future: a copy cost more than the span.)
+        let work = std::pin::pin!(work);
+        if span.is_disabled() {
+            work.await
+        } else {
+            tracing::Instrument::instrument(work, span).await
+        }
     }
 
     async fn run_inside(&self, raw: &Arc<RawMessage>, cancel: &Arc<CancellationToken>) -> Outcome {
