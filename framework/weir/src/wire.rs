@@ -73,9 +73,6 @@ pub const MAX_DELIVERY_ATTEMPT: u32 = 1_000_000;
 /// `None` when it is missing, not UTF-8 or not a number.
 #[inline]
 pub(crate) fn header_i64(h: &Headers, name: &str) -> Option<i64> {
-    if h.is_empty() {
-        return None;
-    }
     h.get_str(name).ok().flatten()?.trim().parse().ok()
 }
 
@@ -121,9 +118,6 @@ pub(crate) fn header_str<'a>(h: &'a Headers, name: &str) -> Option<&'a str> {
 /// The consumer group a copy is meant for ([`headers::FOR_GROUP`]), as raw bytes.
 #[inline]
 pub(crate) fn for_group(h: &Headers) -> Option<&[u8]> {
-    if h.is_empty() {
-        return None;
-    }
     h.get(headers::FOR_GROUP)
 }
 

@@ -32,9 +32,6 @@ impl<C: Codec, P: Processor<C::Value>> Decode<C, P> {
     /// A message the consumer cannot read at all: a header name that is not
     /// UTF-8 (the poller marked it) or headers over the limit.
     fn unreadable(&self, raw: &RawMessage) -> Option<ProcessError> {
-        if raw.headers.is_empty() {
-            return None;
-        }
         if let Some(index) = raw.headers.get(crate::message::UNREADABLE_HEADER_NAME) {
             let index = std::str::from_utf8(index)
                 .ok()
