@@ -590,6 +590,22 @@ struct Run {
     retried: u64,
     retry_p50_ms: f64,
     retry_p99_ms: f64,
+    /// CPU seconds and context switches per thread name, read when the
+    /// system reported (who is busy, and how often threads hand off).
+    threads: Vec<ThreadUsage>,
+}
+
+/// One thread name's share of a run (threads of the same name summed:
+/// tokio's workers, librdkafka's broker threads per broker).
+#[derive(Clone, Debug)]
+struct ThreadUsage {
+    name: String,
+    count: usize,
+    cpu_s: f64,
+    /// Voluntary context switches: the thread slept (a wait, a wake-up).
+    voluntary: u64,
+    /// Involuntary ones: the scheduler took the core away.
+    involuntary: u64,
 }
 
 impl Run {
@@ -722,6 +738,7 @@ fn run_once(
         }
     };
     let (cpu_s, peak_rss_mb) = proc_usage(child.id())?;
+    let threads = thread_usage(child.id());
     drop(child.stdin.take());
     let status = child.wait()?;
     if !status.success() {
@@ -745,7 +762,71 @@ fn run_once(
         retried: reported["retried"].as_u64().unwrap_or(0),
         retry_p50_ms: reported["retry_delay_ms_p50"].as_f64().unwrap_or(0.0),
         retry_p99_ms: reported["retry_delay_ms_p99"].as_f64().unwrap_or(0.0),
+        threads,
     })
+}
+
+/// CPU time and context switches of a live process's threads, summed per
+/// thread name with trailing digits dropped (`rdk:broker3` and
+/// `rdk:broker1001` are one `rdk:broker`), busiest first. Empty if /proc
+/// cannot say (a thread may end while it is read: it is skipped).
+fn thread_usage(pid: u32) -> Vec<ThreadUsage> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let mut by_name: Vec<ThreadUsage> = Vec::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(stat), Ok(status)) = (
+            std::fs::read_to_string(dir.join("stat")),
+            std::fs::read_to_string(dir.join("status")),
+        ) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head
+            .split_once('(')
+            .map_or("?", |(_, n)| n)
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (cpu, vol, invol) = (
+            (tick(11) + tick(12)) / ticks,
+            field("voluntary_ctxt_switches:"),
+            field("nonvoluntary_ctxt_switches:"),
+        );
+        match by_name.iter_mut().find(|t| t.name == name) {
+            Some(t) => {
+                t.count += 1;
+                t.cpu_s += cpu;
+                t.voluntary += vol;
+                t.involuntary += invol;
+            }
+            None => by_name.push(ThreadUsage {
+                name,
+                count: 1,
+                cpu_s: cpu,
+                voluntary: vol,
+                involuntary: invol,
+            }),
+        }
+    }
+    by_name.sort_by(|a, b| b.cpu_s.total_cmp(&a.cpu_s));
+    by_name
 }
 
 fn topic_of(spec: &Spec) -> String {
@@ -862,8 +943,14 @@ async fn scenario(
     // run. Weir failing fails the command.
     let mut failed: HashMap<String, String> = HashMap::new();
     for round in 0..args.rounds.max(1) {
+        // Each round starts one system further along the list, so that no
+        // system always runs first (on a cold page cache and JIT) or right
+        // after the same neighbour.
         for s in systems
             .iter()
+            .cycle()
+            .skip(round % systems.len().max(1))
+            .take(systems.len())
             .filter(|s| !skipped.contains_key(*s) && !unable.contains_key(*s))
         {
             if failed.contains_key(s) {
@@ -901,6 +988,28 @@ async fn scenario(
                     String::new()
                 },
             );
+            if !r.threads.is_empty() {
+                // Per million messages: CPU s, then voluntary/involuntary
+                // context switches (thousands).
+                let per_m = 1e6 / r.processed.max(1) as f64;
+                println!(
+                    "peers {name} round {}: {s:>17} threads per million: {}",
+                    round + 1,
+                    r.threads
+                        .iter()
+                        .filter(|t| t.cpu_s * per_m >= 0.01)
+                        .map(|t| format!(
+                            "{}x{} {:.2} s {:.0}k/{:.0}k cs",
+                            t.name,
+                            t.count,
+                            t.cpu_s * per_m,
+                            t.voluntary as f64 * per_m / 1e3,
+                            t.involuntary as f64 * per_m / 1e3
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             if spec.fail_every > 0 {
                 println!(
                     "peers {name} round {}: {s:>17} retried {} after p50 {:.0} ms, p99 {:.0} ms (asked: {} ms)",
@@ -925,6 +1034,10 @@ async fn scenario(
             "peak_rss_mb": rs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max),
             "rounds": rs.iter().map(|r| r.msgs_per_s.round()).collect::<Vec<_>>(),
             "time_boxed": rs.iter().any(|r| r.time_boxed),
+            "threads_per_round": rs.iter().map(|r| r.threads.iter().map(|t| json!({
+                "name": t.name, "count": t.count, "cpu_s": t.cpu_s,
+                "voluntary_switches": t.voluntary, "involuntary_switches": t.involuntary,
+            })).collect::<Vec<_>>()).collect::<Vec<_>>(),
         });
         if spec.check_order {
             row["order_violations"] = json!(rs.iter().map(|r| r.order_violations).sum::<u64>());
@@ -989,4 +1102,52 @@ async fn scenario(
         "weir_vs_raw_tuned": vs_raw_tuned,
         "weir_vs_consumer_performance": vs_consumer_perf,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_usage_sums_threads_of_one_name_and_sees_their_cpu() {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spin = |name: &str| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+                .expect("spawn")
+        };
+        let threads = [spin("usage-spin1"), spin("usage-spin22")];
+        // Enough CPU for several clock ticks each.
+        let started = Instant::now();
+        let seen = loop {
+            let all = thread_usage(std::process::id());
+            if let Some(t) = all.iter().find(|t| t.name == "usage-spin")
+                && t.count == 2
+                && t.cpu_s >= 0.05
+            {
+                break t.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the two spinning threads never showed as one name with CPU: {all:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("join");
+        }
+        assert_eq!(seen.count, 2, "trailing digits dropped: one name");
+        assert!(
+            thread_usage(u32::MAX).is_empty(),
+            "no such process: nothing"
+        );
+    }
 }
