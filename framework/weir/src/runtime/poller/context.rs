@@ -431,9 +431,28 @@ impl WeirContext {
     }
 
     /// Adds messages to the batch (emptying `ms`), under one lock; sends the
-    /// batch when full.
+    /// batch when full. The messages are not copied again when it can be
+    /// helped: into an empty batch, `ms` becomes the batch (and takes the
+    /// empty one's room); a batch they would overflow is sent first, as
+    /// growing it would copy every message in it.
     pub(super) fn push_all(&self, ms: &mut Vec<RawMessage>) {
-        self.add(|b| b.append(ms));
+        let mut b = self.batch.lock();
+        if !b.is_empty() && b.len() + ms.len() > b.capacity() {
+            let waiting = std::mem::replace(&mut *b, Vec::with_capacity(BATCH));
+            drop(b);
+            self.send(waiting);
+            b = self.batch.lock();
+        }
+        if b.is_empty() {
+            std::mem::swap(&mut *b, ms);
+        } else {
+            b.append(ms);
+        }
+        let full = b.len() >= BATCH;
+        drop(b);
+        if full {
+            self.flush();
+        }
     }
 
     fn add(&self, f: impl FnOnce(&mut Vec<RawMessage>)) {
@@ -453,12 +472,17 @@ impl WeirContext {
         if b.is_empty() {
             return;
         }
-        let n = b.len() as u64;
         let full = std::mem::replace(&mut *b, Vec::with_capacity(BATCH));
         drop(b);
+        self.send(full);
+    }
+
+    /// Sends a batch taken out of `self.batch` to the dispatcher.
+    fn send(&self, batch: Vec<RawMessage>) {
+        let n = batch.len() as u64;
         ConsumerStats::add(&self.stats.received, n);
         self.unclaimed.fetch_add(n, Relaxed);
-        let _ = self.events.send(Event::Batch(full));
+        let _ = self.events.send(Event::Batch(batch));
     }
 
     pub(super) fn on_poll_error(&self, e: KafkaError) {
@@ -704,5 +728,80 @@ impl ConsumerContext for WeirContext {
                 tracing::warn!(group = %self.group_id, error = %e, "offset commit failed; retried on the next interval");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(offset: i64) -> RawMessage {
+        RawMessage {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            payload: None,
+            headers: Default::default(),
+        }
+    }
+
+    fn taken(offsets: std::ops::Range<i64>) -> Vec<RawMessage> {
+        let mut v = Vec::with_capacity(BATCH);
+        v.extend(offsets.map(message));
+        v
+    }
+
+    fn offsets_of(e: Event) -> Vec<i64> {
+        match e {
+            Event::Batch(b) => b.iter().map(|m| m.offset).collect(),
+            _ => panic!("not a batch"),
+        }
+    }
+
+    #[test]
+    fn push_all_moves_taken_messages_without_copying_them_and_keeps_their_order() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stats = Arc::new(ConsumerStats::default());
+        let ctx = WeirContext::new(tx, Duration::ZERO, stats.clone(), "g".into(), true);
+
+        // Into an empty batch: the taken vector becomes the batch.
+        let mut ms = taken(0..10);
+        let buffer = ms.as_ptr();
+        ctx.push_all(&mut ms);
+        assert_eq!(ctx.batch.lock().as_ptr(), buffer, "moved, not copied");
+        assert!(
+            ms.is_empty() && ms.capacity() >= BATCH,
+            "took the empty batch's room"
+        );
+
+        // Messages the waiting batch has no room for: it is sent first (it
+        // would have been grown, copying all of it), then they wait.
+        let mut more = taken(10..(BATCH as i64 + 5));
+        let buffer = more.as_ptr();
+        ctx.push_all(&mut more);
+        assert_eq!(
+            offsets_of(rx.try_recv().expect("the waiting batch")),
+            (0..10).collect::<Vec<_>>()
+        );
+        assert_eq!(ctx.batch.lock().as_ptr(), buffer);
+        assert!(rx.try_recv().is_err(), "nothing else sent yet");
+
+        // Room left: appended in place (not grown), and the full batch is sent.
+        let mut last = taken((BATCH as i64 + 5)..(BATCH as i64 + 10));
+        ctx.push_all(&mut last);
+        let Event::Batch(full) = rx.try_recv().expect("the full batch") else {
+            panic!("not a batch")
+        };
+        assert_eq!(full.as_ptr(), buffer, "the same buffer");
+        assert_eq!(full.capacity(), BATCH, "never grown");
+        assert_eq!(
+            full.iter().map(|m| m.offset).collect::<Vec<_>>(),
+            (10..(BATCH as i64 + 10)).collect::<Vec<_>>()
+        );
+        assert!(ctx.batch.lock().is_empty());
+        assert_eq!(stats.received(), BATCH as u64 + 10);
+        assert_eq!(ctx.unclaimed.load(Relaxed), BATCH as u64 + 10);
     }
 }
