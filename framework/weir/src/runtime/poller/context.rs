@@ -441,18 +441,16 @@ impl WeirContext {
             let waiting = std::mem::replace(&mut *b, Vec::with_capacity(BATCH));
             drop(b);
             self.send(waiting);
-            b = self.batch.lock();
-        }
-        if b.is_empty() {
-            std::mem::swap(&mut *b, ms);
         } else {
-            b.append(ms);
+            drop(b);
         }
-        let full = b.len() >= BATCH;
-        drop(b);
-        if full {
-            self.flush();
-        }
+        self.add(|b| {
+            if b.is_empty() {
+                std::mem::swap(b, ms);
+            } else {
+                b.append(ms);
+            }
+        });
     }
 
     fn add(&self, f: impl FnOnce(&mut Vec<RawMessage>)) {
