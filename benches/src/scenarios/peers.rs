@@ -774,10 +774,6 @@ fn thread_usage(pid: u32) -> Vec<ThreadUsage> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
     let mut by_name: Vec<ThreadUsage> = Vec::new();
     for task in tasks.flatten() {
         let dir = task.path();
@@ -787,28 +783,14 @@ fn thread_usage(pid: u32) -> Vec<ThreadUsage> {
         ) else {
             continue;
         };
-        let Some((head, rest)) = stat.rsplit_once(')') else {
+        let Some((name, cpu)) = stat_cpu(&stat) else {
             continue;
         };
-        let name = head
-            .split_once('(')
-            .map_or("?", |(_, n)| n)
+        let name = name
             .trim_end_matches(|c: char| c.is_ascii_digit())
             .to_string();
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let (cpu, vol, invol) = (
-            (tick(11) + tick(12)) / ticks,
-            field("voluntary_ctxt_switches:"),
-            field("nonvoluntary_ctxt_switches:"),
-        );
+        let vol = status_number(&status, "voluntary_ctxt_switches:").unwrap_or(0);
+        let invol = status_number(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
         match by_name.iter_mut().find(|t| t.name == name) {
             Some(t) => {
                 t.count += 1;
@@ -841,24 +823,37 @@ fn self_cpu_s() -> f64 {
 /// CPU seconds (user + system, all threads) and peak RSS (MB) of a live process.
 fn proc_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("/proc stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
-    let utime: f64 = rest.get(11).context("utime")?.parse()?;
-    let stime: f64 = rest.get(12).context("stime")?.parse()?;
+    let (_, cpu_s) = stat_cpu(&stat).context("/proc stat: utime, stime")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let hwm_kb: f64 = status
+    let hwm_kb = status_number(&status, "VmHWM:").context("VmHWM")?;
+    Ok((cpu_s, hwm_kb as f64 / 1024.0))
+}
+
+/// The command name and CPU seconds (user + system) of a `/proc` `stat`
+/// file (a process's or a thread's). The name may hold spaces and
+/// parentheses: the fields are those after its last `)`.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Some((name, (utime + stime) / ticks))
+}
+
+/// The number that starts the value of line `key` of a `/proc` `status` file.
+fn status_number(status: &str, key: &str) -> Option<u64> {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmHWM")?
-        .parse()?;
-    Ok(((utime + stime) / ticks, hwm_kb / 1024.0))
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub(crate) async fn peers(
@@ -1107,6 +1102,25 @@ async fn scenario(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_and_status_fields_are_read_after_the_name() {
+        // A command name with a space and a `)` of its own; utime and
+        // stime are the 14th and 15th fields (11 and 12 after the name).
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let stat = "42 (we ir) x) S 1 2 3 4 5 6 7 8 9 10 300 200 0 0";
+        let (name, cpu) = stat_cpu(stat).expect("parsed");
+        assert_eq!(name, "we ir) x");
+        assert_eq!(cpu, 500.0 / ticks);
+        assert_eq!(stat_cpu("42 (short) S 1 2"), None);
+        let status = "Name:\tw\nVmHWM:\t  2048 kB\nvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(status_number(status, "VmHWM:"), Some(2048));
+        assert_eq!(status_number(status, "voluntary_ctxt_switches:"), Some(7));
+        assert_eq!(status_number(status, "nonvoluntary_ctxt_switches:"), None);
+    }
 
     #[test]
     fn thread_usage_sums_threads_of_one_name_and_sees_their_cpu() {
